@@ -1,0 +1,81 @@
+"""Minibatches straight from the prepared uint8 arrays (see ARCHITECTURE.md, Data).
+
+The arrays are memory-mapped, so a batch reads only its own rows; no DataLoader workers are
+needed for the small images this project trains on, and every random choice (order, crop,
+flip) comes from one ``torch.Generator`` whose state is checkpointed, which makes resumed runs
+bit-identical to uninterrupted ones.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Split:
+    """One split of a prepared dataset: images N×H×W×3 uint8 and int64 labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def tensors(self, index: np.ndarray | slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images as float NCHW in [0, 1] and labels, for the rows in ``index``."""
+        index = slice(None) if index is None else index
+        x = torch.from_numpy(np.ascontiguousarray(self.x[index]))
+        return x.permute(0, 3, 1, 2).float().div_(255), torch.from_numpy(np.asarray(self.y[index]))
+
+    def subset(self, n: int | None) -> "Split":
+        """The first ``n`` examples (the splits are stored shuffled, so this is a random subset)."""
+        return self if n is None or n >= len(self) else Split(self.x[:n], self.y[:n])
+
+
+def load_split(data_dir: str | Path, name: str) -> Split:
+    data_dir = Path(data_dir)
+    x = np.load(data_dir / f"{name}_x.npy", mmap_mode="r")
+    y = np.load(data_dir / f"{name}_y.npy", mmap_mode="r")
+    if len(x) != len(y):
+        raise ValueError(f"{data_dir}: {name}_x.npy has {len(x)} rows but {name}_y.npy {len(y)}")
+    return Split(x, y)
+
+
+def num_classes(data_dir: str | Path) -> int:
+    return int(json.loads((Path(data_dir) / "manifest.json").read_text())["num_classes"])
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero padding + horizontal flip (the CIFAR recipe, spec §1)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    out = torch.empty_like(x)
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        crop = padded[i, :, dy : dy + h, dx : dx + w]
+        out[i] = crop.flip(-1) if flips[i] else crop
+    return out
+
+
+def train_batches(
+    split: Split, batch_size: int, generator: torch.Generator, *, augmented: bool = True
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled minibatches for one epoch (the last one may be short)."""
+    order = torch.randperm(len(split), generator=generator).numpy()
+    for start in range(0, len(order), batch_size):
+        index = np.sort(order[start : start + batch_size])
+        x, y = split.tensors(index)
+        yield (augment(x, generator) if augmented else x), y
+
+
+def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for start in range(0, len(split), batch_size):
+        yield split.tensors(slice(start, start + batch_size))

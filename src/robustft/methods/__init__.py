@@ -1,0 +1,25 @@
+"""Registry of training methods: one module per method behind :class:`Method`."""
+
+from __future__ import annotations
+
+from robustft.methods.autolora import AutoLoRa
+from robustft.methods.base import BatchOutput, Method, TrainContext
+from robustft.methods.twins import TWINS
+from robustft.methods.vanilla_rft import VanillaRFT
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (VanillaRFT, TWINS, AutoLoRa)}
+
+
+def register(method: type[Method]) -> type[Method]:
+    """Add a method class to the registry (used by the CLAT and adversarial-training modules)."""
+    METHODS[method.name] = method
+    return method
+
+
+def build_method(name: str, **hparams) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}")
+    return METHODS[name](**hparams)
+
+
+__all__ = ["METHODS", "BatchOutput", "Method", "TrainContext", "build_method", "register"]

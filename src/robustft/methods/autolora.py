@@ -1,0 +1,89 @@
+"""AutoLoRa (Xu et al.; AutoLoRa Eq. 5-7, Algorithm 1): RFT disentangled by a LoRA branch.
+
+    L = λ1·CE(h_{θ̄1+BA, θ2}(x), y) + (1 − λ1)·CE(h_θ(x̃), y) + λ2·KL(h_{θ̄1+BA,θ2}(x) ‖ h_θ(x̃))
+
+* natural term: through FE + B·A with the FE frozen (θ̄1) — gradient reaches B·A and the head;
+* adversarial CE: through the FE only — the LoRA branch is not on this path;
+* KL: soft labels from the LoRA branch; the official code does not detach them, so the KL
+  also trains B·A and the head (``detach_soft_labels: false``); ``true`` makes the LoRA branch
+  a pure teacher.
+* λ1 = 1 − SA^α, λ2 = 6·SA^α (Eq. 6/7), SA the LoRA branch's natural training accuracy,
+  measured before each epoch (``lambda_source: train_set``, as the official code: eval mode,
+  augmented training data) or as the running accuracy of the previous epoch's natural forward
+  passes (``running``, free).
+* x̃ maximises CE against the FE (no LoRA) with BN in eval mode.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from robustft.methods.base import (
+    BatchOutput, Method, TrainContext, accuracy, frozen, kl_clean_adv, kl_normaliser,
+)
+from robustft.schedules import lambda_weights
+
+
+class AutoLoRa(Method):
+    name = "autolora"
+    display_name = "AutoLoRa"
+    defaults = {"rank": 8, "lora_coverage": "official", "lora_alpha": 1.0, "alpha": 1.0,
+                "lambda_source": "train_set", "detach_soft_labels": False,
+                "kl_normaliser": "batch"}
+
+    def __init__(self, **hparams):
+        super().__init__(**hparams)
+        self.lambda1, self.lambda2 = 1.0, 0.0
+        self._running = [0, 0]  # correct, seen: natural accuracy of the LoRA branch this epoch
+
+    def model_kwargs(self):
+        from robustft.models import LoraConfig
+
+        return {"lora": LoraConfig(rank=self.hp["rank"], coverage=self.hp["lora_coverage"],
+                                   alpha=self.hp["lora_alpha"])}
+
+    def start_epoch(self, model, ctx: TrainContext) -> dict[str, float]:
+        source = self.hp["lambda_source"]
+        if source == "train_set":
+            if ctx.measure_train_accuracy is None:
+                raise ValueError("autolora: lambda_source=train_set needs a training-set probe")
+            sa = ctx.measure_train_accuracy(lambda x: model(x, lora=True))
+        elif source == "running":
+            correct, seen = self._running
+            sa = correct / seen if seen else 0.0
+        else:
+            raise ValueError(f"autolora.lambda_source must be 'train_set' or 'running', got {source!r}")
+        self._running = [0, 0]
+        self.lambda1, self.lambda2 = lambda_weights(sa, self.hp["alpha"])  # Eq. 6/7
+        return {"lora_train_sa": sa, "lambda1": self.lambda1, "lambda2": self.lambda2}
+
+    def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
+        x_adv = self.attack(model, model, x, y, ctx)  # FE branch, no LoRA
+        with frozen(model.feature_extractor_parameters()):
+            nat_logits = model(x, lora=True)  # θ̄1 + BA, θ2
+        adv_logits = model(x_adv)  # θ1, θ2
+        soft = nat_logits.detach() if self.hp["detach_soft_labels"] else nat_logits
+        ce_nat = F.cross_entropy(nat_logits, y)
+        ce_adv = F.cross_entropy(adv_logits, y)
+        kl = kl_clean_adv(soft, adv_logits, kl_normaliser(self, ctx))
+        loss = self.lambda1 * ce_nat + (1 - self.lambda1) * ce_adv + self.lambda2 * kl
+        nat_correct = int((nat_logits.argmax(1) == y).sum())
+        self._running[0] += nat_correct
+        self._running[1] += len(y)
+        return BatchOutput(
+            loss=loss,
+            stats={"loss_ce_nat": ce_nat.item(), "loss_ce_adv": ce_adv.item(),
+                   "loss_kl": kl.item(), "train_nat_acc": nat_correct / len(y),
+                   "train_adv_acc": accuracy(adv_logits, y)},
+            # The natural objective never reaches the FE (that is the point of Eq. 5), so its
+            # FE gradient is zero and the logged similarity is 0 by construction.
+            objectives=(self.lambda1 * ce_nat, (1 - self.lambda1) * ce_adv + self.lambda2 * kl),
+        )
+
+    def state_dict(self):
+        return {"lambda1": self.lambda1, "lambda2": self.lambda2, "running": list(self._running)}
+
+    def load_state_dict(self, state):
+        self.lambda1, self.lambda2 = state["lambda1"], state["lambda2"]
+        self._running = list(state["running"])

@@ -1,0 +1,140 @@
+"""Learning-rate and loss-weight schedules.
+
+* ``MultiStepLR`` — the baselines' schedule (AutoLoRa Appendix A.1 / TWINS code): ×0.1 at
+  epochs 30 and 50 of 60.
+* ``AutoLR`` — AutoLoRa's automatic LR scheduler (Sec. 4.2, Algorithm 1) in two named variants
+  whose conditions differ (spec §5 and §11.1-2):
+
+  ``paper``    Condition 1: #{e in [c_{j-1}, c_j): RA(e+1) < RA(e)} <= 0.75·(c_j − c_{j-1})
+               Condition 2: η(c_{j-1}) = η(c_j) and RA_max(c_{j-1}) = RA_max(c_j)
+  ``official`` Condition 1: #{strict increases RA(e+1) > RA(e)} < 0.75·(c_j − c_{j-1})
+               Condition 2: never at the first check; afterwards "no new best RA since the
+               previous check" (the code's η-equality clause is always true from then on).
+
+  Read literally, the paper's Condition 1 fires whenever at most 3 of 4 epochs *decrease*
+  robust accuracy, i.e. almost always; the code counts increases like APGD does. Both are kept.
+* ``lambda_weights`` — AutoLoRa Eq. 6/7.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+def lambda_weights(train_sa: float, alpha: float = 1.0, scale: float = 6.0) -> tuple[float, float]:
+    """AutoLoRa Eq. 6/7: λ1 = 1 − SA^α, λ2 = 6·SA^α, SA ∈ [0, 1] the LoRA branch's accuracy."""
+    if not 0.0 <= train_sa <= 1.0:
+        raise ValueError(f"standard accuracy must lie in [0, 1], got {train_sa}")
+    sharpened = train_sa**alpha
+    return 1.0 - sharpened, scale * sharpened
+
+
+@dataclass
+class MultiStepLR:
+    """η(e) = η0 · factor^(number of milestones ≤ e); ``e`` is the 0-based epoch about to run."""
+
+    lr0: float
+    milestones: tuple[int, ...] = (30, 50)
+    factor: float = 0.1
+
+    def lr_for_epoch(self, epoch: int) -> float:
+        return self.lr0 * self.factor ** sum(epoch >= m for m in self.milestones)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@dataclass
+class LRDecision:
+    """What the automatic scheduler decided at the end of an epoch."""
+
+    lr: float
+    halved: bool = False
+    reload_best: bool = False
+    stop: bool = False
+    reason: str = ""
+
+
+@dataclass
+class AutoLR:
+    """AutoLoRa's automatic LR scheduler (Algorithm 1 lines 12-19).
+
+    Feed it the robust validation accuracy after every epoch with :meth:`end_epoch`; it returns
+    the LR for the next epoch and whether to reload the best-validation checkpoint (done on every
+    halving) or stop (η < ``min_lr``). Checks happen at the end of epoch index ``c_j`` for the
+    checkpoints c = 0, every, 2·every, ... (the official code uses every 4 epochs: checks after
+    epochs 5, 9, ..., 57 in 1-based counting).
+    """
+
+    lr0: float = 0.01
+    variant: str = "official"
+    every: int = 4
+    min_lr: float = 1e-5
+    factor: float = 0.5
+    ratio: float = 0.75
+    lr: float = field(init=False)
+    history: list[float] = field(default_factory=list)
+    best_at_check: list[float] = field(default_factory=list)
+    halved_at_check: list[bool] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("paper", "official"):
+            raise ValueError(f"auto_lr variant must be 'paper' or 'official', got {self.variant!r}")
+        if self.every < 1:
+            raise ValueError("auto_lr check interval must be >= 1 epoch")
+        self.lr = self.lr0
+
+    def lr_for_epoch(self, epoch: int) -> float:
+        return self.lr
+
+    def end_epoch(self, epoch: int, val_robust_acc: float) -> LRDecision:
+        """Record RA after 0-based ``epoch`` and decide the LR of the next one."""
+        if epoch != len(self.history):
+            raise ValueError(f"expected results of epoch {len(self.history)}, got epoch {epoch}")
+        self.history.append(val_robust_acc)
+        if epoch == 0:
+            self.best_at_check.append(val_robust_acc)  # RA_max at c_0 = 0
+            self.halved_at_check.append(False)
+        decision = LRDecision(lr=self.lr)
+        if epoch > 0 and epoch % self.every == 0:
+            decision = self._check(epoch)
+        if self.lr < self.min_lr:
+            decision.stop = True
+            decision.reason += f"; lr {self.lr:.3g} < {self.min_lr:g}: stop"
+        return decision
+
+    def _check(self, epoch: int) -> LRDecision:
+        start = epoch - self.every
+        window = self.history[start : epoch + 1]
+        pairs = list(zip(window[:-1], window[1:]))
+        best_now = max(self.history)
+        best_before = self.best_at_check[-1]
+        first_check = len(self.best_at_check) == 1
+        if self.variant == "paper":
+            decreases = sum(b < a for a, b in pairs)
+            cond1 = decreases <= self.ratio * self.every
+            cond2 = (not self.halved_at_check[-1]) and best_now == best_before
+            why1 = f"{decreases} decreases <= {self.ratio * self.every:g}"
+        else:
+            increases = sum(b > a for a, b in pairs)
+            cond1 = increases < self.ratio * self.every
+            cond2 = (not first_check) and best_now == best_before
+            why1 = f"{increases} increases < {self.ratio * self.every:g}"
+        halve = cond1 or cond2
+        self.best_at_check.append(best_now)
+        self.halved_at_check.append(halve)
+        if not halve:
+            return LRDecision(lr=self.lr, reason="no condition met")
+        self.lr *= self.factor
+        reason = f"condition 1 ({why1})" if cond1 else "condition 2 (no new best since last check)"
+        return LRDecision(lr=self.lr, halved=True, reload_best=True, reason=reason)
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)

@@ -1,0 +1,328 @@
+"""The one training loop every method runs through.
+
+It owns what all methods share — seeding, minibatches, SGD, the LR schedule (multi-step or
+AutoLoRa's automatic scheduler), per-epoch natural/PGD-10 evaluation, best-checkpoint selection,
+gradient similarity, NaN detection and checkpoint/resume — and asks the method (see
+:mod:`robustft.methods`) only for the per-batch loss and its epoch hook.
+
+Resume: after every epoch the complete state (model, optimiser, schedule, method state, RNG
+states, best-so-far, log) is written atomically to ``<checkpoint_dir>/last.pt``. The directory
+is not a Snakemake output, so it survives the clean-up of a killed job; starting the same run
+again continues from the last completed epoch and ends with the same numbers as an
+uninterrupted run on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from robustft.attacks import PGDConfig, eval_mode, pgd_accuracy
+from robustft.batches import Split, eval_batches, load_split, num_classes, train_batches
+from robustft.io import atomic_path
+from robustft.methods import Method, TrainContext, build_method
+from robustft.schedules import AutoLR, MultiStepLR
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; no model is written."""
+
+
+@dataclass
+class TrainConfig:
+    """Resolved hyper-parameters of one run (the ``train`` rule's ``params``)."""
+
+    run_name: str
+    method: str
+    arch: str
+    seed: int
+    method_params: dict[str, Any] = field(default_factory=dict)
+    width: int | None = None
+    input_size: int | None = None
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    lr_schedule: dict[str, Any] = field(
+        default_factory=lambda: {"type": "multistep", "milestones": [30, 50], "factor": 0.1})
+    train_attack: dict[str, Any] = field(
+        default_factory=lambda: {"eps": 8 / 255, "step": 2 / 255, "steps": 10,
+                                 "random_start": True})
+    eval_attack: dict[str, Any] = field(
+        default_factory=lambda: {"eps": 8 / 255, "step": 2 / 255, "steps": 10,
+                                 "random_start": False})
+    selection: str = "test_pgd"
+    val_examples: int | None = None
+    test_examples: int | None = None
+    eval_batch_size: int = 256
+    augment: bool = True
+    grad_sim_batches: int = 0
+    device: str = "cpu"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {sorted(unknown)}")
+        return cls(**values)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_schedule(cfg: TrainConfig) -> MultiStepLR | AutoLR:
+    spec = dict(cfg.lr_schedule)
+    kind = spec.pop("type")
+    if kind == "multistep":
+        return MultiStepLR(cfg.lr, tuple(spec.get("milestones", (30, 50))), spec.get("factor", 0.1))
+    if kind == "auto":
+        return AutoLR(lr0=cfg.lr, **spec)
+    raise ValueError(f"lr_schedule.type must be 'multistep' or 'auto', got {kind!r}")
+
+
+def accuracy_on(model: nn.Module, split: Split, batch_size: int, device: torch.device,
+                forward=None) -> float:
+    """Natural accuracy of ``forward`` (default: the model) on a split, eval mode."""
+    forward = forward or model
+    correct = 0
+    with torch.no_grad(), eval_mode(model):
+        for x, y in eval_batches(split, batch_size):
+            correct += int((forward(x.to(device)).argmax(1).cpu() == y).sum())
+    return correct / max(len(split), 1)
+
+
+def pgd_accuracy_on(model: nn.Module, split: Split, attack: PGDConfig, batch_size: int,
+                    device: torch.device, generator: torch.Generator | None = None) -> float:
+    correct = 0
+    for x, y in eval_batches(split, batch_size):
+        correct += int(pgd_accuracy(model, x.to(device), y.to(device), attack,
+                                    generator=generator).sum())
+    return correct / max(len(split), 1)
+
+
+def cosine_of_gradients(objectives: tuple[torch.Tensor, torch.Tensor],
+                        params: list[nn.Parameter]) -> float:
+    """AutoLoRa Eq. 3/4: cos(∇θ1 natural, ∇θ1 adversarial) over the FE parameters θ1."""
+    flat = []
+    for objective in objectives:
+        grads = torch.autograd.grad(objective, params, retain_graph=True, allow_unused=True)
+        flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                               for g, p in zip(grads, params)]))
+    norms = flat[0].norm() * flat[1].norm()
+    return float(flat[0] @ flat[1] / norms) if norms > 0 else 0.0
+
+
+class Trainer:
+    """Runs one (dataset, backbone, method variant, seed) to completion, resumably."""
+
+    def __init__(self, cfg: TrainConfig, data_dir: Path, backbone: Path | None,
+                 checkpoint_dir: Path) -> None:
+        from robustft.models import build_model, load_backbone
+
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.checkpoint_dir = Path(checkpoint_dir)
+        torch.manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.train = load_split(data_dir, "train")
+        self.val = load_split(data_dir, "val").subset(cfg.val_examples)
+        self.test = load_split(data_dir, "test").subset(cfg.test_examples)
+        self.method: Method = build_method(cfg.method, **cfg.method_params)
+        self.model = build_model(cfg.arch, num_classes(data_dir), input_size=cfg.input_size,
+                                 width=cfg.width, **self.method.model_kwargs())
+        if backbone is not None:
+            load_backbone(self.model, backbone)
+        self.model.to(self.device)
+        self.params = self.method.trainable_parameters(self.model)
+        self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.schedule = build_schedule(cfg)
+        self.train_attack = PGDConfig(**cfg.train_attack)
+        self.eval_attack = PGDConfig(**cfg.eval_attack)
+        self.rows: list[dict[str, Any]] = []
+        self.best = {"score": -math.inf, "epoch": -1}
+        self.best_val: dict[str, Any] = {"score": -math.inf, "state": None}
+        self.start_epoch = 0
+        self.stopped = False
+
+    # --- checkpointing -----------------------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.checkpoint_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.checkpoint_dir / "best.pt"
+
+    def save_checkpoint(self, epoch: int) -> None:
+        state = {
+            "epoch": epoch, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+            "method": self.method.state_dict(), "rows": self.rows, "best": self.best,
+            "best_val": self.best_val, "stopped": self.stopped,
+            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
+            "config": self.cfg.__dict__,
+        }
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.last_path) as tmp:
+            torch.save(state, tmp)
+
+    def try_resume(self) -> bool:
+        if not self.last_path.exists():
+            return False
+        # Our own file, written by save_checkpoint: plain tensors and builtins only.
+        state = torch.load(self.last_path, map_location=self.device, weights_only=True)
+        if state["config"] != self.cfg.__dict__:
+            raise ValueError(
+                f"{self.last_path} belongs to different settings than run {self.cfg.run_name}; "
+                "delete it to start over")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.method.load_state_dict(state["method"])
+        self.rows, self.best, self.best_val = state["rows"], state["best"], state["best_val"]
+        self.stopped = state["stopped"]
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["generator"])
+        self.start_epoch = state["epoch"] + 1
+        log.info("%s: resumed after epoch %d", self.cfg.run_name, state["epoch"])
+        return True
+
+    # --- one epoch ---------------------------------------------------------------------------
+    def _context(self, epoch: int) -> TrainContext:
+        def measure(forward) -> float:
+            correct = seen = 0
+            with torch.no_grad(), eval_mode(self.model):
+                for x, y in train_batches(self.train, self.cfg.eval_batch_size, self.generator,
+                                          augmented=self.cfg.augment):
+                    correct += int((forward(x.to(self.device)).argmax(1).cpu() == y).sum())
+                    seen += len(y)
+            return correct / max(seen, 1)
+
+        return TrainContext(train_attack=self.train_attack, generator=self.generator,
+                            batch_size=self.cfg.batch_size, epoch=epoch,
+                            measure_train_accuracy=measure)
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg, started = self.cfg, time.perf_counter()
+        lr = self.schedule.lr_for_epoch(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        ctx = self._context(epoch)
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+        row.update(self.method.start_epoch(self.model, ctx))
+        self.model.train()
+        sums: dict[str, float] = {}
+        seen, grad_sims = 0, []
+        fe_params = [p for p in self.model.feature_extractor_parameters() if p.requires_grad]
+        for step, (x, y) in enumerate(train_batches(self.train, cfg.batch_size, self.generator,
+                                                    augmented=cfg.augment)):
+            x, y = x.to(self.device), y.to(self.device)
+            out = self.method.batch_loss(self.model, x, y, ctx)
+            if not torch.isfinite(out.loss):
+                raise NonFiniteLossError(
+                    f"run {cfg.run_name}: loss is {out.loss.item()} at epoch {epoch} step {step} "
+                    f"(lr {lr:g}); stopping without writing a model")
+            if step < cfg.grad_sim_batches and out.objectives is not None:
+                grad_sims.append(cosine_of_gradients(out.objectives, fe_params))
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            self.optimizer.step()
+            n = len(y)
+            seen += n
+            for key, value in {"loss": out.loss.item(), **out.stats}.items():
+                sums[key] = sums.get(key, 0.0) + value * n
+        row.update({k: v / max(seen, 1) for k, v in sums.items()})
+        row["grad_sim"] = sum(grad_sims) / len(grad_sims) if grad_sims else float("nan")
+        row.update(self.evaluate_epoch())
+        row["seconds"] = time.perf_counter() - started
+        return row
+
+    def evaluate_epoch(self) -> dict[str, float]:
+        bs, dev = self.cfg.eval_batch_size, self.device
+        return {
+            "val_nat_acc": accuracy_on(self.model, self.val, bs, dev),
+            "val_pgd_acc": pgd_accuracy_on(self.model, self.val, self.eval_attack, bs, dev),
+            "test_nat_acc": accuracy_on(self.model, self.test, bs, dev),
+            "test_pgd_acc": pgd_accuracy_on(self.model, self.test, self.eval_attack, bs, dev),
+        }
+
+    def _select(self, epoch: int, row: dict[str, Any]) -> None:
+        """Best checkpoint by the configured criterion (paper: best test PGD-10, Sec. 5)."""
+        score = {"test_pgd": row["test_pgd_acc"], "val_pgd": row["val_pgd_acc"],
+                 "last": float(epoch)}[self.cfg.selection]
+        if score > self.best["score"]:
+            self.best = {"score": score, "epoch": epoch}
+            with atomic_path(self.best_path) as tmp:
+                torch.save(self.model.state_dict(), tmp)
+        if row["val_pgd_acc"] > self.best_val["score"]:
+            # AutoLoRa keeps a second "best on validation" copy for the LR scheduler (spec §7).
+            self.best_val = {"score": row["val_pgd_acc"],
+                             "state": copy.deepcopy(self.model.state_dict())}
+
+    def fit(self) -> list[dict[str, Any]]:
+        if self.cfg.selection not in ("test_pgd", "val_pgd", "last"):
+            raise ValueError(f"selection must be test_pgd, val_pgd or last, "
+                             f"got {self.cfg.selection!r}")
+        self.try_resume()
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            if self.stopped:
+                break
+            row = self.run_epoch(epoch)
+            self._select(epoch, row)
+            if isinstance(self.schedule, AutoLR):
+                decision = self.schedule.end_epoch(epoch, row["val_pgd_acc"])
+                row["lr_event"] = decision.reason if decision.halved or decision.stop else ""
+                if decision.reload_best and self.best_val["state"] is not None:
+                    self.model.load_state_dict(self.best_val["state"])
+                self.stopped = decision.stop
+            self.rows.append(row)
+            log.info("%s epoch %d: %s", self.cfg.run_name, epoch,
+                     ", ".join(f"{k}={v:.4g}" for k, v in row.items()
+                               if isinstance(v, float)))
+            self.save_checkpoint(epoch)
+        return self.rows
+
+    def write_outputs(self, out_dir: Path) -> None:
+        """Copy the selected model and write the log; each file appears complete or not at all."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_dir / "model_best.pt") as tmp:
+            state = torch.load(self.best_path, map_location="cpu", weights_only=True)
+            torch.save({"state_dict": state, "best_epoch": self.best["epoch"],
+                        "selection": self.cfg.selection, "config": self.cfg.__dict__}, tmp)
+        write_log(self.rows, out_dir / "train_log.csv")
+
+
+def write_log(rows: list[dict[str, Any]], path: Path) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def train_run(cfg: TrainConfig, data_dir: Path, backbone: Path | None, checkpoint_dir: Path,
+              out_dir: Path) -> list[dict[str, Any]]:
+    trainer = Trainer(cfg, Path(data_dir), Path(backbone) if backbone else None,
+                      Path(checkpoint_dir))
+    rows = trainer.fit()
+    trainer.write_outputs(Path(out_dir))
+    return rows
