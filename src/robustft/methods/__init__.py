@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from robustft.methods.autolora import AutoLoRa
 from robustft.methods.base import BatchOutput, Method, TrainContext
+from robustft.methods.pgd_at import PGDAT
 from robustft.methods.twins import TWINS
 from robustft.methods.vanilla_rft import VanillaRFT
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (VanillaRFT, TWINS, AutoLoRa)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (VanillaRFT, TWINS, AutoLoRa, PGDAT)}
 
 
 def register(method: type[Method]) -> type[Method]:

@@ -1,0 +1,74 @@
+# Turns config.yaml into targets; every input function and wildcard constraint lives here.
+# The logic is in robustft.config so that plain pytest can test it.
+import json
+import sys
+
+from robustft import config as rcfg
+
+# Validation runs while the workflow is parsed, i.e. before any job starts; a ConfigError
+# names the offending key.
+CFG = rcfg.validate(config)
+TARGETS = CFG["targets"]
+RUNS = rcfg.all_runs(CFG, TARGETS)
+PYTHON = sys.executable
+
+
+wildcard_constraints:
+    fidelity="|".join(CFG["fidelities"]),
+    dataset="|".join(CFG["datasets"]),
+    backbone="|".join(CFG["backbones"]),
+    variant="[A-Za-z0-9_.+-]+",
+    seed=r"\d+",
+    study="|".join(CFG["studies"]),
+
+
+localrules:
+    fetch_backbone,
+    aggregate,
+    render_report,
+
+
+RUN_DIR = "results/runs/{fidelity}/{dataset}/{backbone}/{variant}/seed{seed}"
+RUN_LOG = "{fidelity}/{dataset}/{backbone}/{variant}/seed{seed}"
+
+
+def run_of(wc):
+    return rcfg.Run(wc.fidelity, wc.dataset, wc.backbone, wc.variant, int(wc.seed))
+
+
+def as_json(value):
+    return json.dumps(value, sort_keys=True)
+
+
+def train_settings(wc):
+    return as_json(rcfg.train_settings(CFG, run_of(wc)))
+
+
+def eval_settings(wc):
+    run = run_of(wc)
+    return as_json(rcfg.eval_settings(CFG, run, rcfg.needs_autoattack(CFG, run, TARGETS)))
+
+
+def resources_of(kind):
+    """Portable resources (gpu, mem_mb, runtime) from the run's fidelity."""
+
+    def pick(key, default):
+        return lambda wc: CFG["fidelities"][wc.fidelity].get(kind, {}).get(key, default)
+
+    return pick
+
+
+def backbone_file(wc):
+    return f"results/backbones/{wc.backbone}.pt"
+
+
+def dataset_dir(name):
+    return f"results/data/{name}"
+
+
+def study_inputs(wc, filename):
+    return [f"{run.directory}/{filename}" for run in rcfg.study_runs(CFG, wc.study)]
+
+
+def final_targets():
+    return [f"results/tables/{s}.json" for s in TARGETS] + ["results/report/index.html"]

@@ -1,0 +1,28 @@
+"""Fetch and verify a Salman et al. robust ImageNet backbone:
+``python -m robustft.steps.fetch_backbone --arch resnet18 --eps-pt 4 --out FILE [--sha256 HEX]``.
+
+Checks that every conv/BN tensor is present before the file is handed to training jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from robustft.backbones import fetch_salman
+from robustft.models import build_model, load_backbone
+from robustft.steps._common import parser, start
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--arch", required=True)
+    p.add_argument("--eps-pt", required=True, type=float)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--sha256", default=None)
+    args = p.parse_args(argv)
+    start(args)
+    fetch_salman(args.arch, args.eps_pt, args.out, args.sha256)
+    load_backbone(build_model(args.arch, 10), args.out)  # raises BackboneError naming the file
+
+
+if __name__ == "__main__":
+    main()

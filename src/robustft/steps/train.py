@@ -1,0 +1,33 @@
+"""Train one run: ``python -m robustft.steps.train --settings JSON --data DIR --backbone FILE
+--checkpoints DIR --out DIR``. Started again after a kill, it resumes from its last epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from robustft.io import atomic_path
+from robustft.steps._common import parser, settings, start
+from robustft.train import TrainConfig, train_run
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--settings", required=True, help="resolved TrainConfig as JSON")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--backbone", type=Path, default=None)
+    p.add_argument("--checkpoints", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    args = p.parse_args(argv)
+    start(args)
+    values = settings(args.settings)
+    cfg = TrainConfig.from_dict(values)
+    train_run(cfg, args.data, args.backbone, args.checkpoints, args.out)
+    with atomic_path(args.out / "run.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump({"settings": values, "data": str(args.data),
+                                       "backbone": str(args.backbone)}, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
