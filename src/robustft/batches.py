@@ -15,7 +15,8 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from robustft.data.format import AUGMENTATIONS
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Split:
     def tensors(self, index: np.ndarray | slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Images as float NCHW in [0, 1] and labels, for the rows in ``index``."""
         index = slice(None) if index is None else index
-        x = torch.from_numpy(np.ascontiguousarray(self.x[index]))
+        x = torch.from_numpy(np.array(self.x[index]))  # copy: memmaps are read-only
         return x.permute(0, 3, 1, 2).float().div_(255), torch.from_numpy(np.asarray(self.y[index]))
 
     def subset(self, n: int | None) -> "Split":
@@ -52,28 +53,20 @@ def num_classes(data_dir: str | Path) -> int:
     return int(json.loads((Path(data_dir) / "manifest.json").read_text())["num_classes"])
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop after zero padding + horizontal flip (the CIFAR recipe, spec §1)."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    out = torch.empty_like(x)
-    for i, (dy, dx) in enumerate(offsets.tolist()):
-        crop = padded[i, :, dy : dy + h, dx : dx + w]
-        out[i] = crop.flip(-1) if flips[i] else crop
-    return out
-
-
 def train_batches(
-    split: Split, batch_size: int, generator: torch.Generator, *, augmented: bool = True
+    split: Split, batch_size: int, generator: torch.Generator, *, augment: str = "crop_flip"
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled minibatches for one epoch (the last one may be short)."""
+    """Shuffled, augmented minibatches for one epoch (the last one may be short).
+
+    ``augment`` names a transform of :data:`robustft.data.format.AUGMENTATIONS` (the CIFAR
+    crop+flip, or the official high-resolution RandomResizedCrop+flip) or ``"none"``.
+    """
+    transform = None if augment == "none" else AUGMENTATIONS[augment]
     order = torch.randperm(len(split), generator=generator).numpy()
     for start in range(0, len(order), batch_size):
         index = np.sort(order[start : start + batch_size])
         x, y = split.tensors(index)
-        yield (augment(x, generator) if augmented else x), y
+        yield (transform(x, generator) if transform else x), y
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

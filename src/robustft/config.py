@@ -6,7 +6,8 @@ settings are the ``train`` rule's ``params``, so changing one ablation value re-
 runs whose resolved settings changed.
 
 Resolution order of a run's training settings (later wins):
-  TrainConfig defaults → preset → ``methods.<m>`` → ``datasets.<d>.methods.<m>`` (Table 7)
+  TrainConfig defaults → preset → ``methods.<m>`` → ``datasets.<d>.training``
+  → ``datasets.<d>.methods.<m>`` (Table 7)
   → fidelity → ``variants.<v>``.
 """
 
@@ -222,7 +223,8 @@ def train_settings(config: dict[str, Any], run: Run) -> dict[str, Any]:
     fidelity = config["fidelities"][run.fidelity]
     params = _method_defaults(config, method)
     training = deep_merge(preset["training"], METHOD_TRAINING.get(method, {}))
-    for layer in (config["methods"].get(method, {}), dataset.get("methods", {}).get(method, {}),
+    for layer in (config["methods"].get(method, {}), {"training": dataset.get("training", {})},
+                  dataset.get("methods", {}).get(method, {}),
                   {"training": fidelity.get("training", {})}, var):
         params = deep_merge(params, layer.get("params", {}))
         training = deep_merge(training, layer.get("training", {}))

@@ -67,7 +67,7 @@ class TrainConfig:
     val_examples: int | None = None
     test_examples: int | None = None
     eval_batch_size: int = 256
-    augment: bool = True
+    augment: str = "crop_flip"
     grad_sim_batches: int = 0
     device: str = "cpu"
 
@@ -210,7 +210,7 @@ class Trainer:
             correct = seen = 0
             with torch.no_grad(), eval_mode(self.model):
                 for x, y in train_batches(self.train, self.cfg.eval_batch_size, self.generator,
-                                          augmented=self.cfg.augment):
+                                          augment=self.cfg.augment):
                     correct += int((forward(x.to(self.device)).argmax(1).cpu() == y).sum())
                     seen += len(y)
             return correct / max(seen, 1)
@@ -232,7 +232,7 @@ class Trainer:
         seen, grad_sims = 0, []
         fe_params = [p for p in self.model.feature_extractor_parameters() if p.requires_grad]
         for step, (x, y) in enumerate(train_batches(self.train, cfg.batch_size, self.generator,
-                                                    augmented=cfg.augment)):
+                                                    augment=cfg.augment)):
             x, y = x.to(self.device), y.to(self.device)
             out = self.method.batch_loss(self.model, x, y, ctx)
             if not torch.isfinite(out.loss):

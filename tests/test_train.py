@@ -1,0 +1,133 @@
+"""The shared training loop: determinism, resume, NaN handling, AutoLR reloads, outputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from robustft.models import build_model, save_backbone
+from robustft.train import NonFiniteLossError, TrainConfig, Trainer, train_run
+
+ATTACK = {"eps": 8 / 255, "step": 4 / 255, "steps": 2, "random_start": True}
+
+
+def config(method="vanilla_rft", **kw):
+    values = dict(run_name=f"tiny/{method}", method=method, arch="resnet_mini", width=4, seed=0,
+                  epochs=3, batch_size=12, lr=0.05, train_attack=ATTACK,
+                  eval_attack={**ATTACK, "random_start": False}, grad_sim_batches=1,
+                  lr_schedule={"type": "multistep", "milestones": [2], "factor": 0.1})
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+@pytest.fixture
+def backbone(tmp_path):
+    torch.manual_seed(3)
+    path = tmp_path / "backbone.pt"
+    save_backbone(build_model("resnet_mini", 5, width=4), path)
+    return path
+
+
+def strip_time(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.mark.parametrize("method", ["vanilla_rft", "twins", "autolora"])
+def test_each_method_trains_and_writes_outputs(tmp_path, tiny_data, backbone, method):
+    rows = train_run(config(method), tiny_data, backbone, tmp_path / "ck", tmp_path / "out")
+    assert len(rows) == 3
+    assert (tmp_path / "out" / "model_best.pt").exists()
+    header = (tmp_path / "out" / "train_log.csv").read_text().splitlines()[0].split(",")
+    for column in ("epoch", "lr", "loss", "val_pgd_acc", "test_pgd_acc", "grad_sim"):
+        assert column in header
+    assert rows[2]["lr"] == pytest.approx(0.005)  # multistep ×0.1 at epoch 2
+    assert all(math.isfinite(r["loss"]) for r in rows)
+    if method == "autolora":
+        assert {"lambda1", "lambda2"} <= set(rows[0])
+        assert rows[0]["grad_sim"] == 0.0  # the natural term never reaches the FE (Eq. 5)
+    else:
+        assert -1.0 <= rows[0]["grad_sim"] <= 1.0
+
+
+def test_deterministic_on_cpu(tmp_path, tiny_data, backbone):
+    a = train_run(config(), tiny_data, backbone, tmp_path / "a", tmp_path / "oa")
+    b = train_run(config(), tiny_data, backbone, tmp_path / "b", tmp_path / "ob")
+    assert strip_time(a) == strip_time(b)
+
+
+def test_resume_after_interruption_gives_identical_metrics(tmp_path, tiny_data, backbone,
+                                                           monkeypatch):
+    full = train_run(config("autolora"), tiny_data, backbone, tmp_path / "full", tmp_path / "o1")
+    trainer = Trainer(config("autolora"), tiny_data, backbone, tmp_path / "ck")
+    original = Trainer.run_epoch
+
+    def die_in_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "run_epoch", die_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    monkeypatch.setattr(Trainer, "run_epoch", original)
+    resumed = train_run(config("autolora"), tiny_data, backbone, tmp_path / "ck", tmp_path / "o2")
+    assert strip_time(resumed) == strip_time(full)
+    saved = [torch.load(tmp_path / o / "model_best.pt", weights_only=True)["state_dict"]
+             for o in ("o1", "o2")]
+    assert all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
+
+
+def test_resume_refuses_checkpoint_of_other_settings(tmp_path, tiny_data, backbone):
+    train_run(config(epochs=1), tiny_data, backbone, tmp_path / "ck", tmp_path / "o")
+    with pytest.raises(ValueError, match="different settings"):
+        train_run(config(epochs=1, lr=0.1), tiny_data, backbone, tmp_path / "ck", tmp_path / "o")
+
+
+def test_nan_loss_stops_with_run_epoch_and_step(tmp_path, tiny_data, backbone, monkeypatch):
+    from robustft.methods.vanilla_rft import VanillaRFT
+
+    original = VanillaRFT.batch_loss
+    calls = {"n": 0}
+
+    def poisoned(self, model, x, y, ctx):
+        out = original(self, model, x, y, ctx)
+        calls["n"] += 1
+        if calls["n"] == 5:  # epoch 1, step 1 (3 batches per epoch)
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(VanillaRFT, "batch_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"run tiny/vanilla_rft: loss is nan at epoch 1 "
+                                                 r"step 1"):
+        train_run(config(), tiny_data, backbone, tmp_path / "ck", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_auto_lr_halves_and_reloads_best_validation_weights(tmp_path, tiny_data, backbone,
+                                                           monkeypatch):
+    cfg = config("autolora", epochs=3, lr=0.01,
+                 lr_schedule={"type": "auto", "variant": "official", "every": 1, "min_lr": 1e-5})
+    trainer = Trainer(cfg, tiny_data, backbone, tmp_path / "ck")
+    scripted = iter([0.5, 0.4, 0.6])  # epoch 1 is worse: 0 of 1 increases -> halve + reload
+    monkeypatch.setattr(Trainer, "evaluate_epoch", lambda self: {
+        "val_nat_acc": 0.0, "val_pgd_acc": next(scripted), "test_nat_acc": 0.0,
+        "test_pgd_acc": 0.0})
+    snapshots = {}
+    original = Trainer.run_epoch
+
+    def recording(self, epoch):
+        snapshots[f"start{epoch}"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        row = original(self, epoch)
+        snapshots[f"end{epoch}"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return row
+
+    monkeypatch.setattr(Trainer, "run_epoch", recording)
+    rows = trainer.fit()
+    assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.01, 0.005])
+    assert "condition 1" in rows[1]["lr_event"]
+    # epoch 2 starts from the weights of epoch 0 (best validation RA), not those of epoch 1
+    assert all(torch.equal(snapshots["start2"][k], snapshots["end0"][k]) for k in snapshots["end0"])
+    assert not all(torch.equal(snapshots["start2"][k], snapshots["end1"][k])
+                   for k in snapshots["end1"])
