@@ -15,6 +15,8 @@ rule fetch_backbone:
         eps=lambda wc: CFG["backbones"][wc.backbone]["eps_pt"],
     log:
         "logs/fetch_backbone/{backbone}.log",
+    conda:
+        "../envs/robustft.yaml"
     wildcard_constraints:
         backbone="|".join(b for b, s in CFG["backbones"].items() if s["source"] == "salman") or "^$",
     shell:
@@ -32,6 +34,8 @@ rule pretrain_backbone:
         checkpoints="results/checkpoints/backbones/{backbone}",
     log:
         "logs/pretrain_backbone/{backbone}.log",
+    conda:
+        "../envs/robustft.yaml"
     wildcard_constraints:
         backbone="|".join(b for b, s in CFG["backbones"].items() if s["source"] == "pretrain") or "^$",
     threads: 1

@@ -23,6 +23,7 @@ wildcard_constraints:
 
 
 localrules:
+    prepare_data,
     fetch_backbone,
     aggregate,
     render_report,
@@ -42,6 +43,10 @@ def as_json(value):
 
 def train_settings(wc):
     return as_json(rcfg.train_settings(CFG, run_of(wc)))
+
+
+def run_identity(wc):
+    return as_json(rcfg.run_identity(CFG, run_of(wc)))
 
 
 def eval_settings(wc):

@@ -11,6 +11,8 @@ rule evaluate:
         settings=eval_settings,
     log:
         f"logs/evaluate/{RUN_LOG}.log",
+    conda:
+        "../envs/robustft.yaml"
     threads: 1
     resources:
         gpu=resources_of("eval_resources")("gpu", 0),

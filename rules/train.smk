@@ -15,8 +15,11 @@ rule train:
         settings=train_settings,
         checkpoints=lambda wc: run_of(wc).checkpoint_directory,
         out=RUN_DIR,
+        identity=run_identity,
     log:
         f"logs/train/{RUN_LOG}.log",
+    conda:
+        "../envs/robustft.yaml"
     threads: 1
     resources:
         gpu=resources_of("train_resources")("gpu", 0),
@@ -25,4 +28,5 @@ rule train:
     shell:
         "{PYTHON} -m robustft.steps.train --settings {params.settings:q} --data {input.data} "
         "--backbone {input.backbone} --checkpoints {params.checkpoints} --out {params.out} "
+        "--identity {params.identity:q} "
         "--threads {threads} > {log} 2>&1"

@@ -242,6 +242,14 @@ def train_settings(config: dict[str, Any], run: Run) -> dict[str, Any]:
     return resolved
 
 
+def run_identity(config: dict[str, Any], run: Run) -> dict[str, Any]:
+    """What run.yaml records about a run's place in the grid (read by the aggregation)."""
+    method = variant_spec(config, run.variant)["method"]
+    return {"fidelity": run.fidelity, "dataset": run.dataset, "backbone": run.backbone,
+            "variant": run.variant, "seed": run.seed, "method": method,
+            "preset": config["preset"]}
+
+
 def eval_settings(config: dict[str, Any], run: Run, autoattack: bool) -> dict[str, Any]:
     settings = train_settings(config, run)
     fidelity = config["fidelities"][run.fidelity]
@@ -279,3 +287,72 @@ def backbone_settings(config: dict[str, Any], name: str) -> dict[str, Any]:
 
 def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# --- aggregation and report --------------------------------------------------------------------
+def _labels(paper_variant: str | None) -> dict[str, str]:
+    """'rank=4' → {'rank': '4'}: the group labels the paper's variant column is matched on."""
+    if not paper_variant:
+        return {}
+    return dict(part.split("=", 1) for part in paper_variant.split(";"))
+
+
+def display_name(config: dict[str, Any], variant: str) -> str:
+    spec = variant_spec(config, variant)
+    return spec.get("label") or METHODS[spec["method"]].display_name
+
+
+def aggregate_spec(config: dict[str, Any], study: str) -> dict[str, Any]:
+    """The ``--spec`` of ``robustft.steps.aggregate`` for one study."""
+    s = config["studies"][study]
+    paper = s.get("paper")
+    printed = (paper or {}).get("variants", {})
+    variants = {}
+    for v in s["variants"]:
+        spec = variant_spec(config, v)
+        variants[v] = {"method": METHODS[spec["method"]].display_name,
+                       "labels": _labels(printed.get(v, spec.get("paper_variant")))}
+    comparisons = [{"ours": s["reference"], "baseline": v}
+                   for v in s["variants"] if "reference" in s and v != s["reference"]]
+    out: dict[str, Any] = {"title": study, "description": s.get("description", ""),
+                           "test": s.get("ttest", "welch"), "variants": variants,
+                           "comparisons": comparisons, "paper": None}
+    if paper:
+        out["paper"] = {
+            "paper": paper["name"], "table": paper["table"],
+            "pvalue_table": 8 if paper["name"] == "AutoLoRa" and paper["table"] in (1, 2) else None,
+            "datasets": {d: config["datasets"][d]["paper_name"] for d in s["datasets"]
+                         if "paper_name" in config["datasets"][d]},
+            "backbones": {b: config["backbones"][b]["paper_name"] for b in s["backbones"]
+                          if "paper_name" in config["backbones"][b]},
+        }
+        if "metrics" in paper:
+            out["paper"]["metrics"] = paper["metrics"]
+    return out
+
+
+def report_provenance(config: dict[str, Any], root: str | Path = ".") -> dict[str, Any]:
+    """What the report states about where its numbers come from."""
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=root, capture_output=True, text=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown (not a git checkout)", False
+    packages = {}
+    for name in ("robustft", "torch", "torchvision", "snakemake", "pyautoattack", "numpy",
+                 "scipy", "pandas"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = "not installed"
+    fidelities = sorted({config["studies"][s]["fidelity"] for s in config["targets"]})
+    return {"git_commit": commit + (" (uncommitted changes)" if dirty else ""),
+            "config_hash": config_hash(config), "preset": config["preset"],
+            "device": config["device"], "fidelity": ", ".join(fidelities),
+            "python": platform.python_version(), "packages": packages}

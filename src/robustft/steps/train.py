@@ -19,14 +19,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backbone", type=Path, default=None)
     p.add_argument("--checkpoints", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--identity", default="{}",
+                   help="JSON: dataset, backbone, variant, seed, method, fidelity, preset")
     args = p.parse_args(argv)
     start(args)
     values = settings(args.settings)
     cfg = TrainConfig.from_dict(values)
     train_run(cfg, args.data, args.backbone, args.checkpoints, args.out)
     with atomic_path(args.out / "run.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump({"settings": values, "data": str(args.data),
-                                       "backbone": str(args.backbone)}, sort_keys=True))
+        tmp.write_text(yaml.safe_dump({**settings(args.identity), "settings": values,
+                                       "data_dir": str(args.data),
+                                       "backbone_file": str(args.backbone)}, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,25 @@
+# Per study: mean ± std over seeds, the paper's value beside each reproduced one, differences
+# and t-test p-values (robustft.stats). Cheap, so it runs on the submit host.
+
+
+def study_run_dirs(wc):
+    return [run.directory for run in rcfg.study_runs(CFG, wc.study)]
+
+
+rule aggregate:
+    input:
+        evals=lambda wc: study_inputs(wc, "eval.json"),
+        logs=lambda wc: study_inputs(wc, "train_log.csv"),
+    output:
+        csv="results/tables/{study}.csv",
+        json="results/tables/{study}.json",
+    params:
+        runs=study_run_dirs,
+        spec=lambda wc: as_json(rcfg.aggregate_spec(CFG, wc.study)),
+    log:
+        "logs/aggregate/{study}.log",
+    conda:
+        "../envs/robustft.yaml"
+    shell:
+        "{PYTHON} -m robustft.steps.aggregate --study {wildcards.study} --runs {params.runs} "
+        "--spec {params.spec:q} --out-csv {output.csv} --out-json {output.json} > {log} 2>&1"
