@@ -33,11 +33,18 @@ class Split:
         """Images as float NCHW in [0, 1] and labels, for the rows in ``index``."""
         index = slice(None) if index is None else index
         x = torch.from_numpy(np.array(self.x[index]))  # copy: memmaps are read-only
-        return x.permute(0, 3, 1, 2).float().div_(255), torch.from_numpy(np.asarray(self.y[index]))
+        return x.permute(0, 3, 1, 2).float().div_(255), torch.from_numpy(np.array(self.y[index]))
 
-    def subset(self, n: int | None) -> "Split":
-        """The first ``n`` examples (the splits are stored shuffled, so this is a random subset)."""
-        return self if n is None or n >= len(self) else Split(self.x[:n], self.y[:n])
+    def subset(self, n: int | None, seed: int = 0) -> "Split":
+        """A fixed random subset of ``n`` examples (splits may be stored sorted by class).
+
+        The same ``seed`` gives the same subset in every run, so per-epoch validation and the
+        final evaluation of different methods see identical examples.
+        """
+        if n is None or n >= len(self):
+            return self
+        index = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
+        return Split(self.x[index], self.y[index])
 
 
 def load_split(data_dir: str | Path, name: str) -> Split:
