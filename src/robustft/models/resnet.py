@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,9 @@ from torch import nn
 
 from .dual_bn import BN_BRANCHES, DUAL_BN_MODES, BNBranch, DualBatchNorm2d, DualBNMode, run_bn
 from .lora import LoraConfig, LoraConv2d, lora_modules, run_conv
+
+if TYPE_CHECKING:
+    from .cifar import CifarNet
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -290,16 +293,21 @@ def build_model(
     dual_bn: DualBNMode | None = None,
     input_size: int | None = None,
     width: int | None = None,
-) -> RobustNet:
-    """Build a registered architecture (``ARCHS``) with a fresh ``num_classes``-way head.
+) -> RobustNet | CifarNet:
+    """Build a registered architecture (``ARCHS``, or ``CIFAR_ARCHS`` of
+    :mod:`robustft.models.cifar`) with a fresh ``num_classes``-way head.
 
     ``width`` overrides the first-stage channel count (meant for ``resnet_mini``; changing it
     for resnet18/50 makes pretrained checkpoints incompatible).
     """
-    try:
-        spec = ARCHS[arch]
-    except KeyError:
-        raise ValueError(f"unknown arch {arch!r}; known: {sorted(ARCHS)}") from None
+    if arch not in ARCHS:
+        from .cifar import CIFAR_ARCHS, build_cifar_model  # CLAT's 32-px models
+
+        if arch in CIFAR_ARCHS:
+            return build_cifar_model(arch, num_classes, lora=lora, dual_bn=dual_bn,
+                                     input_size=input_size, width=width)
+        raise ValueError(f"unknown arch {arch!r}; known: {sorted(ARCHS) + sorted(CIFAR_ARCHS)}")
+    spec = ARCHS[arch]
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     return RobustNet(
