@@ -7,8 +7,8 @@ runs whose resolved settings changed.
 
 Resolution order of a run's training settings (later wins):
   TrainConfig defaults → preset → ``methods.<m>`` → ``datasets.<d>.training``
-  → ``datasets.<d>.methods.<m>`` (Table 7)
-  → fidelity → ``variants.<v>``.
+  → ``datasets.<d>.methods.<m>`` (Table 7) → ``fidelities.<f>.training``
+  → ``fidelities.<f>.methods.<m>`` → ``variants.<v>``.
 """
 
 from __future__ import annotations
@@ -76,7 +76,11 @@ def _key_path(parts) -> str:
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        # A tagged mapping that switches its "type" (multistep → auto LR schedule) is replaced,
+        # not merged: the old type's keys (e.g. factor 0.1) must not leak into the new one.
+        switches = (isinstance(value, dict) and isinstance(out.get(key), dict)
+                    and "type" in value and value["type"] != out[key].get("type"))
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not switches:
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -119,6 +123,9 @@ def _check_references(config: dict[str, Any]) -> None:
             need(bb["method"], METHODS, f"backbones.{name}.method", "method")
         elif "eps_pt" not in bb:
             raise ConfigError(f"config key 'backbones.{name}.eps_pt': required for salman")
+    for fname, fid in config["fidelities"].items():
+        for method in fid.get("methods", {}):
+            need(method, METHODS, f"fidelities.{fname}.methods.{method}", "method")
     for method, settings in config["methods"].items():
         need(method, METHODS, f"methods.{method}", "method")
         _check_params(method, settings.get("params", {}), f"methods.{method}.params")
@@ -225,7 +232,8 @@ def train_settings(config: dict[str, Any], run: Run) -> dict[str, Any]:
     training = deep_merge(preset["training"], METHOD_TRAINING.get(method, {}))
     for layer in (config["methods"].get(method, {}), {"training": dataset.get("training", {})},
                   dataset.get("methods", {}).get(method, {}),
-                  {"training": fidelity.get("training", {})}, var):
+                  {"training": fidelity.get("training", {})},
+                  fidelity.get("methods", {}).get(method, {}), var):
         params = deep_merge(params, layer.get("params", {}))
         training = deep_merge(training, layer.get("training", {}))
     if training.get("lr_schedule", {}).get("type") == "auto":
