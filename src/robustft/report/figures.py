@@ -1,0 +1,169 @@
+"""Training-curve figures of a study, drawn from the runs' ``train_log.csv`` columns.
+
+One figure per (dataset, backbone) of a study, with one panel per quantity that at least one
+run logged: natural accuracy, robust (PGD) accuracy, learning rate, the λ1/λ2 schedule of
+AutoLoRa (Eq. 6-7) and the cosine similarity between the natural and adversarial gradients
+(AutoLoRa Fig. 1). Each variant is one colour; the line is the mean over seeds and the band
+the min–max over seeds. Columns a method does not log (or logs as NaN) are skipped, and a
+figure with no data at all is not drawn.
+
+Figures are PNG rendered headless (matplotlib's Agg canvas) and returned base64-encoded, so
+the report embeds them as ``data:`` URIs and stays a single offline file.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure as MplFigure
+
+__all__ = ["PANELS", "Figure", "study_figures", "training_figure"]
+
+#: group (the names a study's ``figures`` list uses), panel title, y label,
+#: [(train_log column, line-style label)], accuracy in percent?
+PANELS: tuple[tuple[str, str, str, tuple[tuple[str, str], ...], bool], ...] = (
+    ("accuracy", "Natural accuracy", "accuracy (%)",
+     (("train_nat_acc", "train"), ("val_nat_acc", "val"), ("test_nat_acc", "test")), True),
+    ("accuracy", "Robust accuracy (PGD)", "accuracy (%)",
+     (("val_pgd_acc", "val"), ("test_pgd_acc", "test")), True),
+    ("lr", "Learning rate", "lr", (("lr", ""),), False),
+    ("lambda", "λ schedule", "weight", (("lambda1", "λ1"), ("lambda2", "λ2")), False),
+    ("grad_sim", "Gradient similarity", "cosine", (("grad_sim", ""),), False),
+)
+_STYLES = {"train": ":", "val": "--", "test": "-", "λ1": "-", "λ2": "--", "": "-"}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A rendered figure: title, caption and the PNG as base64 text."""
+
+    title: str
+    caption: str
+    png_base64: str
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + self.png_base64
+
+
+def _series(log: Mapping[str, Sequence[float | None]] | None, col: str
+            ) -> tuple[np.ndarray, np.ndarray] | None:
+    if not log or col not in log:
+        return None
+    y = np.array([math.nan if v is None else float(v) for v in log[col]], dtype=float)
+    if not np.isfinite(y).any():
+        return None
+    epochs = log.get("epoch")
+    x = (np.array([math.nan if v is None else float(v) for v in epochs], dtype=float)
+         if epochs is not None and len(epochs) == len(y) else np.arange(len(y), dtype=float))
+    keep = np.isfinite(x)
+    return x[keep], y[keep]
+
+
+def _mean_band(curves: list[tuple[np.ndarray, np.ndarray]]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and min/max over seeds at each epoch any seed logged (NaN-aware)."""
+    xs = np.unique(np.concatenate([x for x, _ in curves]))
+    grid = np.full((len(curves), len(xs)), np.nan)
+    for i, (x, y) in enumerate(curves):
+        idx = np.searchsorted(xs, x)
+        grid[i, idx] = y
+    # epochs where every seed logged NaN give "Mean of empty slice": expected, not an error
+    with np.errstate(all="ignore"), warnings.catch_warnings(action="ignore",
+                                                            category=RuntimeWarning):
+        return xs, np.nanmean(grid, 0), np.nanmin(grid, 0), np.nanmax(grid, 0)
+
+
+def training_figure(
+    logs_by_variant: Mapping[str, Sequence[Mapping[str, Sequence[float | None]] | None]],
+    title: str,
+    groups: Sequence[str] | None = None,
+) -> Figure | None:
+    """Draw the panels for one (dataset, backbone): ``{variant label: [train_log per seed]}``.
+
+    ``groups`` restricts the panels (``accuracy``, ``lr``, ``lambda``, ``grad_sim``).
+    Returns None when no run logged any plotted column.
+    """
+    panels = []
+    for group, name, ylabel, cols, percent in PANELS:
+        if groups is not None and group not in groups:
+            continue
+        lines = []
+        for ci, (label, logs) in enumerate(logs_by_variant.items()):
+            for col, style_label in cols:
+                curves = [s for s in (_series(log, col) for log in logs) if s is not None]
+                if curves:
+                    lines.append((ci, label, style_label, curves))
+        if lines:
+            panels.append((name, ylabel, percent, lines))
+    if not panels:
+        return None
+
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    # object-oriented API with the Agg canvas: no pyplot, no global backend state
+    fig = MplFigure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    colours = colormaps["tab10"].colors
+    for ax, (name, ylabel, percent, lines) in zip(axes.flat, panels, strict=False):
+        all_max = max(np.nanmax(y) for *_, curves in lines for _, y in curves)
+        # train_log.csv stores accuracies as fractions; show percent like the tables
+        scale = 100.0 if percent and all_max <= 1.0 else 1.0
+        positive = True
+        for ci, label, style_label, curves in lines:
+            x, mean, lo, hi = _mean_band(curves)
+            colour = colours[ci % len(colours)]
+            legend = f"{label} · {style_label}" if style_label else label
+            ax.plot(x, mean * scale, _STYLES.get(style_label, "-"), color=colour,
+                    label=legend, linewidth=1.4)
+            if len(curves) > 1:
+                ax.fill_between(x, lo * scale, hi * scale, color=colour, alpha=0.15,
+                                linewidth=0)
+            positive &= bool(np.nanmin(lo) > 0)
+        if name == "Learning rate" and positive:
+            lo_all = min(np.nanmin(y) for *_, curves in lines for _, y in curves)
+            if all_max / lo_all > 50:
+                ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch", fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=11)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    shown = ", ".join(p[0] for p in panels)
+    caption = (f"{title}: {shown} per epoch. Line = mean over seeds, band = min–max over "
+               "seeds; line style: dotted train, dashed validation, solid test.")
+    return Figure(title=title, caption=caption,
+                  png_base64=base64.b64encode(buf.getvalue()).decode("ascii"))
+
+
+def study_figures(runs: Sequence[object], groups: Sequence[str] | None = None) -> list[Figure]:
+    """One :func:`training_figure` per (dataset, backbone) of the runs (RunRecord-like).
+
+    Variants are labelled ``method (variant)`` unless the variant is just the method's name.
+    """
+    by_pair: dict[tuple[str, str], dict[str, list]] = {}
+    for r in runs:
+        same = re.sub(r"[^0-9a-z]", "", r.method.lower()) == re.sub(r"[^0-9a-z]", "",
+                                                                    r.variant.lower())
+        label = r.method if same else f"{r.method} ({r.variant})"
+        by_pair.setdefault((r.dataset, r.backbone), {}).setdefault(label, []).append(r.train_log)
+    figures = []
+    for (dataset, backbone), by_variant in by_pair.items():
+        fig = training_figure(by_variant, f"{dataset} · {backbone}", groups)
+        if fig is not None:
+            figures.append(fig)
+    return figures
