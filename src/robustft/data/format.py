@@ -1,0 +1,478 @@
+"""The one on-disk format every later step reads, and its torch views.
+
+A prepared dataset directory holds::
+
+    train_x.npy  val_x.npy  test_x.npy     uint8, N x H x W x 3 (memory-mappable)
+    train_y.npy  val_y.npy  test_y.npy     int64, N
+    manifest.json                          name, num_classes, classes, resolution, counts,
+                                           sha256 of every .npy, split_seed, source, options
+
+Images are stored already resized (short side + centre crop) so that training never decodes
+JPEGs: a CPU epoch then costs only the model. When the validation set *is* the test set (the
+official DTD / Caltech-256 protocol) ``val_*.npy`` are hard links to ``test_*.npy``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from robustft.io import atomic_dir, sha256_file, write_json_atomic
+
+__all__ = [
+    "FORMAT_VERSION",
+    "SPLITS",
+    "ArrayDataset",
+    "ManifestError",
+    "PreparedDataset",
+    "SplitData",
+    "load_image",
+    "load_prepared",
+    "random_crop_flip",
+    "random_resized_crop_flip",
+    "resize_center_crop",
+    "write_prepared",
+]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+FORMAT_VERSION = 1
+
+
+class ManifestError(RuntimeError):
+    """A prepared directory is missing files or does not match its manifest, or a source
+    image could not be read while writing one."""
+
+
+# --------------------------------------------------------------------------------------------
+# image loading
+
+
+def resize_center_crop(img: Image.Image, resolution: int, short_side: int | None = None
+                       ) -> Image.Image:
+    """torchvision's ``Resize(short_side) -> CenterCrop(resolution)`` on a PIL image.
+
+    Same arithmetic as torchvision (long side ``int(s * long / short)``, crop offset
+    ``round((size - crop) / 2)``, bilinear with PIL's antialiasing) so that ``short_side=256,
+    resolution=224`` reproduces the official test transform pixel for pixel.
+    """
+    s = resolution if short_side is None else int(short_side)
+    if s < resolution:
+        raise ValueError(f"short side {s} is smaller than the crop {resolution}")
+    w, h = img.size
+    if w <= h:
+        nw, nh = s, int(s * h / w)
+    else:
+        nw, nh = int(s * w / h), s
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.BILINEAR)
+    left = round((nw - resolution) / 2.0)
+    top = round((nh - resolution) / 2.0)
+    if (left, top, nw, nh) != (0, 0, resolution, resolution):
+        img = img.crop((left, top, left + resolution, top + resolution))
+    return img
+
+
+def load_image(path: str | os.PathLike[str], resolution: int, short_side: int | None = None
+               ) -> np.ndarray:
+    """Decode any PIL-readable image as RGB (grey is repeated to 3 channels) at ``resolution``."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        im = resize_center_crop(im, resolution, short_side)
+        return np.asarray(im, dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+@dataclass
+class SplitData:
+    """One split before writing: images as an array already at the target resolution, or as
+    image files that are decoded and resized one by one straight into a memory map (so a
+    4 GB Caltech-256 never has to fit in RAM)."""
+
+    images: np.ndarray | Sequence[str | os.PathLike[str]]
+    labels: np.ndarray
+    # short side for files (None = resolution); arrays are resized only if their size differs
+    short_side: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _write_images(path: Path, data: SplitData, resolution: int, name: str) -> None:
+    n = len(data)
+    if isinstance(data.images, np.ndarray):
+        arr = data.images
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+            raise ValueError(f"{name}: images must be uint8 N x H x W x 3, got {arr.dtype} "
+                             f"{arr.shape}")
+        if arr.shape[0] != n:
+            raise ValueError(f"{name}: {arr.shape[0]} images but {n} labels")
+        if arr.shape[1:3] != (resolution, resolution):
+            arr = np.stack([
+                np.asarray(resize_center_crop(Image.fromarray(a), resolution, data.short_side))
+                for a in arr
+            ]) if n else np.zeros((0, resolution, resolution, 3), np.uint8)
+        np.save(path, np.ascontiguousarray(arr))
+        return
+    files = list(data.images)
+    if len(files) != n:
+        raise ValueError(f"{name}: {len(files)} image files but {n} labels")
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8,
+                                    shape=(n, resolution, resolution, 3))
+    # duplicates (official Caltech-256 windows) are decoded once and kept in a small cache
+    seen: set[str] = set()
+    dups: set[str] = set()
+    for f in files:
+        k = os.fspath(f)
+        (dups if k in seen else seen).add(k)
+    cache: dict[str, np.ndarray] = {}
+    t0 = last = time.monotonic()
+    for i, f in enumerate(files):
+        key = os.fspath(f)
+        img = cache.get(key)
+        if img is None:
+            try:
+                img = load_image(f, resolution, data.short_side)
+            except (OSError, ValueError) as err:
+                raise ManifestError(f"{name}: cannot read image {f}: {err}") from err
+            if key in dups:
+                cache[key] = img
+        out[i] = img
+        if time.monotonic() - last > 10:
+            last = time.monotonic()
+            log.info("  %s: %d/%d images (%.0f s)", name, i + 1, n, last - t0)
+    out.flush()
+    del out
+
+
+def write_prepared(out_dir: str | os.PathLike[str], *, name: str, classes: Sequence[str],
+                   num_classes: int, resolution: int, splits: Mapping[str, SplitData],
+                   split_seed: int | None, source: Mapping[str, Any],
+                   options: Mapping[str, Any], val_is_test: bool = False,
+                   extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the arrays and the manifest atomically (temp dir, then rename).
+
+    ``splits`` must contain ``train`` and ``test``, and ``val`` unless ``val_is_test`` (then
+    the val files are hard links to the test files).
+    """
+    out_dir = Path(out_dir)
+    if len(classes) != num_classes:
+        raise ValueError(f"{name}: {len(classes)} class names for num_classes={num_classes}")
+    needed = ("train", "test") if val_is_test else SPLITS
+    for s in needed:
+        if s not in splits:
+            raise ValueError(f"{name}: split {s!r} missing")
+    for s, data in splits.items():
+        labels = np.asarray(data.labels)
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"{name}/{s}: labels outside [0, {num_classes})")
+    with atomic_dir(out_dir) as tmp:
+        for s in ("train", "test") if val_is_test else SPLITS:
+            data = splits[s]
+            log.info("Writing %s/%s: %d images at %d px", name, s, len(data), resolution)
+            _write_images(tmp / f"{s}_x.npy", data, resolution, f"{name}/{s}")
+            np.save(tmp / f"{s}_y.npy", np.asarray(data.labels, dtype=np.int64))
+        if val_is_test:
+            for kind in ("x", "y"):
+                try:
+                    os.link(tmp / f"test_{kind}.npy", tmp / f"val_{kind}.npy")
+                except OSError:
+                    shutil.copyfile(tmp / f"test_{kind}.npy", tmp / f"val_{kind}.npy")
+        counts = {s: int(np.load(tmp / f"{s}_y.npy", mmap_mode="r").shape[0]) for s in SPLITS}
+        checksums = {f"{s}_{k}.npy": sha256_file(tmp / f"{s}_{k}.npy")
+                     for s in SPLITS for k in ("x", "y")}
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "num_classes": int(num_classes),
+            "classes": list(classes),
+            "resolution": int(resolution),
+            "counts": counts,
+            "sha256": checksums,
+            "split_seed": split_seed,
+            "val_is_test": bool(val_is_test),
+            "source": dict(source),
+            "options": dict(options),
+        }
+        if extra:
+            manifest.update(dict(extra))
+        write_json_atomic(tmp / "manifest.json", manifest)
+    log.info("Prepared %s in %s: %s", name, out_dir, counts)
+    return out_dir
+
+
+# --------------------------------------------------------------------------------------------
+# augmentation (torch ops on tensors, driven by an explicit generator)
+
+
+def _as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    if x.dim() == 3:
+        return x.unsqueeze(0), True
+    if x.dim() == 4:
+        return x, False
+    raise ValueError(f"expected CHW or NCHW, got shape {tuple(x.shape)}")
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, *,
+                     padding: int = 4, flip: bool = True) -> torch.Tensor:
+    """``RandomCrop(size, padding, fill=0)`` + ``RandomHorizontalFlip`` for CHW or NCHW.
+
+    Each image of a batch gets its own offset and flip. All randomness comes from
+    ``generator`` (CPU), so a seeded generator reproduces the same augmentation stream.
+    """
+    xb, single = _as_batch(x)
+    n, _, h, w = xb.shape
+    padded = F.pad(xb, (padding, padding, padding, padding), value=0.0)
+    offs = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    out = torch.empty_like(xb)
+    for i in range(n):
+        dy, dx = int(offs[i, 0]), int(offs[i, 1])
+        crop = padded[i, :, dy:dy + h, dx:dx + w]
+        out[i] = crop.flip(-1) if flips[i] else crop
+    return out[0] if single else out
+
+
+def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, *,
+                             scale: tuple[float, float] = (0.08, 1.0),
+                             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """torchvision's ``RandomResizedCrop`` (same parameter sampling, 10 tries then centre
+    fallback) back to the stored size, then a horizontal flip; the official high-resolution
+    training transform applied to the stored images."""
+    xb, single = _as_batch(x)
+    n, _, h, w = xb.shape
+    area = h * w
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    out = torch.empty_like(xb)
+    for i in range(n):
+        box = None
+        for _ in range(10):
+            target = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=generator))
+            ar = math.exp(float(torch.empty(1).uniform_(*log_ratio, generator=generator)))
+            cw = round(math.sqrt(target * ar))
+            ch = round(math.sqrt(target / ar))
+            if 0 < cw <= w and 0 < ch <= h:
+                top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+                left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+                box = (top, left, ch, cw)
+                break
+        if box is None:  # fallback: central crop with the ratio clamped
+            in_ratio = w / h
+            if in_ratio < ratio[0]:
+                cw, ch = w, round(w / ratio[0])
+            elif in_ratio > ratio[1]:
+                ch, cw = h, round(h * ratio[1])
+            else:
+                cw, ch = w, h
+            box = ((h - ch) // 2, (w - cw) // 2, ch, cw)
+        top, left, ch, cw = box
+        crop = xb[i:i + 1, :, top:top + ch, left:left + cw]
+        crop = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False,
+                             antialias=True).clamp_(0.0, 1.0)
+        if bool(torch.rand(1, generator=generator) < 0.5):
+            crop = crop.flip(-1)
+        out[i] = crop[0]
+    return out[0] if single else out
+
+
+AUGMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "crop_flip": random_crop_flip,
+    "resized_crop_flip": random_resized_crop_flip,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """A torch ``Dataset`` over one split: ``(float CHW tensor in [0, 1], int label)``.
+
+    The arrays are opened with ``np.load(mmap_mode="r")`` lazily (on first access, also in
+    each DataLoader worker), so the dataset pickles cheaply and never loads the whole split.
+
+    ``augment`` is ``None``, ``"crop_flip"`` (4-px zero-padded random crop + horizontal flip,
+    the CIFAR recipe; ``True`` means this) or ``"resized_crop_flip"`` (official high-res
+    recipe). Randomness comes only from ``generator``; with DataLoader workers each worker
+    holds a copy of it, so seed per worker (``worker_init_fn``) if exact streams matter.
+    """
+
+    def __init__(self, x_path: str | os.PathLike[str], y_path: str | os.PathLike[str], *,
+                 augment: str | bool | None = None, generator: torch.Generator | None = None,
+                 padding: int = 4) -> None:
+        self.x_path = Path(x_path)
+        self.y_path = Path(y_path)
+        if augment is True:
+            augment = "crop_flip"
+        if augment not in (None, False) and augment not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {augment!r}; choose from "
+                             f"{sorted(AUGMENTATIONS)}")
+        self.augment = augment or None
+        self.generator = generator
+        self.padding = padding
+        self._x: np.ndarray | None = None
+        self._y: np.ndarray | None = None
+        self._len = int(np.load(self.y_path, mmap_mode="r").shape[0])
+
+    def _open(self) -> None:
+        if self._x is None:
+            self._x = np.load(self.x_path, mmap_mode="r")
+            self._y = np.load(self.y_path, mmap_mode="r")
+
+    @property
+    def x(self) -> np.ndarray:
+        """The uint8 N x H x W x 3 memory map."""
+        self._open()
+        return self._x  # type: ignore[return-value]
+
+    @property
+    def y(self) -> np.ndarray:
+        """The int64 label memory map."""
+        self._open()
+        return self._y  # type: ignore[return-value]
+
+    @property
+    def targets(self) -> np.ndarray:
+        return np.asarray(self.y)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_x"] = state["_y"] = None
+        return state
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        self._open()
+        img = torch.from_numpy(np.array(self._x[index])).permute(2, 0, 1).float().div_(255.0)
+        if self.augment == "crop_flip":
+            img = random_crop_flip(img, self.generator, padding=self.padding)
+        elif self.augment == "resized_crop_flip":
+            img = random_resized_crop_flip(img, self.generator)
+        return img, int(self._y[index])
+
+
+@dataclass
+class PreparedDataset:
+    """A prepared dataset directory (see module docstring)."""
+
+    root: Path
+    manifest: dict[str, Any]
+    _verified: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def num_classes(self) -> int:
+        """Size of the classifier head (DTD: 57 under both presets, see ``classes``)."""
+        return int(self.manifest["num_classes"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def resolution(self) -> int:
+        if "resolution" in self.manifest:
+            return int(self.manifest["resolution"])
+        return int(self.arrays("train")[0].shape[1])
+
+    @property
+    def counts(self) -> dict[str, int]:
+        if "counts" in self.manifest:
+            return dict(self.manifest["counts"])
+        return {s: len(self.arrays(s)[1]) for s in SPLITS}
+
+    @property
+    def val_is_test(self) -> bool:
+        return bool(self.manifest.get("val_is_test", False))
+
+    def _paths(self, split: str) -> tuple[Path, Path]:
+        if split not in SPLITS:
+            raise KeyError(f"unknown split {split!r}; choose from {SPLITS}")
+        return self.root / f"{split}_x.npy", self.root / f"{split}_y.npy"
+
+    def split(self, name: str, *, augment: str | bool | None = None,
+              generator: torch.Generator | None = None) -> ArrayDataset:
+        """The ``train`` / ``val`` / ``test`` split as an :class:`ArrayDataset`."""
+        x, y = self._paths(name)
+        return ArrayDataset(x, y, augment=augment, generator=generator)
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Raw memory maps ``(uint8 NHWC, int64 N)``."""
+        x, y = self._paths(split)
+        return np.load(x, mmap_mode="r"), np.load(y, mmap_mode="r")
+
+    def as_tensors(self, split: str, limit: int | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole split (or its first ``limit`` items) as ``(float NCHW in [0, 1], int64 N)``.
+
+        Meant for small evaluation sets (AutoAttack wants everything at once); it holds the
+        float copy in memory, 12 bytes per pixel.
+        """
+        x, y = self.arrays(split)
+        if limit is not None:
+            x, y = x[:limit], y[:limit]
+        xt = torch.from_numpy(np.array(x, dtype=np.uint8)).permute(0, 3, 1, 2).float().div_(255.0)
+        return xt.contiguous(), torch.from_numpy(np.array(y, dtype=np.int64))
+
+    def verify(self) -> None:
+        """Recompute the sha256 of every array and compare with the manifest."""
+        if "sha256" not in self.manifest:
+            raise ManifestError(f"{self.root / 'manifest.json'} has no checksums to verify")
+        for fname, expected in self.manifest["sha256"].items():
+            path = self.root / fname
+            if not path.exists():
+                raise ManifestError(f"{path} is listed in {self.root / 'manifest.json'} but "
+                                    "missing; re-run prepare_data.")
+            actual = sha256_file(path)
+            if actual != expected:
+                raise ManifestError(
+                    f"Checksum mismatch for {fname} in {self.root}: manifest says sha256 "
+                    f"{expected}, file has {actual}. The prepared data was modified or is "
+                    "incomplete; delete the directory and re-run prepare_data.")
+            self._verified.add(fname)
+
+
+def load_prepared(path: str | os.PathLike[str], *, verify: bool = False) -> PreparedDataset:
+    """Open a prepared dataset directory; ``verify=True`` re-hashes every array first."""
+    root = Path(path)
+    mpath = root / "manifest.json"
+    if not mpath.exists():
+        raise ManifestError(f"{mpath} not found: {root} is not a prepared dataset "
+                            "(run `python -m robustft.steps.prepare_data`).")
+    with open(mpath, encoding="utf-8") as fh:
+        manifest = json.load(fh)
+    # Only num_classes is needed to train; the rest is provenance (verify needs sha256).
+    if "num_classes" not in manifest:
+        raise ManifestError(f"{mpath} lacks the key 'num_classes'")
+    manifest.setdefault("name", root.name)
+    manifest.setdefault("classes", [str(c) for c in range(int(manifest["num_classes"]))])
+    ds = PreparedDataset(root=root, manifest=manifest)
+    for s in SPLITS:
+        for p in ds._paths(s):
+            if not p.exists():
+                raise ManifestError(f"{p} missing from prepared dataset {root}")
+    if verify:
+        ds.verify()
+    return ds
