@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 import yaml
@@ -29,7 +31,14 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(args.out / "run.yaml") as tmp:
         tmp.write_text(yaml.safe_dump({**settings(args.identity), "settings": values,
                                        "data_dir": str(args.data),
-                                       "backbone_file": str(args.backbone)}, sort_keys=True))
+                                       "backbone_file": str(args.backbone),
+                                       "provenance": provenance()}, sort_keys=True))
+
+
+def provenance() -> dict:
+    """Where the run trained: the GPU binding it saw (set by SLURM or robustft.devices)."""
+    return {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "host": platform.node()}
 
 
 if __name__ == "__main__":
