@@ -295,6 +295,7 @@ def test_aggregate_step_writes_csv_and_json(tmp_path):
     assert sorted(p.name for p in out_csv.parent.iterdir()) == ["t1.csv", "t1.json"]  # no temps
     df = pd.read_csv(out_csv)
     assert set(df["kind"]) == {"cell", "comparison"}
+    assert set(df.loc[df.kind == "comparison", "significant"]) <= {True, False}
     cells = df[df.kind == "cell"].set_index(["variant", "metric"])
     assert cells.loc[("autolora", "SA"), "mean"] == pytest.approx(85.0)
     assert cells.loc[("vanilla-rft", "SA"), "method"] == "Vanilla RFT"

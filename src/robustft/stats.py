@@ -420,8 +420,10 @@ class StudyTables:
     def to_csv_text(self) -> str:
         """One tidy CSV: ``kind=cell`` rows (mean ± std, paper value) and ``kind=comparison``
         rows (diff, t-test); columns absent from a kind are empty."""
-        cells = self.cells.assign(kind="cell")
-        comps = self.comparisons.assign(kind="comparison")
+        # object dtype keeps True/False readable where the other kind leaves the column empty
+        cells = self.cells.assign(kind="cell", aa_flagged=self.cells["aa_flagged"].astype(object))
+        comps = self.comparisons.assign(
+            kind="comparison", significant=self.comparisons["significant"].astype(object))
         cols = ["kind"] + CELL_COLUMNS + [c for c in COMPARISON_COLUMNS if c not in CELL_COLUMNS]
         frames = [f.reindex(columns=cols) for f in (cells, comps) if not f.empty]
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["PANELS", "Figure", "study_figures", "training_figure"]
 
@@ -33,7 +34,7 @@ PANELS: tuple[tuple[str, str, str, tuple[tuple[str, str], ...], bool], ...] = (
     ("accuracy", "Natural accuracy", "accuracy (%)",
      (("train_nat_acc", "train"), ("val_nat_acc", "val"), ("test_nat_acc", "test")), True),
     ("accuracy", "Robust accuracy (PGD)", "accuracy (%)",
-     (("val_pgd_acc", "val"), ("test_pgd_acc", "test")), True),
+     (("train_adv_acc", "train"), ("val_pgd_acc", "val"), ("test_pgd_acc", "test")), True),
     ("lr", "Learning rate", "lr", (("lr", ""),), False),
     ("lambda", "λ schedule", "weight", (("lambda1", "λ1"), ("lambda2", "λ2")), False),
     ("grad_sim", "Gradient similarity", "cosine", (("grad_sim", ""),), False),
@@ -134,6 +135,7 @@ def training_figure(
                 ax.set_yscale("log")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel, fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
