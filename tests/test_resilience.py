@@ -1,0 +1,104 @@
+"""Runs that survive kills and refuse bad input (issue: preemption and resume, bad input).
+
+Real processes: the train step is started as a subprocess, killed with SIGKILL in the middle
+of an epoch, started again, and must end with exactly the metrics and weights of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustft.models import build_model, save_backbone
+
+ATTACK = {"eps": 8 / 255, "step": 4 / 255, "steps": 2, "random_start": True}
+SETTINGS = dict(run_name="tiny/autolora", method="autolora", arch="resnet_mini", width=4, seed=0,
+                epochs=4, batch_size=12, lr=0.05, train_attack=ATTACK,
+                eval_attack={**ATTACK, "random_start": False}, grad_sim_batches=1,
+                method_params={"lambda_source": "train_set"},
+                lr_schedule={"type": "multistep", "milestones": [2], "factor": 0.1})
+
+
+@pytest.fixture
+def backbone(tmp_path):
+    torch.manual_seed(3)
+    path = tmp_path / "backbone.pt"
+    save_backbone(build_model("resnet_mini", 5, width=4), path)
+    return path
+
+
+def train_cmd(data, backbone, ck, out, settings=SETTINGS):
+    return [sys.executable, "-m", "robustft.steps.train", "--settings", json.dumps(settings),
+            "--data", str(data), "--backbone", str(backbone), "--checkpoints", str(ck),
+            "--out", str(out)]
+
+
+def metrics(out: Path):
+    rows = [line.split(",") for line in (out / "train_log.csv").read_text().splitlines()]
+    keep = [i for i, name in enumerate(rows[0]) if name != "seconds"]
+    return [[row[i] for i in keep] for row in rows]
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_data, backbone):
+    subprocess.run(train_cmd(tiny_data, backbone, tmp_path / "ck_ref", tmp_path / "ref"),
+                   check=True, capture_output=True)
+    ck, out = tmp_path / "ck", tmp_path / "out"
+    proc = subprocess.Popen(train_cmd(tiny_data, backbone, ck, out),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (ck / "last.pt").exists():  # first epoch completed and checkpointed
+        assert proc.poll() is None and time.time() < deadline, "training ended before the kill"
+        time.sleep(0.05)
+    first = (ck / "last.pt").stat().st_mtime_ns
+    time.sleep(0.3)  # now inside the second epoch
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "model_best.pt").exists()  # nothing half-written
+    assert (ck / "last.pt").stat().st_mtime_ns >= first
+    resumed = subprocess.run(train_cmd(tiny_data, backbone, ck, out), capture_output=True,
+                             text=True, check=True)
+    assert "resumed after epoch" in resumed.stderr
+    assert metrics(out) == metrics(tmp_path / "ref")
+    a = torch.load(out / "model_best.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "ref" / "model_best.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {Path(os.environ['ROBUSTFT_PWNED'])}",))
+
+
+def test_malicious_backbone_never_executes_and_leaves_no_output(tmp_path, tiny_data,
+                                                                 monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("ROBUSTFT_PWNED", str(marker))
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"model": {"module.model.conv1.weight": torch.zeros(1)}, "x": Payload()}, evil)
+    result = subprocess.run(train_cmd(tiny_data, evil, tmp_path / "ck", tmp_path / "out"),
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert str(evil) in result.stderr
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_backbone_with_missing_tensor_names_file_and_tensor(tmp_path, tiny_data):
+    state = build_model("resnet_mini", 5, width=4).state_dict()
+    bad = tmp_path / "partial.pt"
+    torch.save({k: v for k, v in state.items() if k != "layer2.0.conv1.weight"}, bad)
+    result = subprocess.run(train_cmd(tiny_data, bad, tmp_path / "ck", tmp_path / "out"),
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert str(bad) in result.stderr and "layer2.0.conv1.weight" in result.stderr
+    assert not (tmp_path / "out").exists()
