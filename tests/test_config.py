@@ -97,6 +97,14 @@ def test_changing_one_rank_changes_only_those_runs(cfg):
 
 def test_table5_reference_and_paper_mapping(cfg):
     spec = rcfg.aggregate_spec(cfg, "autolora_table5")
-    assert spec["comparisons"] == [{"ours": "twins-autolr", "baseline": "twins"}]
+    assert spec["comparisons"] == [{"ours": "twins-autolr", "baseline": "twins", "paper_diff": {
+        "metric": "diff_autolr_on_vs_off_{metric}", "variant": ""}}]
     assert spec["variants"]["twins"]["labels"] == {"autolr": "off"}
     assert spec["paper"]["metrics"] == {"PGD10": "RA"}
+
+
+def test_table4_matches_backbone_variants_table1_does_not(cfg):
+    t4 = rcfg.aggregate_spec(cfg, "autolora_table4")["paper"]["backbones"]
+    assert t4["resnet18_eps1"] == {"name": "ResNet-18", "variant": "eps_pt=1/255"}
+    assert rcfg.aggregate_spec(cfg, "autolora_table1")["paper"]["backbones"] == {
+        "resnet18_eps4": "ResNet-18"}

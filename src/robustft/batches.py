@@ -33,7 +33,8 @@ class Split:
         """Images as float NCHW in [0, 1] and labels, for the rows in ``index``."""
         index = slice(None) if index is None else index
         x = torch.from_numpy(np.array(self.x[index]))  # copy: memmaps are read-only
-        return x.permute(0, 3, 1, 2).float().div_(255), torch.from_numpy(np.array(self.y[index]))
+        x = x.permute(0, 3, 1, 2).contiguous().float().div_(255)  # NCHW-contiguous: attacks .view()
+        return x, torch.from_numpy(np.array(self.y[index]))
 
     def subset(self, n: int | None, seed: int = 0) -> "Split":
         """A fixed random subset of ``n`` examples (splits may be stored sorted by class).

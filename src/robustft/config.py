@@ -331,12 +331,24 @@ def aggregate_spec(config: dict[str, Any], study: str) -> dict[str, Any]:
             "pvalue_table": 8 if paper["name"] == "AutoLoRa" and paper["table"] in (1, 2) else None,
             "datasets": {d: config["datasets"][d]["paper_name"] for d in s["datasets"]
                          if "paper_name" in config["datasets"][d]},
-            "backbones": {b: config["backbones"][b]["paper_name"] for b in s["backbones"]
-                          if "paper_name" in config["backbones"][b]},
+            "backbones": {b: _printed_backbone(config["backbones"][b],
+                                               paper.get("backbone_variants", False))
+                          for b in s["backbones"] if "paper_name" in config["backbones"][b]},
         }
+        if paper.get("diff_metric"):  # e.g. Table 5's printed "diff." column
+            for comparison in comparisons:
+                comparison["paper_diff"] = {"metric": paper["diff_metric"], "variant": ""}
         if "metrics" in paper:
             out["paper"]["metrics"] = paper["metrics"]
     return out
+
+
+def _printed_backbone(backbone: dict[str, Any], with_variant: bool) -> Any:
+    """A backbone's printed name, plus its printed variant (``eps_pt=1/255``) in studies that
+    sweep backbones (AutoLoRa Table 4)."""
+    if with_variant and backbone.get("paper_variant"):
+        return {"name": backbone["paper_name"], "variant": backbone["paper_variant"]}
+    return backbone["paper_name"]
 
 
 def report_provenance(config: dict[str, Any], root: str | Path = ".") -> dict[str, Any]:
