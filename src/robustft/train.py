@@ -64,6 +64,9 @@ class TrainConfig:
         default_factory=lambda: {"eps": 8 / 255, "step": 2 / 255, "steps": 10,
                                  "random_start": False})
     selection: str = "test_pgd"
+    # what the ``backbone`` file is: "backbone" = conv/BN tensors (load_backbone), "model" = a
+    # previous run's complete model_best.pt, head included (CLAT's "X + CLAT" second phase)
+    init_from: str = "backbone"
     val_examples: int | None = None
     test_examples: int | None = None
     eval_batch_size: int = 256
@@ -86,14 +89,87 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_schedule(cfg: TrainConfig) -> MultiStepLR | AutoLR:
+@dataclass
+class CosineLR:
+    """η = η0 · ½(1 + cos(π·t / total)), t = offset + epoch (+ step fraction if ``per_step``).
+
+    CLAT (Sec. 4.1: lr 0.1, cosine decay). ``offset``/``total`` let the two chained jobs of
+    "X + CLAT" share one cosine over 50 + 50 epochs (spec A8).
+    """
+
+    lr0: float
+    total: float
+    offset: float = 0.0
+    per_step: bool = False
+
+    def lr_for_epoch(self, epoch: int) -> float:
+        return self._at(self.offset + epoch)
+
+    def lr_for_step(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        if not self.per_step:
+            return self.lr_for_epoch(epoch)
+        return self._at(self.offset + epoch + step / steps_per_epoch)
+
+    def _at(self, t: float) -> float:
+        return self.lr0 * 0.5 * (1.0 + math.cos(math.pi * min(t, self.total) / self.total))
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@dataclass
+class CyclicLR:
+    """Triangular 0 → η_max → 0 over all iterations, updated every step (Fast-AT's recipe,
+    ``torch.optim.lr_scheduler.CyclicLR`` with step_size_up = step_size_down = T/2)."""
+
+    lr0: float
+    total: float
+    peak: float = 0.5  # fraction of the run at which η_max is reached
+
+    def lr_for_epoch(self, epoch: int) -> float:
+        return self.lr_for_step(epoch, 0, 1)
+
+    def lr_for_step(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        t = (epoch + step / steps_per_epoch) / self.total
+        if t <= self.peak:
+            return self.lr0 * t / self.peak
+        return self.lr0 * max(0.0, (1.0 - t) / (1.0 - self.peak))
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def build_schedule(cfg: TrainConfig) -> MultiStepLR | AutoLR | CosineLR | CyclicLR:
     spec = dict(cfg.lr_schedule)
     kind = spec.pop("type")
     if kind == "multistep":
         return MultiStepLR(cfg.lr, tuple(spec.get("milestones", (30, 50))), spec.get("factor", 0.1))
     if kind == "auto":
         return AutoLR(lr0=cfg.lr, **spec)
-    raise ValueError(f"lr_schedule.type must be 'multistep' or 'auto', got {kind!r}")
+    if kind == "cosine":
+        return CosineLR(cfg.lr, total=spec.get("total_epochs") or cfg.epochs,
+                        offset=spec.get("offset", 0), per_step=spec.get("per_step", False))
+    if kind == "cyclic":
+        return CyclicLR(cfg.lr, total=spec.get("total_epochs") or cfg.epochs,
+                        peak=spec.get("peak", 0.5))
+    raise ValueError(
+        f"lr_schedule.type must be 'multistep', 'auto', 'cosine' or 'cyclic', got {kind!r}")
+
+
+def load_full_model(model: nn.Module, path: Path) -> None:
+    """Initialise every tensor (head included) from a previous run's ``model_best.pt``."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: cannot initialise the model from this file: {e}") from e
 
 
 def accuracy_on(model: nn.Module, split: Split, batch_size: int, device: torch.device,
@@ -147,11 +223,17 @@ class Trainer:
         self.model = build_model(cfg.arch, num_classes(data_dir), input_size=cfg.input_size,
                                  width=cfg.width, **self.method.model_kwargs())
         if backbone is not None:
-            load_backbone(self.model, backbone)
+            if cfg.init_from == "model":
+                load_full_model(self.model, backbone)
+            elif cfg.init_from == "backbone":
+                load_backbone(self.model, backbone)
+            else:
+                raise ValueError(f"init_from must be 'backbone' or 'model', got {cfg.init_from!r}")
         self.model.to(self.device)
-        self.params = self.method.trainable_parameters(self.model)
-        self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
+        self.method.prepare_model(self.model)
+        self.params: list[nn.Parameter] = []
+        self._refresh_optimizer()
+        self.finish_info: dict[str, Any] | None = None
         self.schedule = build_schedule(cfg)
         self.train_attack = PGDConfig(**cfg.train_attack)
         self.eval_attack = PGDConfig(**cfg.eval_attack)
@@ -161,7 +243,23 @@ class Trainer:
         self.start_epoch = 0
         self.stopped = False
 
+    def _refresh_optimizer(self) -> bool:
+        """(Re)build SGD over the method's current trainable set if it changed (base.py:
+        ``trainable_parameters`` is re-queried after every ``start_epoch``)."""
+        params = self.method.trainable_parameters(self.model)
+        if [id(p) for p in params] == [id(p) for p in self.params]:
+            return False
+        lr = self.optimizer.param_groups[0]["lr"] if self.params else self.cfg.lr
+        self.params = params
+        self.optimizer = torch.optim.SGD(self.params, lr=lr, momentum=self.cfg.momentum,
+                                         weight_decay=self.cfg.weight_decay)
+        return True
+
     # --- checkpointing -----------------------------------------------------------------------
+    @property
+    def final_path(self) -> Path:
+        return self.checkpoint_dir / "final.pt"
+
     @property
     def last_path(self) -> Path:
         return self.checkpoint_dir / "last.pt"
@@ -189,13 +287,18 @@ class Trainer:
         # Our own file, written by save_checkpoint: plain tensors and builtins only.
         state = torch.load(self.last_path, map_location=self.device, weights_only=True)
         if state["config"] != self.cfg.__dict__:
-            raise ValueError(
-                f"{self.last_path} belongs to different settings than run {self.cfg.run_name}; "
-                "delete it to start over")
+            # The run's settings changed (an edited ablation): that checkpoint is stale. Keep
+            # it for inspection under another name and start from scratch.
+            stale = self.last_path.with_name(f"last.stale-{time.strftime('%Y%m%d-%H%M%S')}.pt")
+            self.last_path.rename(stale)
+            log.warning("%s: %s has other settings; moved it to %s and starting over",
+                        self.cfg.run_name, self.last_path, stale.name)
+            return False
         self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        self._refresh_optimizer()  # the method's trainable set may have changed since epoch 0
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        self.method.load_state_dict(state["method"])
         self.rows, self.best, self.best_val = state["rows"], state["best"], state["best_val"]
         self.stopped = state["stopped"]
         torch.set_rng_state(state["rng"]["torch"])
@@ -215,9 +318,14 @@ class Trainer:
                     seen += len(y)
             return correct / max(seen, 1)
 
+        def examples(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+            index = torch.randperm(len(self.train), generator=self.generator)[:n]
+            x, y = self.train.tensors(index.sort().values.numpy())
+            return x.to(self.device), y.to(self.device)
+
         return TrainContext(train_attack=self.train_attack, generator=self.generator,
                             batch_size=self.cfg.batch_size, epoch=epoch,
-                            measure_train_accuracy=measure)
+                            measure_train_accuracy=measure, train_examples=examples)
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         cfg, started = self.cfg, time.perf_counter()
@@ -227,6 +335,12 @@ class Trainer:
         ctx = self._context(epoch)
         row: dict[str, Any] = {"epoch": epoch, "lr": lr}
         row.update(self.method.start_epoch(self.model, ctx))
+        if self._refresh_optimizer():
+            row["optimizer_rebuilt"] = 1.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        per_step = getattr(self.schedule, "lr_for_step", None)
+        steps_per_epoch = math.ceil(len(self.train) / cfg.batch_size)
         self.model.train()
         sums: dict[str, float] = {}
         seen, grad_sims = 0, []
@@ -234,6 +348,9 @@ class Trainer:
         for step, (x, y) in enumerate(train_batches(self.train, cfg.batch_size, self.generator,
                                                     augment=cfg.augment)):
             x, y = x.to(self.device), y.to(self.device)
+            if per_step is not None:  # per-iteration schedules (Fast-AT's cyclic LR)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = per_step(epoch, step, steps_per_epoch)
             out = self.method.batch_loss(self.model, x, y, ctx)
             if not torch.isfinite(out.loss):
                 raise NonFiniteLossError(
@@ -266,6 +383,7 @@ class Trainer:
     def _select(self, epoch: int, row: dict[str, Any]) -> None:
         """Best checkpoint by the configured criterion (paper: best test PGD-10, Sec. 5)."""
         score = {"test_pgd": row["test_pgd_acc"], "val_pgd": row["val_pgd_acc"],
+                 "test_nat": row["test_nat_acc"], "val_nat": row["val_nat_acc"],
                  "last": float(epoch)}[self.cfg.selection]
         if score > self.best["score"]:
             self.best = {"score": score, "epoch": epoch}
@@ -277,8 +395,8 @@ class Trainer:
                              "state": copy.deepcopy(self.model.state_dict())}
 
     def fit(self) -> list[dict[str, Any]]:
-        if self.cfg.selection not in ("test_pgd", "val_pgd", "last"):
-            raise ValueError(f"selection must be test_pgd, val_pgd or last, "
+        if self.cfg.selection not in ("test_pgd", "val_pgd", "test_nat", "val_nat", "last"):
+            raise ValueError(f"selection must be test_pgd, val_pgd, test_nat, val_nat or last, "
                              f"got {self.cfg.selection!r}")
         self.try_resume()
         for epoch in range(self.start_epoch, self.cfg.epochs):
@@ -297,15 +415,35 @@ class Trainer:
                      ", ".join(f"{k}={v:.4g}" for k, v in row.items()
                                if isinstance(v, float)))
             self.save_checkpoint(epoch)
+        self._finish()
         return self.rows
+
+    def _finish(self) -> None:
+        """``Method.finish`` on the selected checkpoint (RiFT interpolation, LoRA merge); the
+        result goes to ``final.pt``. Recomputed from ``best.pt`` on every call, so a job killed
+        here gives the same result when started again."""
+        if type(self.method).finish is Method.finish or not self.best_path.exists():
+            return
+        self.model.load_state_dict(
+            torch.load(self.best_path, map_location=self.device, weights_only=True))
+        info = self.method.finish(self.model, self.evaluate_epoch)
+        if info is None:
+            return
+        with atomic_path(self.final_path) as tmp:
+            torch.save(self.model.state_dict(), tmp)
+        self.finish_info = info
 
     def write_outputs(self, out_dir: Path) -> None:
         """Copy the selected model and write the log; each file appears complete or not at all."""
         out_dir.mkdir(parents=True, exist_ok=True)
+        source = self.final_path if self.finish_info is not None else self.best_path
         with atomic_path(out_dir / "model_best.pt") as tmp:
-            state = torch.load(self.best_path, map_location="cpu", weights_only=True)
-            torch.save({"state_dict": state, "best_epoch": self.best["epoch"],
-                        "selection": self.cfg.selection, "config": self.cfg.__dict__}, tmp)
+            state = torch.load(source, map_location="cpu", weights_only=True)
+            payload = {"state_dict": state, "best_epoch": self.best["epoch"],
+                       "selection": self.cfg.selection, "config": self.cfg.__dict__}
+            if self.finish_info is not None:
+                payload["finish"] = self.finish_info
+            torch.save(payload, tmp)
         write_log(self.rows, out_dir / "train_log.csv")
 
 

@@ -41,6 +41,9 @@ class TrainContext:
     epoch: int = 0
     # measure_train_accuracy(forward) -> accuracy of `forward` on the (augmented) training set
     measure_train_accuracy: Callable[[Callable[[torch.Tensor], torch.Tensor]], float] | None = None
+    # train_examples(n) -> (x, y): n training examples drawn at random with `generator`,
+    # without augmentation, on the model's device (CLAT's criticality batch, RiFT's MRC set)
+    train_examples: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 class Method:
@@ -50,6 +53,9 @@ class Method:
     display_name: ClassVar[str] = ""
     #: hyper-parameters with their defaults; the config layer validates overrides against these
     defaults: ClassVar[dict[str, Any]] = {}
+    #: the method's official training recipe as ``TrainConfig`` settings (epochs, lr, schedule,
+    #: weight decay, attack), for reference by the config layer; never applied implicitly
+    recipe: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **hparams: Any) -> None:
         unknown = set(hparams) - set(self.defaults)
@@ -62,7 +68,17 @@ class Method:
         """Extra keyword arguments for :func:`robustft.models.build_model` (LoRA, dual BN)."""
         return {}
 
+    def prepare_model(self, model: nn.Module) -> None:
+        """Hook after the model is built and its initial weights are loaded, before the
+        optimiser exists (e.g. LoRA fine-tuning re-parametrises the convs here)."""
+
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """The parameters the optimiser updates.
+
+        The loop asks again after every :meth:`start_epoch` (and after a resume); when the set
+        changed (CLAT's re-selection, RiFT's module choice) it rebuilds the SGD optimiser over
+        the new set (fresh momentum) and keeps the LR schedule.
+        """
         return [p for p in model.parameters() if p.requires_grad]
 
     # --- training ----------------------------------------------------------------------------
@@ -74,6 +90,18 @@ class Method:
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: TrainContext
     ) -> BatchOutput:
         raise NotImplementedError
+
+    def finish(
+        self, model: nn.Module, evaluate: Callable[[], dict[str, float]]
+    ) -> dict[str, Any] | None:
+        """Hook after the last epoch, called with ``model`` holding the selected (best)
+        checkpoint. A method that post-processes the weights (RiFT's interpolation, merging a
+        LoRA re-parametrisation) changes ``model`` in place and returns what to record; the loop
+        then writes the changed model as the run's model. ``evaluate()`` returns the loop's
+        per-epoch metrics (``val_nat_acc``, ``val_pgd_acc``, ``test_nat_acc``,
+        ``test_pgd_acc``) of the current weights. ``None`` (the default): nothing to do.
+        """
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {}

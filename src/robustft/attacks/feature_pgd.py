@@ -1,0 +1,93 @@
+"""L∞ sign-gradient ascent on an arbitrary objective, and CLAT's feature-space PGD.
+
+:func:`robustft.attacks.pgd` maximises the loss of the model's *logits* from a uniform start.
+Several methods need other objectives or starts:
+
+* TRADES' and MART's official attacks start at ``x + 0.001·N(0, I)`` (TRADES maximises the KL
+  to the clean prediction, MART the cross-entropy);
+* Fast-AT takes one step of 1.25ε from a uniform start (FGSM-RS);
+* CLAT's inner maximisation (CLAT Eq. 8) maximises the summed feature distance of the critical
+  layers, with one perturbation shared by all of them.
+
+:func:`ascend` is the one loop behind all of them: it never touches the model's train/eval mode
+(the caller chooses the BN mode, which differs between recipes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+INITS = ("zero", "uniform", "normal")
+
+
+def ascend(
+    objective: Objective,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    step: float,
+    steps: int,
+    init: str = "uniform",
+    init_std: float = 0.001,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Return ``x_adv ∈ B_eps[x] ∩ [0, 1]^d`` after ``steps`` signed-gradient ascent steps.
+
+    ``objective(x_adv)`` returns a scalar to maximise. ``init``: ``"zero"`` (start at x),
+    ``"uniform"`` (x + U(−ε, ε), Madry / Fast-AT) or ``"normal"`` (x + init_std·N(0, I),
+    TRADES / MART); the start is projected onto the ball and [0, 1] like every iterate.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    x = x.detach()
+    if init == "uniform":
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_adv = x + (2 * noise - 1) * eps
+    elif init == "normal":
+        x_adv = x + init_std * torch.randn(x.shape, generator=generator, device=x.device,
+                                           dtype=x.dtype)
+    else:
+        x_adv = x.clone()
+    x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    with torch.enable_grad():
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            (grad,) = torch.autograd.grad(objective(x_adv), x_adv)
+            x_adv = x_adv.detach() + step * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    return x_adv.detach()
+
+
+def feature_distance(adv: list[torch.Tensor], clean: list[torch.Tensor]) -> torch.Tensor:
+    """CLAT Eq. 8 inner term: mean over the batch of Σ_{i∈S} ‖F_i(x+δ) − F_i(x)‖₂.
+
+    Each feature is flattened per example; the L2 norm is not divided by N_i (spec A5).
+    """
+    total = adv[0].new_zeros(())
+    for a, c in zip(adv, clean, strict=True):
+        total = total + (a - c).flatten(1).norm(dim=1).mean()
+    return total
+
+
+def feature_pgd(
+    features: Callable[[torch.Tensor], list[torch.Tensor]],
+    x: torch.Tensor,
+    clean: list[torch.Tensor],
+    *,
+    eps: float,
+    step: float,
+    steps: int,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """CLAT Eq. 8 inner maximisation: one δ that maximises the critical layers' summed distance.
+
+    ``features(x)`` returns the critical layers' outputs for a batch; ``clean`` are the outputs
+    for ``x`` (treated as constants). CLAT(Fast) is ``steps=1`` with ``step = 1.25·eps``.
+    """
+    clean = [c.detach() for c in clean]
+    return ascend(lambda z: feature_distance(features(z), clean), x, eps=eps, step=step,
+                  steps=steps, init="uniform" if random_start else "zero", generator=generator)

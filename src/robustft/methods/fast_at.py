@@ -1,0 +1,56 @@
+"""Fast adversarial training (Wong et al., 2020; CLAT spec §3.5): FGSM with a random start.
+
+    δ ~ U(−ε, ε) (x + δ clipped to [0, 1]);  δ ← clip_ε(δ + α·sign ∇_δ CE(f(x + δ), y));
+    L = CE(f(x + δ), y),  α = 1.25 ε
+
+Official recipe (``locuslab/fast_adversarial``, PreAct ResNet-18): 15 epochs, cyclic LR
+0 → 0.2 → 0 updated every iteration (``lr_schedule: {type: cyclic}`` in the shared loop),
+SGD momentum 0.9, wd 5e-4, batch 128. The official code keeps the model in train mode while
+crafting δ (``attack_bn: train``; BN statistics see the attack's forward pass too); ``eval``
+crafts with running statistics like the other methods here. Not implemented: the optional
+early stop on a PGD-5 probe and mixed precision.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch.nn.functional as F
+
+from robustft.attacks import eval_mode
+from robustft.attacks.feature_pgd import ascend
+from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
+
+FAST_AT_RECIPE = {"epochs": 15, "batch_size": 128, "lr": 0.2, "momentum": 0.9,
+                  "weight_decay": 5e-4, "lr_schedule": {"type": "cyclic", "peak": 0.5},
+                  "train_attack": {"eps": 8 / 255, "step": 10 / 255, "steps": 1,
+                                   "random_start": True}}
+
+
+def fgsm_rs(model, x, y, *, eps: float, alpha: float, generator=None):
+    """One signed step of size ``alpha`` from a uniform start in the ε-ball (FGSM-RS)."""
+    return ascend(lambda z: F.cross_entropy(model(z), y), x, eps=eps, step=alpha, steps=1,
+                  init="uniform", generator=generator)
+
+
+class FastAT(Method):
+    name = "fast_at"
+    display_name = "Fast-AT"
+    defaults: ClassVar[dict] = {"alpha_factor": 1.25, "attack_bn": "train"}
+    recipe: ClassVar[dict] = FAST_AT_RECIPE
+
+    def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
+        eps = ctx.train_attack.eps
+        alpha = self.hp["alpha_factor"] * eps
+        if self.hp["attack_bn"] == "train":
+            x_adv = fgsm_rs(model, x, y, eps=eps, alpha=alpha, generator=ctx.generator)
+        elif self.hp["attack_bn"] == "eval":
+            with eval_mode(model):
+                x_adv = fgsm_rs(model, x, y, eps=eps, alpha=alpha, generator=ctx.generator)
+        else:
+            raise ValueError(f"fast_at.attack_bn must be 'train' or 'eval', "
+                             f"got {self.hp['attack_bn']!r}")
+        logits = model(x_adv)
+        loss = F.cross_entropy(logits, y)
+        return BatchOutput(loss=loss, stats={"loss_ce_adv": loss.item(),
+                                             "train_adv_acc": accuracy(logits, y)})
