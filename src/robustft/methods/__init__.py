@@ -17,8 +17,6 @@ from robustft.methods.vanilla_rft import VanillaRFT
 METHODS: dict[str, type[Method]] = {m.name: m for m in (VanillaRFT, TWINS, AutoLoRa, PGDAT)}
 # CLAT's adversarial-training baselines (CLAT spec §2-3)
 METHODS.update({m.name: m for m in (TRADES, MART, AWP, TRADESAWP, FastAT, RiFT, LoRAFT)})
-# CLAT and its named variants (CLAT spec §1)
-METHODS.update({m.name: m for m in (CLAT, CLATFast, CLATND, CLATRandom)})
 
 
 def register(method: type[Method]) -> type[Method]:
