@@ -5,6 +5,7 @@ from __future__ import annotations
 from robustft.methods.autolora import AutoLoRa
 from robustft.methods.awp import AWP, TRADESAWP
 from robustft.methods.base import BatchOutput, Method, TrainContext
+from robustft.methods.clat import CLAT, CLATND, CLATFast, CLATRandom
 from robustft.methods.fast_at import FastAT
 from robustft.methods.lora_ft import LoRAFT
 from robustft.methods.mart import MART
@@ -17,6 +18,8 @@ from robustft.methods.vanilla_rft import VanillaRFT
 METHODS: dict[str, type[Method]] = {m.name: m for m in (VanillaRFT, TWINS, AutoLoRa, PGDAT)}
 # CLAT's adversarial-training baselines (CLAT spec §2-3)
 METHODS.update({m.name: m for m in (TRADES, MART, AWP, TRADESAWP, FastAT, RiFT, LoRAFT)})
+# CLAT and its named variants (CLAT spec §1)
+METHODS.update({m.name: m for m in (CLAT, CLATFast, CLATND, CLATRandom)})
 
 
 def register(method: type[Method]) -> type[Method]:

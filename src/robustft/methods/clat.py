@@ -1,0 +1,283 @@
+"""CLAT: criticality-leveraged adversarial fine-tuning (arXiv 2408.10204 v1, Sec. 3, Alg. 1).
+
+Run on a model pre-trained by some method X ("X + CLAT": a second job initialised with X's
+``model_best.pt``, ``init_from: model``). Every ``reselect_every`` epochs (Alg. 1: epochs 1, 11,
+21, ... in 1-based counting) the layer criticality C_i (CLAT Eq. 5-6,
+:func:`robustft.clat.layer_criticality`) is measured on one unaugmented training batch and the
+top-k layers become the critical set S; only S trains, everything else is frozen. Per batch:
+
+    δ* = argmax_{‖δ‖∞ ≤ ε} mean_x Σ_{i∈S} ‖F_i(x+δ) − F_i(x)‖₂     (CLAT Eq. 8, one δ for all of S)
+    L  = CE(F(x), y) + λ · mean_x Σ_{i∈S} ‖F_i(x+δ*) − F_i(x)‖₂     (CLAT Eq. 9)
+
+The inner maximisation is PGD with the run's ``train_attack`` (ε, step, steps, random start)
+against the clean features held constant, in eval mode (spec A11); the update runs in train mode
+and its gradient flows through both feature branches.
+
+Named variants (registered methods with other defaults):
+
+* ``clat``        — the default above;
+* ``clat_fast``   — CLAT(Fast): the inner maximisation is one random-start FGSM step of 1.25ε;
+* ``clat_nd``     — CLAT(ND): select once, never re-select (Table 4);
+* ``clat_random`` — k random layers instead of the top-k (Tables 5/10), re-drawn on the same
+  schedule.
+
+Every open point of the paper (spec §1.8) is a hyper-parameter; see ``defaults`` and the notes
+next to each.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustft.attacks import eval_mode
+from robustft.attacks.feature_pgd import feature_distance, feature_pgd
+from robustft.clat.criticality import FeatureTap, default_k, layer_criticality, tap_modules
+from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
+from robustft.models.cifar import candidate_layers, layer_parameters
+
+CLAT_ATTACK = {"eps": 0.03, "step": 0.007, "steps": 10, "random_start": True}
+#: CLAT Sec. 4.1 + spec A8/A9: SGD 0.1, one cosine over the 50 + 50 epochs (this is the second
+#: job: epochs 50-99 of it), momentum 0.9, wd 5e-4, batch 128, ε 0.03 / α 0.007 / 10 steps
+CLAT_RECIPE = {"epochs": 50, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
+               "weight_decay": 5e-4,
+               "lr_schedule": {"type": "cosine", "total_epochs": 100, "offset": 50},
+               "train_attack": CLAT_ATTACK, "eval_attack": CLAT_ATTACK, "init_from": "model"}
+
+_CHOICES = {
+    "selection": ("critical", "random"),
+    "inner": ("pgd", "fgsm"),
+    "ce_on": ("clean", "adv"),
+    "layer_params": ("conv_bn", "conv"),
+    "bn_mode": ("train", "eval"),
+    "tap": ("module", "bn"),
+    "first_layer": ("input", "literal"),
+    "ratio": ("previous", "own_input"),
+}
+
+
+class CLAT(Method):
+    name = "clat"
+    display_name = "CLAT"
+    defaults: ClassVar[dict[str, Any]] = {
+        "k": 0,                       # critical layers; 0 = the paper's per-architecture k
+        "reselect_every": 10,         # Alg. 1 line 3; 0 = select once (CLAT(ND))
+        "selection": "critical",      # "random": Tables 5/10 ablation
+        "inner": "pgd",               # "fgsm": CLAT(Fast)
+        "fgsm_step_factor": 1.25,     # CLAT(Fast) step = factor·ε (Fast-AT's α; spec §1.4)
+        "lam": 0.0,                   # λ of Eq. 9; 0 = calibrate (A5)
+        "lambda_scale": 1.0,          # λ multiplier (A5 sweep ×{0.3, 1, 3})
+        "calibration_batches": 10,    # A5: λ·L_feat = CE averaged over this many batches
+        "ce_on": "clean",             # A4: CE on x (Eq. 9 as written) or on x+δ
+        "layer_params": "conv_bn",    # A6: conv/linear weight (+bias) and its BN γ/β
+        "bn_mode": "train",           # A7: BN mode of the update (attacks: always eval)
+        "tap": "module",              # A2: raw conv output, or after its BN
+        "first_layer": "input",       # A3: C_1 = W_1/W_0, or the literal C_1 = W_1
+        "ratio": "previous",          # A15: W_{i-1} of the previous candidate, or own input
+        "include_head": True,         # A14: the final linear is a candidate
+        "criticality_examples": 128,  # A10: unaugmented training images per selection
+        "criticality_batches": 1,     # average C over this many such batches
+        "detach_clean": False,        # spec §1.4 default: gradient through both branches
+    }
+    recipe: ClassVar[dict[str, Any]] = CLAT_RECIPE
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
+        for key, allowed in _CHOICES.items():
+            if self.hp[key] not in allowed:
+                raise ValueError(f"{self.name}.{key} must be one of {allowed}, "
+                                 f"got {self.hp[key]!r}")
+        self.selected: list[int] = []       # 1-based CLAT layer numbers of S
+        self.lam: float | None = None       # λ in use (after calibration / scaling)
+        self.history: list[dict[str, Any]] = []
+        self._param_cache: tuple[tuple[int, ...], list[nn.Parameter]] | None = None
+
+    # --- selection -------------------------------------------------------------------------
+    def _k(self, model: nn.Module) -> int:
+        return int(self.hp["k"]) or default_k(model)
+
+    def _names(self, model: nn.Module) -> list[str]:
+        layers = candidate_layers(model)
+        if not self.hp["include_head"]:
+            head = getattr(model, "head", None)
+            layers = [(n, m) for n, m in layers if m is not head]
+        return [n for n, _ in layers]
+
+    def _due(self, epoch: int) -> bool:
+        if not self.selected:
+            return True
+        every = int(self.hp["reselect_every"])
+        return every > 0 and epoch % every == 0  # Alg. 1: epoch % 10 == 1, 1-based
+
+    def measure(self, model: nn.Module, ctx: TrainContext):
+        """C_i on ``criticality_batches`` fresh batches (averaged), CLAT Eq. 5-6."""
+        if ctx.train_examples is None:
+            raise ValueError("clat: selecting layers needs training examples from the loop")
+        cfg, results = ctx.train_attack, []
+        for _ in range(int(self.hp["criticality_batches"])):
+            x, y = ctx.train_examples(int(self.hp["criticality_examples"]))
+            results.append(layer_criticality(
+                model, x, y, eps=cfg.eps, step=cfg.step, steps=cfg.steps,
+                random_start=cfg.random_start, generator=ctx.generator, tap=self.hp["tap"],
+                first=self.hp["first_layer"], ratio=self.hp["ratio"],
+                include_head=self.hp["include_head"]))
+        crit = results[0]
+        if len(results) > 1:
+            n = len(results)
+            crit.criticality = [sum(r.criticality[i] for r in results) / n
+                                for i in range(len(crit.names))]
+            crit.weakness = [sum(r.weakness[i] for r in results) / n
+                             for i in range(len(crit.names))]
+            crit.seconds = sum(r.seconds for r in results)
+            crit.examples = sum(r.examples for r in results)
+        return crit
+
+    def select(self, model: nn.Module, ctx: TrainContext) -> dict[str, float]:
+        """Alg. 1 lines 4-9: measure C, take the top-k (or k random layers)."""
+        k = self._k(model)
+        names = self._names(model)
+        if k > len(names):
+            raise ValueError(f"clat: k={k} but the model has only {len(names)} candidate layers")
+        started = time.perf_counter()
+        crit = self.measure(model, ctx)
+        if self.hp["selection"] == "critical":
+            chosen = crit.top(k)
+        else:
+            chosen = sorted((torch.randperm(len(names), generator=ctx.generator)[:k] + 1).tolist())
+        self.selected = [int(i) for i in chosen]
+        seconds = time.perf_counter() - started
+        self.history.append({"epoch": ctx.epoch, "selected": list(self.selected),
+                             "ranking": crit.ranking()[:10], **crit.as_dict()})
+        log: dict[str, float] = {"clat_selection_seconds": seconds}
+        for j, idx in enumerate(self.selected):
+            log[f"clat_layer_{j + 1}"] = float(idx)
+        for j, idx in enumerate(crit.ranking()[:5]):  # Table 3: the top-5 indices
+            log[f"clat_top{j + 1}"] = float(idx)
+            log[f"clat_top{j + 1}_c"] = crit.criticality[idx - 1]
+        return log
+
+    # --- trainable set ---------------------------------------------------------------------
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """Before the first selection: everything (no step is taken before it). Afterwards:
+        only the critical layers' parameters require gradients (CLAT Sec. 3.2)."""
+        if not self.selected:
+            return [p for p in model.parameters() if p.requires_grad]
+        key = tuple(self.selected)
+        if self._param_cache is None or self._param_cache[0] != key:
+            names = self._names(model)
+            params = layer_parameters(model, [names[i - 1] for i in self.selected],
+                                      include_bn=self.hp["layer_params"] == "conv_bn",
+                                      example=self._example(model))
+            self._param_cache = (key, params)
+        params = self._param_cache[1]
+        keep = {id(p) for p in params}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in keep)
+        return list(params)
+
+    @staticmethod
+    def _example(model: nn.Module) -> torch.Tensor:
+        p = next(model.parameters())
+        return torch.zeros(2, 3, 32, 32, device=p.device, dtype=p.dtype)
+
+    # --- λ (spec A5) -----------------------------------------------------------------------
+    def calibrate(self, model: nn.Module, ctx: TrainContext) -> float:
+        """λ with λ·L_feat = CE on average over ``calibration_batches`` batches (eval mode, so
+        calibrating leaves the BN statistics alone)."""
+        ce_sum = feat_sum = 0.0
+        for _ in range(int(self.hp["calibration_batches"])):
+            x, y = ctx.train_examples(ctx.batch_size)
+            with eval_mode(model):
+                ce, feat, _ = self._terms(model, x, y, ctx)
+            ce_sum += ce.item()
+            feat_sum += feat.item()
+        return ce_sum / feat_sum if feat_sum > 0 else 0.0
+
+    # --- epoch / batch -----------------------------------------------------------------------
+    def start_epoch(self, model: nn.Module, ctx: TrainContext) -> dict[str, float]:
+        log: dict[str, float] = {}
+        if self._due(ctx.epoch):
+            log.update(self.select(model, ctx))
+            self.trainable_parameters(model)  # freeze before calibrating
+            if self.lam is None:
+                base = self.hp["lam"] if self.hp["lam"] > 0 else self.calibrate(model, ctx)
+                self.lam = float(base) * self.hp["lambda_scale"]
+        log["clat_lambda"] = float(self.lam)
+        log["clat_trainable_params"] = float(sum(p.numel() for p in
+                                                 self.trainable_parameters(model)))
+        return log
+
+    def _tap(self, model: nn.Module) -> FeatureTap:
+        names = self._names(model)
+        modules = tap_modules(model, [names[i - 1] for i in self.selected], self.hp["tap"],
+                              example=self._example(model))
+        return FeatureTap(model, modules)
+
+    def _terms(self, model, x, y, ctx: TrainContext):
+        """(CE, feature distance, logits) of CLAT Eq. 9 in the model's current BN mode."""
+        tap = self._tap(model)
+        cfg = ctx.train_attack
+        with eval_mode(model), torch.no_grad():  # the attack's target (spec A11: eval mode)
+            clean_const = tap.features(x)
+        if self.hp["inner"] == "pgd":  # CLAT Eq. 8 inner maximisation
+            steps, step, start = cfg.steps, cfg.step, cfg.random_start
+        else:  # CLAT(Fast): one FGSM step from a random start
+            steps, step, start = 1, self.hp["fgsm_step_factor"] * cfg.eps, True
+        with eval_mode(model):
+            x_adv = feature_pgd(tap.features, x, clean_const, eps=cfg.eps, step=step,
+                                steps=steps, random_start=start, generator=ctx.generator)
+        logits, clean = tap.run(x)
+        if self.hp["ce_on"] == "clean":
+            adv = tap.features(x_adv)
+            ce = F.cross_entropy(logits, y)
+        else:
+            adv_logits, adv = tap.run(x_adv)
+            ce = F.cross_entropy(adv_logits, y)
+        if self.hp["detach_clean"]:
+            clean = [c.detach() for c in clean]
+        return ce, feature_distance(adv, clean), logits
+
+    def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
+        if not self.selected:
+            raise RuntimeError("clat: batch_loss before any layer selection")
+        if self.hp["bn_mode"] == "eval":
+            model.eval()
+        ce, feat, logits = self._terms(model, x, y, ctx)
+        loss = ce + self.lam * feat  # CLAT Eq. 9
+        return BatchOutput(loss=loss, stats={"loss_ce": ce.item(), "loss_feat": feat.item(),
+                                             "train_nat_acc": accuracy(logits, y)})
+
+    def finish(self, model, evaluate):
+        """Record every selection (full C vectors: Tables 3 and 7) with the run's model."""
+        return {"clat_selections": self.history, "clat_lambda": self.lam}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"selected": list(self.selected), "lam": self.lam, "history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.selected = [int(i) for i in state["selected"]]
+        self.lam = state["lam"]
+        self.history = list(state["history"])
+        self._param_cache = None
+
+
+class CLATFast(CLAT):
+    name = "clat_fast"
+    display_name = "CLAT(Fast)"
+    defaults: ClassVar[dict[str, Any]] = {**CLAT.defaults, "inner": "fgsm"}
+
+
+class CLATND(CLAT):
+    name = "clat_nd"
+    display_name = "CLAT(ND)"
+    defaults: ClassVar[dict[str, Any]] = {**CLAT.defaults, "reselect_every": 0}
+
+
+class CLATRandom(CLAT):
+    name = "clat_random"
+    display_name = "CLAT (random layers)"
+    defaults: ClassVar[dict[str, Any]] = {**CLAT.defaults, "selection": "random"}
