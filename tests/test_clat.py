@@ -387,3 +387,61 @@ def test_pretrain_then_clat_chain_resumes_identically(tmp_path, tiny_data, monke
     assert strip(resumed) == strip(full)
     payload = torch.load(tmp_path / "cut" / "model_best.pt", weights_only=True)
     assert len(payload["finish"]["clat_selections"]) == 2
+
+
+# --- evaluation protocol (robustft.evaluate_clat) ----------------------------------------------
+def _trained_toy():
+    model = Toy(gains=(1.0, 1.0, 1.0, 1.0, 1.0)).eval()
+    x, y = batch(n=16)
+    with torch.no_grad():  # a head that classifies the clean batch mostly right
+        model.head.weight.copy_(torch.randn(3, 4, generator=torch.Generator().manual_seed(4)))
+    return model, x, y
+
+
+def test_pgd_restarts_reports_the_minimum_and_the_worst_case():
+    from robustft.attacks import pgd_accuracy
+    from robustft.evaluate_clat import CLAT_EVAL, clean_correct, pgd_restarts
+
+    model, x, y = _trained_toy()
+    res = pgd_restarts(model, x, y, restarts=3, seed=5, attack=CLAT_EVAL)
+    assert res.min_accuracy == min(res.accuracies)
+    assert res.worst_case_accuracy <= res.min_accuracy <= res.clean_accuracy
+    one = pgd_accuracy(model, x, y, CLAT_EVAL, generator=torch.Generator().manual_seed(6))
+    clean = clean_correct(model, x, y)
+    assert res.accuracies[1] == pytest.approx(float((one & clean).float().mean()))
+
+
+def test_transfer_matrix_diagonal_is_white_box_and_sweep_starts_clean():
+    from robustft.evaluate_clat import (
+        clean_correct,
+        epsilon_sweep,
+        pgd_restarts,
+        transfer_accuracy,
+        transfer_matrix,
+    )
+
+    a, x, y = _trained_toy()
+    b = Toy(gains=(1.0, 2.0, 1.0, 1.0, 1.0), seed=3).eval()
+    matrix = transfer_matrix({"a": a, "b": b}, x, y, seed=2)
+    assert set(matrix) == {"a", "b"} and set(matrix["a"]) == {"a", "b"}
+    assert matrix["a"]["a"] == pytest.approx(pgd_restarts(a, x, y, restarts=1, seed=2)
+                                             .min_accuracy)
+    assert matrix["a"]["b"] == pytest.approx(transfer_accuracy(a, b, x, y, seed=2))
+    sweep = epsilon_sweep(a, x, y, [0.0, 0.03])
+    assert sweep[0]["accuracy"] == pytest.approx(float(clean_correct(a, x, y).float().mean()))
+    assert sweep[1]["accuracy"] <= sweep[0]["accuracy"]
+
+
+def test_apgd_ce_runs_and_restores_state():
+    from robustft.evaluate_clat import apgd_ce, pgd_restarts
+
+    model, x, y = _trained_toy()
+    model.train()
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    res = apgd_ce(model, x, y, n_iter=10)
+    assert torch.equal(torch.rand(1), expected_next)  # global RNG restored
+    assert model.training
+    assert 0.0 <= res["accuracy"] <= pgd_restarts(model, x, y, restarts=1).clean_accuracy
+    assert len(res["per_example"]) == len(y)
