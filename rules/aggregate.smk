@@ -2,10 +2,6 @@
 # and t-test p-values (robustft.stats). Cheap, so it runs on the submit host.
 
 
-def study_run_dirs(wc):
-    return [run.directory for run in rcfg.study_runs(CFG, wc.study)]
-
-
 rule aggregate:
     input:
         evals=lambda wc: study_inputs(wc, "eval.json"),
@@ -21,5 +17,5 @@ rule aggregate:
     conda:
         "../envs/robustft.yaml"
     shell:
-        "{PYTHON} -m robustft.steps.aggregate --study {wildcards.study} --runs {params.runs} "
+        "python -m robustft.steps.aggregate --study {wildcards.study} --runs {params.runs} "
         "--spec {params.spec:q} --out-csv {output.csv} --out-json {output.json} > {log} 2>&1"

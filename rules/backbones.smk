@@ -2,11 +2,6 @@
 # or a backbone adversarially pre-trained here for the offline demo.
 
 
-def backbone_rule_input(wc):
-    bb = CFG["backbones"][wc.backbone]
-    return {"data": dataset_dir(bb["dataset"])} if bb["source"] == "pretrain" else {}
-
-
 rule fetch_backbone:
     output:
         "results/backbones/{backbone}.pt",
@@ -20,7 +15,7 @@ rule fetch_backbone:
     wildcard_constraints:
         backbone="|".join(b for b, s in CFG["backbones"].items() if s["source"] == "salman") or "^$",
     shell:
-        "{PYTHON} -m robustft.steps.fetch_backbone --arch {params.arch} --eps-pt {params.eps} "
+        "python -m robustft.steps.fetch_backbone --arch {params.arch} --eps-pt {params.eps} "
         "--out {output} > {log} 2>&1"
 
 
@@ -44,6 +39,6 @@ rule pretrain_backbone:
         mem_mb=4000,
         runtime=120,
     shell:
-        "{PYTHON} -m robustft.steps.pretrain_backbone --settings {params.settings:q} "
+        "python -m robustft.steps.pretrain_backbone --settings {params.settings:q} "
         "--data {input.data} --checkpoints {params.checkpoints} --out {output} "
         "--threads {threads} > {log} 2>&1"

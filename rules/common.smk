@@ -1,6 +1,7 @@
 # Turns config.yaml into targets; every input function and wildcard constraint lives here.
 # The logic is in robustft.config so that plain pytest can test it.
 import json
+import os
 import sys
 
 from robustft import config as rcfg
@@ -10,7 +11,10 @@ from robustft import config as rcfg
 CFG = rcfg.validate(config)
 TARGETS = CFG["targets"]
 RUNS = rcfg.all_runs(CFG, TARGETS)
-PYTHON = sys.executable
+# Step scripts run as `python -m robustft.steps.<x>` with the interpreter running Snakemake
+# (the project's venv) first on PATH, locally and in cluster jobs alike.
+os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.defpath]) + os.pathsep
+                  + os.environ.get("PATH", ""))
 
 
 wildcard_constraints:
@@ -77,3 +81,23 @@ def study_inputs(wc, filename):
 
 def final_targets():
     return [f"results/tables/{s}.json" for s in TARGETS] + ["results/report/index.html"]
+
+
+def dataset_options(wc):
+    """Dataset options plus the workflow preset for datasets that have paper/official splits."""
+    from robustft.data import get_spec
+
+    ds = CFG["datasets"][wc.dataset]
+    options = dict(ds.get("options", {}))
+    if get_spec(ds["kind"]).presets:
+        options.setdefault("preset", CFG["preset"])
+    return as_json(options)
+
+
+def backbone_rule_input(wc):
+    bb = CFG["backbones"][wc.backbone]
+    return {"data": dataset_dir(bb["dataset"])} if bb["source"] == "pretrain" else {}
+
+
+def study_run_dirs(wc):
+    return [run.directory for run in rcfg.study_runs(CFG, wc.study)]

@@ -2,17 +2,6 @@
 # network that compute nodes often lack) and prepared once per dataset into one on-disk format.
 
 
-def dataset_options(wc):
-    """Dataset options plus the workflow preset for datasets that have paper/official splits."""
-    from robustft.data import get_spec
-
-    ds = CFG["datasets"][wc.dataset]
-    options = dict(ds.get("options", {}))
-    if get_spec(ds["kind"]).presets:
-        options.setdefault("preset", CFG["preset"])
-    return as_json(options)
-
-
 rule prepare_data:
     output:
         directory("results/data/{dataset}"),
@@ -27,6 +16,6 @@ rule prepare_data:
     conda:
         "../envs/robustft.yaml"
     shell:
-        "{PYTHON} -m robustft.steps.prepare_data --dataset {params.kind} --out {output} "
+        "python -m robustft.steps.prepare_data --dataset {params.kind} --out {output} "
         "--raw-dir {params.raw} --resolution {params.resolution} --seed {params.seed} "
         "--options {params.options:q} > {log} 2>&1"

@@ -19,5 +19,5 @@ rule evaluate:
         mem_mb=resources_of("eval_resources")("mem_mb", 4000),
         runtime=resources_of("eval_resources")("runtime", 60),
     shell:
-        "{PYTHON} -m robustft.steps.evaluate --settings {params.settings:q} "
+        "python -m robustft.steps.evaluate --settings {params.settings:q} "
         "--model {input.model} --data {input.data} --out {output} --threads {threads} > {log} 2>&1"

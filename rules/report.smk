@@ -13,5 +13,5 @@ rule render_report:
     conda:
         "../envs/robustft.yaml"
     shell:
-        "{PYTHON} -m robustft.steps.render_report --tables {input.tables} "
+        "python -m robustft.steps.render_report --tables {input.tables} "
         "--provenance {params.provenance:q} --out {output} > {log} 2>&1"

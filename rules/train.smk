@@ -26,7 +26,7 @@ rule train:
         mem_mb=resources_of("train_resources")("mem_mb", 4000),
         runtime=resources_of("train_resources")("runtime", 60),
     shell:
-        "{PYTHON} -m robustft.steps.train --settings {params.settings:q} --data {input.data} "
+        "python -m robustft.steps.train --settings {params.settings:q} --data {input.data} "
         "--backbone {input.backbone} --checkpoints {params.checkpoints} --out {params.out} "
         "--identity {params.identity:q} "
         "--threads {threads} > {log} 2>&1"
