@@ -79,10 +79,12 @@ def test_resume_after_interruption_gives_identical_metrics(tmp_path, tiny_data, 
     assert all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
 
 
-def test_resume_refuses_checkpoint_of_other_settings(tmp_path, tiny_data, backbone):
+def test_checkpoint_of_other_settings_is_kept_aside_not_resumed(tmp_path, tiny_data, backbone):
     train_run(config(epochs=1), tiny_data, backbone, tmp_path / "ck", tmp_path / "o")
-    with pytest.raises(ValueError, match="different settings"):
-        train_run(config(epochs=1, lr=0.1), tiny_data, backbone, tmp_path / "ck", tmp_path / "o")
+    rows = train_run(config(epochs=1, lr=0.1), tiny_data, backbone, tmp_path / "ck",
+                     tmp_path / "o")
+    assert rows[0]["lr"] == 0.1  # trained afresh with the new settings
+    assert len(list((tmp_path / "ck").glob("last.stale-*.pt"))) == 1
 
 
 def test_nan_loss_stops_with_run_epoch_and_step(tmp_path, tiny_data, backbone, monkeypatch):
