@@ -244,7 +244,7 @@ def test_micro_study_on_slurm_matches_a_local_run(slurm_cluster, tmp_path, capsy
         job_id = per_rule["train"].get(wildcards)
         assert job_id is not None, (wildcards, per_rule["train"])
         assert prov["slurm_job_id"] == job_id, (name, prov)
-        assert prov["cuda_visible_devices"] in {"0", "1"}, (name, prov)
+        assert re.fullmatch(r"\d+", prov["cuda_visible_devices"] or ""), (name, prov)  # 1 GPU
         seen[job_id] = prov["cuda_visible_devices"]
 
     # 3. Training jobs that ran at the same time got different GPUs.

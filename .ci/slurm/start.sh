@@ -56,7 +56,9 @@ for cmd in munged munge unmunge slurmctld slurmd sinfo scontrol sbatch squeue mk
     command -v "$cmd" >/dev/null ||
         fail "'$cmd' not found; install the packages with: apt-get install -y slurm-wlm munge"
 done
-[[ $NGPU =~ ^[0-9]+$ ]] && ((NGPU >= 1 && NGPU <= 16)) || fail "SLURM_CI_GPUS=$NGPU is not 1..16"
+if ! [[ $NGPU =~ ^[0-9]+$ ]] || ((NGPU < 1 || NGPU > 16)); then
+    fail "SLURM_CI_GPUS=$NGPU is not 1..16"
+fi
 mkdir -p "$ROOT"/{spool/ctld,spool/d,log,run,fakegpu} "$CONF_DIR"
 
 # ---- munge -----------------------------------------------------------------------------------
