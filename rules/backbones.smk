@@ -41,4 +41,4 @@ rule pretrain_backbone:
     shell:
         "python -m robustft.steps.pretrain_backbone --settings {params.settings:q} "
         "--data {input.data} --checkpoints {params.checkpoints} --out {output} "
-        "--threads {threads} > {log} 2>&1"
+        "--threads {threads} --gpus {resources.gpu} > {log} 2>&1"

@@ -29,4 +29,4 @@ rule train:
         "python -m robustft.steps.train --settings {params.settings:q} --data {input.data} "
         "--backbone {input.backbone} --checkpoints {params.checkpoints} --out {params.out} "
         "--identity {params.identity:q} "
-        "--threads {threads} > {log} 2>&1"
+        "--threads {threads} --gpus {resources.gpu} > {log} 2>&1"
