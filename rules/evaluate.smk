@@ -20,4 +20,5 @@ rule evaluate:
         runtime=resources_of("eval_resources")("runtime", 60),
     shell:
         "python -m robustft.steps.evaluate --settings {params.settings:q} "
-        "--model {input.model} --data {input.data} --out {output} --threads {threads} --gpus {resources.gpu} > {log} 2>&1"
+        "--model {input.model} --data {input.data} --out {output} --threads {threads} "
+        "--gpus {resources.gpu} > {log} 2>&1"
