@@ -33,7 +33,8 @@ rule pretrain_backbone:
         "../envs/robustft.yaml"
     wildcard_constraints:
         backbone="|".join(b for b, s in CFG["backbones"].items() if s["source"] == "pretrain") or "^$",
-    threads: 1
+    # nothing else can run before the backbone exists: use the whole machine (capped by --cores)
+    threads: 4
     resources:
         gpu=0,
         mem_mb=4000,
