@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 def write_tiny_dataset(root: Path, *, classes: int = 3, per_split=(36, 12, 12), res: int = 16,
@@ -33,3 +34,23 @@ def write_tiny_dataset(root: Path, *, classes: int = 3, per_split=(36, 12, 12), 
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     return write_tiny_dataset(tmp_path / "data")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests use tiny tensors: extra threads only spin-wait on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_backbone(tmp_path: Path) -> Path:
+    """A randomly initialised resnet_mini (width 4) saved as a backbone file."""
+    from robustft.models import build_model, save_backbone
+
+    torch.manual_seed(3)
+    path = tmp_path / "backbone.pt"
+    save_backbone(build_model("resnet_mini", 5, width=4), path)
+    return path

@@ -14,7 +14,7 @@ import warnings
 
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from robustft.attacks.autoattack import (
     STANDARD_LINF,

@@ -19,16 +19,8 @@ from robustft.methods import TrainContext, build_method
 from robustft.methods.mart import mart_loss
 from robustft.methods.rift import interpolate, module_robust_criticality
 from robustft.models import build_model
-from robustft.train import CosineLR, CyclicLR
+from robustft.schedules import CosineLR, CyclicLR
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: threads only add spin-waiting on a shared machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 EPS, STEP = 8 / 255, 2 / 255
 
 

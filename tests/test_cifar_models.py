@@ -8,15 +8,6 @@ import torch
 from robustft.models import CIFAR_ARCHS, build_model, candidate_layers, layer_index
 from robustft.models.cifar import following_batchnorm, layer_parameters
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: threads only add spin-waiting on a shared machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 TINY = {"cifar_resnet18": 4, "cifar_resnet50": 2, "cifar_preact_resnet18": 4,
         "cifar_wrn34_10": 4, "cifar_wrn70_16": 2, "cifar_vgg19": 4, "cifar_densenet121": 2}
 

@@ -19,12 +19,6 @@ from robustft.models import build_model, candidate_layers
 EPS, STEP = 0.03, 0.007
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Toy(nn.Module):

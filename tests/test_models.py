@@ -23,8 +23,6 @@ from robustft.models import (
     save_backbone,
 )
 
-torch.set_num_threads(2)
-
 
 def _fe_keys(sd: dict) -> set[str]:
     return {k for k in sd if not k.startswith("fc.")}

@@ -15,10 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
-from robustft.models import build_model, save_backbone
+from robustft.models import build_model
 
 ATTACK = {"eps": 8 / 255, "step": 4 / 255, "steps": 2, "random_start": True}
 SETTINGS = dict(run_name="tiny/autolora", method="autolora", arch="resnet_mini", width=4, seed=0,
@@ -28,12 +27,6 @@ SETTINGS = dict(run_name="tiny/autolora", method="autolora", arch="resnet_mini",
                 lr_schedule={"type": "multistep", "milestones": [2], "factor": 0.1})
 
 
-@pytest.fixture
-def backbone(tmp_path):
-    torch.manual_seed(3)
-    path = tmp_path / "backbone.pt"
-    save_backbone(build_model("resnet_mini", 5, width=4), path)
-    return path
 
 
 def train_cmd(data, backbone, ck, out, settings=SETTINGS):
@@ -48,11 +41,11 @@ def metrics(out: Path):
     return [[row[i] for i in keep] for row in rows]
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_data, backbone):
-    subprocess.run(train_cmd(tiny_data, backbone, tmp_path / "ck_ref", tmp_path / "ref"),
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_data, tiny_backbone):
+    subprocess.run(train_cmd(tiny_data, tiny_backbone, tmp_path / "ck_ref", tmp_path / "ref"),
                    check=True, capture_output=True)
     ck, out = tmp_path / "ck", tmp_path / "out"
-    proc = subprocess.Popen(train_cmd(tiny_data, backbone, ck, out),
+    proc = subprocess.Popen(train_cmd(tiny_data, tiny_backbone, ck, out),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (ck / "last.pt").exists():  # first epoch completed and checkpointed
@@ -65,7 +58,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "model_best.pt").exists()  # nothing half-written
     assert (ck / "last.pt").stat().st_mtime_ns >= first
-    resumed = subprocess.run(train_cmd(tiny_data, backbone, ck, out), capture_output=True,
+    resumed = subprocess.run(train_cmd(tiny_data, tiny_backbone, ck, out), capture_output=True,
                              text=True, check=True)
     assert "resumed after epoch" in resumed.stderr
     assert metrics(out) == metrics(tmp_path / "ref")

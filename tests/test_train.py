@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from robustft.models import build_model, save_backbone
 from robustft.train import NonFiniteLossError, TrainConfig, Trainer, train_run
 
 ATTACK = {"eps": 8 / 255, "step": 4 / 255, "steps": 2, "random_start": True}
@@ -22,12 +21,6 @@ def config(method="vanilla_rft", **kw):
     return TrainConfig(**values)
 
 
-@pytest.fixture
-def backbone(tmp_path):
-    torch.manual_seed(3)
-    path = tmp_path / "backbone.pt"
-    save_backbone(build_model("resnet_mini", 5, width=4), path)
-    return path
 
 
 def strip_time(rows):
@@ -35,8 +28,8 @@ def strip_time(rows):
 
 
 @pytest.mark.parametrize("method", ["vanilla_rft", "twins", "autolora"])
-def test_each_method_trains_and_writes_outputs(tmp_path, tiny_data, backbone, method):
-    rows = train_run(config(method), tiny_data, backbone, tmp_path / "ck", tmp_path / "out")
+def test_each_method_trains_and_writes_outputs(tmp_path, tiny_data, tiny_backbone, method):
+    rows = train_run(config(method), tiny_data, tiny_backbone, tmp_path / "ck", tmp_path / "out")
     assert len(rows) == 3
     assert (tmp_path / "out" / "model_best.pt").exists()
     header = (tmp_path / "out" / "train_log.csv").read_text().splitlines()[0].split(",")
@@ -51,16 +44,16 @@ def test_each_method_trains_and_writes_outputs(tmp_path, tiny_data, backbone, me
         assert -1.0 <= rows[0]["grad_sim"] <= 1.0
 
 
-def test_deterministic_on_cpu(tmp_path, tiny_data, backbone):
-    a = train_run(config(), tiny_data, backbone, tmp_path / "a", tmp_path / "oa")
-    b = train_run(config(), tiny_data, backbone, tmp_path / "b", tmp_path / "ob")
+def test_deterministic_on_cpu(tmp_path, tiny_data, tiny_backbone):
+    a = train_run(config(), tiny_data, tiny_backbone, tmp_path / "a", tmp_path / "oa")
+    b = train_run(config(), tiny_data, tiny_backbone, tmp_path / "b", tmp_path / "ob")
     assert strip_time(a) == strip_time(b)
 
 
-def test_resume_after_interruption_gives_identical_metrics(tmp_path, tiny_data, backbone,
+def test_resume_after_interruption_gives_identical_metrics(tmp_path, tiny_data, tiny_backbone,
                                                            monkeypatch):
-    full = train_run(config("autolora"), tiny_data, backbone, tmp_path / "full", tmp_path / "o1")
-    trainer = Trainer(config("autolora"), tiny_data, backbone, tmp_path / "ck")
+    full = train_run(config("autolora"), tiny_data, tiny_backbone, tmp_path / "full", tmp_path / "o1")
+    trainer = Trainer(config("autolora"), tiny_data, tiny_backbone, tmp_path / "ck")
     original = Trainer.run_epoch
 
     def die_in_epoch_2(self, epoch):
@@ -72,22 +65,22 @@ def test_resume_after_interruption_gives_identical_metrics(tmp_path, tiny_data, 
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     monkeypatch.setattr(Trainer, "run_epoch", original)
-    resumed = train_run(config("autolora"), tiny_data, backbone, tmp_path / "ck", tmp_path / "o2")
+    resumed = train_run(config("autolora"), tiny_data, tiny_backbone, tmp_path / "ck", tmp_path / "o2")
     assert strip_time(resumed) == strip_time(full)
     saved = [torch.load(tmp_path / o / "model_best.pt", weights_only=True)["state_dict"]
              for o in ("o1", "o2")]
     assert all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
 
 
-def test_checkpoint_of_other_settings_is_kept_aside_not_resumed(tmp_path, tiny_data, backbone):
-    train_run(config(epochs=1), tiny_data, backbone, tmp_path / "ck", tmp_path / "o")
-    rows = train_run(config(epochs=1, lr=0.1), tiny_data, backbone, tmp_path / "ck",
+def test_checkpoint_of_other_settings_is_kept_aside_not_resumed(tmp_path, tiny_data, tiny_backbone):
+    train_run(config(epochs=1), tiny_data, tiny_backbone, tmp_path / "ck", tmp_path / "o")
+    rows = train_run(config(epochs=1, lr=0.1), tiny_data, tiny_backbone, tmp_path / "ck",
                      tmp_path / "o")
     assert rows[0]["lr"] == 0.1  # trained afresh with the new settings
     assert len(list((tmp_path / "ck").glob("last.stale-*.pt"))) == 1
 
 
-def test_nan_loss_stops_with_run_epoch_and_step(tmp_path, tiny_data, backbone, monkeypatch):
+def test_nan_loss_stops_with_run_epoch_and_step(tmp_path, tiny_data, tiny_backbone, monkeypatch):
     from robustft.methods.vanilla_rft import VanillaRFT
 
     original = VanillaRFT.batch_loss
@@ -103,15 +96,15 @@ def test_nan_loss_stops_with_run_epoch_and_step(tmp_path, tiny_data, backbone, m
     monkeypatch.setattr(VanillaRFT, "batch_loss", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"run tiny/vanilla_rft: loss is nan at epoch 1 "
                                                  r"step 1"):
-        train_run(config(), tiny_data, backbone, tmp_path / "ck", tmp_path / "out")
+        train_run(config(), tiny_data, tiny_backbone, tmp_path / "ck", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
-def test_auto_lr_halves_and_reloads_best_validation_weights(tmp_path, tiny_data, backbone,
+def test_auto_lr_halves_and_reloads_best_validation_weights(tmp_path, tiny_data, tiny_backbone,
                                                            monkeypatch):
     cfg = config("autolora", epochs=3, lr=0.01,
                  lr_schedule={"type": "auto", "variant": "official", "every": 1, "min_lr": 1e-5})
-    trainer = Trainer(cfg, tiny_data, backbone, tmp_path / "ck")
+    trainer = Trainer(cfg, tiny_data, tiny_backbone, tmp_path / "ck")
     scripted = iter([0.5, 0.4, 0.6])  # epoch 1 is worse: 0 of 1 increases -> halve + reload
     monkeypatch.setattr(Trainer, "evaluate_epoch", lambda self: {
         "val_nat_acc": 0.0, "val_pgd_acc": next(scripted), "test_nat_acc": 0.0,

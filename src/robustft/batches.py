@@ -9,9 +9,9 @@ bit-identical to uninterrupted ones.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ class Split:
         x = x.permute(0, 3, 1, 2).contiguous().float().div_(255)  # NCHW-contiguous: attacks .view()
         return x, torch.from_numpy(np.array(self.y[index]))
 
-    def subset(self, n: int | None, seed: int = 0) -> "Split":
+    def subset(self, n: int | None, seed: int = 0) -> Split:
         """A fixed random subset of ``n`` examples (splits may be stored sorted by class).
 
         The same ``seed`` gives the same subset in every run, so per-epoch validation and the

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from robustft.attacks import PGDConfig, eval_mode, pgd_accuracy
 from robustft.batches import Split, eval_batches, load_split, num_classes, train_batches
 from robustft.io import atomic_path
 from robustft.methods import Method, TrainContext, build_method
-from robustft.schedules import AutoLR, MultiStepLR
+from robustft.schedules import AutoLR, build_schedule
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class TrainConfig:
     device: str = "cpu"
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(values) - known
         if unknown:
@@ -87,79 +87,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-@dataclass
-class CosineLR:
-    """η = η0 · ½(1 + cos(π·t / total)), t = offset + epoch (+ step fraction if ``per_step``).
-
-    CLAT (Sec. 4.1: lr 0.1, cosine decay). ``offset``/``total`` let the two chained jobs of
-    "X + CLAT" share one cosine over 50 + 50 epochs (spec A8).
-    """
-
-    lr0: float
-    total: float
-    offset: float = 0.0
-    per_step: bool = False
-
-    def lr_for_epoch(self, epoch: int) -> float:
-        return self._at(self.offset + epoch)
-
-    def lr_for_step(self, epoch: int, step: int, steps_per_epoch: int) -> float:
-        if not self.per_step:
-            return self.lr_for_epoch(epoch)
-        return self._at(self.offset + epoch + step / steps_per_epoch)
-
-    def _at(self, t: float) -> float:
-        return self.lr0 * 0.5 * (1.0 + math.cos(math.pi * min(t, self.total) / self.total))
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-@dataclass
-class CyclicLR:
-    """Triangular 0 → η_max → 0 over all iterations, updated every step (Fast-AT's recipe,
-    ``torch.optim.lr_scheduler.CyclicLR`` with step_size_up = step_size_down = T/2)."""
-
-    lr0: float
-    total: float
-    peak: float = 0.5  # fraction of the run at which η_max is reached
-
-    def lr_for_epoch(self, epoch: int) -> float:
-        return self.lr_for_step(epoch, 0, 1)
-
-    def lr_for_step(self, epoch: int, step: int, steps_per_epoch: int) -> float:
-        t = (epoch + step / steps_per_epoch) / self.total
-        if t <= self.peak:
-            return self.lr0 * t / self.peak
-        return self.lr0 * max(0.0, (1.0 - t) / (1.0 - self.peak))
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-def build_schedule(cfg: TrainConfig) -> MultiStepLR | AutoLR | CosineLR | CyclicLR:
-    spec = dict(cfg.lr_schedule)
-    kind = spec.pop("type")
-    if kind == "multistep":
-        return MultiStepLR(cfg.lr, tuple(spec.get("milestones", (30, 50))), spec.get("factor", 0.1))
-    if kind == "auto":
-        return AutoLR(lr0=cfg.lr, **spec)
-    if kind == "cosine":
-        return CosineLR(cfg.lr, total=spec.get("total_epochs") or cfg.epochs,
-                        offset=spec.get("offset", 0), per_step=spec.get("per_step", False))
-    if kind == "cyclic":
-        return CyclicLR(cfg.lr, total=spec.get("total_epochs") or cfg.epochs,
-                        peak=spec.get("peak", 0.5))
-    raise ValueError(
-        f"lr_schedule.type must be 'multistep', 'auto', 'cosine' or 'cyclic', got {kind!r}")
 
 
 def load_full_model(model: nn.Module, path: Path) -> None:

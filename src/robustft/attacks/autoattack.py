@@ -32,14 +32,15 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 LIBRARY = "pyautoattack"
 PINNED_VERSION = "0.2.0"

@@ -8,13 +8,13 @@ eval mode and restored afterwards), so attacking never changes the model's stati
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

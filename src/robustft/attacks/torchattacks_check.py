@@ -21,7 +21,7 @@ from importlib import metadata
 from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from robustft.attacks.autoattack import (
     EPS_TOLERANCE,

@@ -16,11 +16,16 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from robustft.methods.base import (
-    BatchOutput, Method, TrainContext, accuracy, frozen, kl_clean_adv, kl_normaliser,
+    BatchOutput,
+    Method,
+    TrainContext,
+    accuracy,
+    frozen,
+    kl_clean_adv,
+    kl_normaliser,
 )
 from robustft.schedules import lambda_weights
 

@@ -15,7 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from robustft.methods.base import (
-    BatchOutput, Method, TrainContext, accuracy, kl_clean_adv, kl_normaliser,
+    BatchOutput,
+    Method,
+    TrainContext,
+    accuracy,
+    kl_clean_adv,
+    kl_normaliser,
 )
 
 

@@ -9,11 +9,15 @@ in the official baseline (spec §4).
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from robustft.methods.base import (
-    BatchOutput, Method, TrainContext, accuracy, kl_clean_adv, kl_normaliser,
+    BatchOutput,
+    Method,
+    TrainContext,
+    accuracy,
+    kl_clean_adv,
+    kl_normaliser,
 )
 
 
