@@ -13,10 +13,10 @@ ATTACK = {"eps": 8 / 255, "step": 4 / 255, "steps": 2, "random_start": True}
 
 
 def config(method="vanilla_rft", **kw):
-    values = dict(run_name=f"tiny/{method}", method=method, arch="resnet_mini", width=4, seed=0,
-                  epochs=3, batch_size=12, lr=0.05, train_attack=ATTACK,
-                  eval_attack={**ATTACK, "random_start": False}, grad_sim_batches=1,
-                  lr_schedule={"type": "multistep", "milestones": [2], "factor": 0.1})
+    values = {"run_name": f"tiny/{method}", "method": method, "arch": "resnet_mini", "width": 4, "seed": 0,
+                  "epochs": 3, "batch_size": 12, "lr": 0.05, "train_attack": ATTACK,
+                  "eval_attack": {**ATTACK, "random_start": False}, "grad_sim_batches": 1,
+                  "lr_schedule": {"type": "multistep", "milestones": [2], "factor": 0.1}}
     values.update(kw)
     return TrainConfig(**values)
 

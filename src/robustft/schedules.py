@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any
 
 
@@ -112,7 +113,7 @@ class AutoLR:
     def _check(self, epoch: int) -> LRDecision:
         start = epoch - self.every
         window = self.history[start : epoch + 1]
-        pairs = list(zip(window[:-1], window[1:]))
+        pairs = list(pairwise(window))
         best_now = max(self.history)
         best_before = self.best_at_check[-1]
         first_check = len(self.best_at_check) == 1

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch.nn.functional as F
 
 from robustft.methods.base import (
@@ -33,7 +35,7 @@ from robustft.schedules import lambda_weights
 class AutoLoRa(Method):
     name = "autolora"
     display_name = "AutoLoRa"
-    defaults = {"rank": 8, "lora_coverage": "official", "lora_alpha": 1.0, "alpha": 1.0,
+    defaults: ClassVar[dict[str, Any]] = {"rank": 8, "lora_coverage": "official", "lora_alpha": 1.0, "alpha": 1.0,
                 "lambda_source": "train_set", "detach_soft_labels": False,
                 "kl_normaliser": "batch"}
 

@@ -7,6 +7,8 @@ Used to pre-train the offline demo's robust backbone, and as CLAT's PGD-AT basel
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch.nn.functional as F
 
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
@@ -15,7 +17,7 @@ from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
 class PGDAT(Method):
     name = "pgd_at"
     display_name = "PGD-AT"
-    defaults: dict = {}
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         x_adv = self.attack(model, model, x, y, ctx)

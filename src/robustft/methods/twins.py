@@ -11,6 +11,8 @@ Adversarial examples are generated against θ (eval mode). The dual-BN affine sh
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 
@@ -27,7 +29,7 @@ from robustft.methods.base import (
 class TWINS(Method):
     name = "twins"
     display_name = "TWINS"
-    defaults = {"beta": 6.0, "gamma": 1.0, "loss": "official", "dual_bn": "official",
+    defaults: ClassVar[dict[str, Any]] = {"beta": 6.0, "gamma": 1.0, "loss": "official", "dual_bn": "official",
                 "kl_normaliser": "batch"}
 
     def model_kwargs(self):

@@ -9,6 +9,8 @@ in the official baseline (spec §4).
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch.nn.functional as F
 
 from robustft.methods.base import (
@@ -24,7 +26,7 @@ from robustft.methods.base import (
 class VanillaRFT(Method):
     name = "vanilla_rft"
     display_name = "Vanilla RFT"
-    defaults = {"beta": 6.0, "kl_normaliser": "batch"}
+    defaults: ClassVar[dict[str, Any]] = {"beta": 6.0, "kl_normaliser": "batch"}
 
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         x_adv = self.attack(model, model, x, y, ctx)
