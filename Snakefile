@@ -13,6 +13,7 @@ include: "rules/data.smk"
 include: "rules/backbones.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/clat.smk"
 include: "rules/aggregate.smk"
 include: "rules/report.smk"
 

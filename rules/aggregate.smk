@@ -6,6 +6,9 @@ rule aggregate:
     input:
         evals=lambda wc: study_inputs(wc, "eval.json"),
         logs=lambda wc: study_inputs(wc, "train_log.csv"),
+        models=study_models,
+        transfers=study_transfers,
+        criticality=study_criticality,
     output:
         csv="results/tables/{study}.csv",
         json="results/tables/{study}.json",
@@ -18,4 +21,5 @@ rule aggregate:
         "../envs/robustft.yaml"
     shell:
         "python -m robustft.steps.aggregate --study {wildcards.study} --runs {params.runs} "
-        "--spec {params.spec:q} --out-csv {output.csv} --out-json {output.json} > {log} 2>&1"
+        "--spec {params.spec:q} --transfers {input.transfers} --criticality {input.criticality} "
+        "--out-csv {output.csv} --out-json {output.json} > {log} 2>&1"

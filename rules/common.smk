@@ -68,7 +68,14 @@ def resources_of(kind):
 
 
 def backbone_file(wc):
-    return f"results/backbones/{wc.backbone}.pt"
+    """The run's initial weights: the upstream run's model_best.pt for a chained variant
+    ("X + CLAT"), the backbone file, or nothing for a scratch backbone (random init)."""
+    path = rcfg.backbone_input(CFG, run_of(wc))
+    return [] if path is None else path
+
+
+def backbone_arg(wc, input):
+    return f"--backbone {input.backbone}" if input.backbone else ""
 
 
 def dataset_dir(name):
@@ -101,3 +108,44 @@ def backbone_rule_input(wc):
 
 def study_run_dirs(wc):
     return [run.directory for run in rcfg.study_runs(CFG, wc.study)]
+
+
+def study_models(wc):
+    """Trained models the aggregation reads itself (CLAT Table 6: total parameter counts)."""
+    if "trainable_params" not in CFG["studies"][wc.study].get("derived", []):
+        return []
+    return study_inputs(wc, "model_best.pt")
+
+
+# CLAT Table 2: black-box transfer, one job per pair of backbones (both directions)
+def pair_of(wc):
+    return rcfg.TransferPair(wc.fidelity, wc.dataset, wc.variant, int(wc.seed), wc.first,
+                             wc.second)
+
+
+def transfer_inputs(wc):
+    pair = pair_of(wc)
+    return {"data": dataset_dir(wc.dataset),
+            "first": f"{pair.run(wc.first).directory}/model_best.pt",
+            "second": f"{pair.run(wc.second).directory}/model_best.pt"}
+
+
+def transfer_settings(wc):
+    return as_json(rcfg.transfer_settings(CFG, pair_of(wc)))
+
+
+def study_transfers(wc):
+    return [pair.path for pair in rcfg.transfer_pairs(CFG, wc.study)]
+
+
+# CLAT Table 7: criticality vs. batch size, on the model a CLAT run starts from
+def criticality_inputs(wc):
+    return {"data": dataset_dir(wc.dataset), **rcfg.criticality_inputs(CFG, run_of(wc))}
+
+
+def criticality_settings(wc):
+    return as_json(rcfg.criticality_settings(CFG, run_of(wc)))
+
+
+def study_criticality(wc):
+    return [rcfg.criticality_path(run) for run in rcfg.criticality_runs(CFG, wc.study)]

@@ -9,6 +9,12 @@ Resolution order of a run's training settings (later wins):
   TrainConfig defaults → preset → ``methods.<m>`` → ``datasets.<d>.training``
   → ``datasets.<d>.methods.<m>`` (Table 7) → ``fidelities.<f>.training``
   → ``fidelities.<f>.methods.<m>`` → ``variants.<v>``.
+
+Chained runs ("X + CLAT", CLAT spec §1.5): a variant with ``init: <other variant>`` starts from
+the ``model_best.pt`` of the run (same fidelity, dataset, backbone, seed) of that other variant,
+with ``init_from: model``. The upstream run is an ordinary run (its own job, its own path), so
+every study that chains onto the same X and seed shares it. Backbones with ``source: scratch``
+have no file: runs start from random initialisation (CLAT's CIFAR adversarial training).
 """
 
 from __future__ import annotations
@@ -56,6 +62,14 @@ METHOD_TRAINING: dict[str, dict[str, Any]] = {
 
 TRAIN_KEYS_FROM_FIDELITY = ("eval_batch_size",)
 
+#: CLAT Sec. 4.1 evaluation: PGD ε 0.03, step 0.007, 10 steps, random start, ≥ 10 runs, min
+CLAT_EVALUATION: dict[str, Any] = {
+    "protocol": "clat", "attack": {"eps": 0.03, "step": 0.007, "steps": 10, "random_start": True},
+    "restarts": 10, "examples": None, "apgd_ce": True, "apgd_ce_iterations": 100,
+    "epsilons": [], "sweep_restarts": 1, "transfer_examples": None,
+    "criticality_batch_sizes": [10, 30, 50, 100], "criticality_repeats": 1,
+}
+
 
 class ConfigError(ValueError):
     """A problem in config.yaml, raised before any job starts; the message names the key."""
@@ -101,7 +115,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 
 def _check_references(config: dict[str, Any]) -> None:
     from robustft.data import DATASETS
-    from robustft.models import ARCHS
+    from robustft.models import ARCHS, CIFAR_ARCHS
 
     def need(value: str, pool, key: str, what: str) -> None:
         if value not in pool:
@@ -113,8 +127,13 @@ def _check_references(config: dict[str, Any]) -> None:
         for method in ds.get("methods", {}):
             need(method, METHODS, f"datasets.{name}.methods.{method}", "method")
     for name, bb in config["backbones"].items():
-        need(bb["arch"], ARCHS, f"backbones.{name}.arch", "architecture")
-        if bb["source"] == "pretrain":
+        need(bb["arch"], {**ARCHS, **CIFAR_ARCHS}, f"backbones.{name}.arch", "architecture")
+        if bb["source"] == "scratch":
+            for key in ("eps_pt", "dataset", "method", "training"):
+                if key in bb:
+                    raise ConfigError(f"config key 'backbones.{name}.{key}': a scratch backbone "
+                                      "has no pre-training (runs start from random init)")
+        elif bb["source"] == "pretrain":
             for key in ("dataset", "method"):
                 if key not in bb:
                     raise ConfigError(f"config key 'backbones.{name}.{key}': required when "
@@ -132,18 +151,104 @@ def _check_references(config: dict[str, Any]) -> None:
     for name, var in config["variants"].items():
         need(var["method"], METHODS, f"variants.{name}.method", "method")
         _check_params(var["method"], var.get("params", {}), f"variants.{name}.params")
+    _check_chains(config)
     for name, study in config["studies"].items():
         need(study["fidelity"], config["fidelities"], f"studies.{name}.fidelity", "fidelity")
-        for key, pool, what in (("datasets", config["datasets"], "dataset"),
-                                ("backbones", config["backbones"], "backbone"),
-                                ("variants", _variant_pool(config), "variant")):
-            for i, value in enumerate(study[key]):
-                need(value, pool, f"studies.{name}.{key}[{i}]", what)
-        if "reference" in study and study["reference"] not in study["variants"]:
+        for g, grid in enumerate(study_grids(config, name)):
+            where = f"studies.{name}" + (f".grids[{g}]" if "grids" in study else "")
+            for key, pool, what in (("datasets", config["datasets"], "dataset"),
+                                    ("backbones", config["backbones"], "backbone"),
+                                    ("variants", _variant_pool(config), "variant")):
+                if key not in grid:
+                    raise ConfigError(f"config key '{where}.{key}': required (in the study or "
+                                      "in every one of its grids)")
+                for i, value in enumerate(grid[key]):
+                    need(value, pool, f"{where}.{key}[{i}]", what)
+            _check_resolution(config, grid, where)
+        variants = study_variants(config, name)
+        if "reference" in study and study["reference"] not in variants:
             raise ConfigError(f"config key 'studies.{name}.reference': "
                               f"{study['reference']!r} is not one of the study's variants")
+        for i, comp in enumerate(study.get("comparisons", [])):
+            for side in ("ours", "baseline"):
+                if comp[side] not in variants:
+                    raise ConfigError(f"config key 'studies.{name}.comparisons[{i}].{side}': "
+                                      f"{comp[side]!r} is not one of the study's variants")
+        known = known_metrics(config, study["fidelity"])
+        for i, metric in enumerate(study.get("metrics", [])):
+            if metric not in known:
+                raise ConfigError(f"config key 'studies.{name}.metrics[{i}]': unknown metric "
+                                  f"{metric!r} at fidelity {study['fidelity']!r}; known: "
+                                  f"{', '.join(known)}")
+        if study.get("transfer") and len(study_backbones(config, name)) < 2:
+            raise ConfigError(f"config key 'studies.{name}.transfer': needs at least two "
+                              "backbones to transfer between")
+        for key in ("criticality", "derived"):
+            if study.get(key) and not any(_is_clat(config, v) for v in variants):
+                raise ConfigError(f"config key 'studies.{name}.{key}': read from CLAT runs, but "
+                                  "none of the study's variants is a CLAT method")
     for i, target in enumerate(config["targets"]):
         need(target, config["studies"], f"targets[{i}]", "study")
+
+
+def _check_chains(config: dict[str, Any]) -> None:
+    """``variants.<v>.init`` names a known variant, and following ``init`` never loops."""
+    pool = _variant_pool(config)
+    for name, var in config["variants"].items():
+        if "init" not in var:
+            continue
+        key = f"variants.{name}.init"
+        if var["init"] not in pool:
+            raise ConfigError(f"config key '{key}': unknown variant {var['init']!r}; known: "
+                              f"{', '.join(sorted(pool))}")
+        if var.get("training", {}).get("init_from") == "backbone":
+            raise ConfigError(f"config key 'variants.{name}.training.init_from': a chained "
+                              "variant starts from its upstream run's model ('model')")
+        seen = [name]
+        current = var["init"]
+        while current in config["variants"]:
+            if current in seen:
+                loop = " → ".join([*seen[seen.index(current):], current])
+                raise ConfigError(f"config key '{key}': the init chain loops ({loop})")
+            seen.append(current)
+            current = config["variants"][current].get("init")
+            if current is None:
+                break
+
+
+def _check_resolution(config: dict[str, Any], grid: dict[str, Any], where: str) -> None:
+    """CLAT's 32-px CIFAR architectures never run on upsampled inputs (``input_size``)."""
+    from robustft.models import CIFAR_ARCHS
+
+    for b in grid["backbones"]:
+        if config["backbones"][b]["arch"] not in CIFAR_ARCHS:
+            continue
+        for i, d in enumerate(grid["datasets"]):
+            size = config["datasets"][d].get("input_size")
+            if size is not None:
+                raise ConfigError(
+                    f"config key '{where}.datasets[{i}]': dataset {d!r} is upsampled to "
+                    f"{size} px (input_size) but backbone {b!r} is the 32-px CIFAR architecture "
+                    f"{config['backbones'][b]['arch']!r}; use a dataset entry with input_size "
+                    "null (e.g. cifar10_32)")
+
+
+def known_metrics(config: dict[str, Any], fidelity: str) -> list[str]:
+    """Metric names a study at this fidelity can show."""
+    protocol = evaluation_protocol(config, fidelity)
+    if protocol["protocol"] == "standard":
+        return ["SA", "PGD10", "AA"]
+    from robustft.evaluate import sweep_metric
+
+    return (["SA", "PGD10", "PGD10_worst", "APGD_CE", "AA"]
+            + [sweep_metric(e) for e in protocol["epsilons"]]
+            + ["BB", "CRIT", "TIME_S", "EPOCH_S", "PARAMS", "PARAMS_TOTAL", "PARAMS_PCT"])
+
+
+def _is_clat(config: dict[str, Any], variant: str) -> bool:
+    from robustft.methods.clat import CLAT
+
+    return issubclass(METHODS[variant_spec(config, variant)["method"]], CLAT)
 
 
 def _check_params(method: str, params: dict[str, Any], key: str) -> None:
@@ -200,16 +305,71 @@ def variant_spec(config: dict[str, Any], variant: str) -> dict[str, Any]:
     raise ConfigError(f"unknown variant {variant!r}")
 
 
-def study_runs(config: dict[str, Any], study: str) -> list[Run]:
+def study_grids(config: dict[str, Any], study: str) -> list[dict[str, list[str]]]:
+    """The study's grids: ``grids`` (missing keys from the study) or the study itself."""
     spec = config["studies"][study]
-    return [Run(spec["fidelity"], d, b, v, s)
-            for d in spec["datasets"] for b in spec["backbones"]
-            for v in spec["variants"] for s in spec["seeds"]]
+    base = {k: spec[k] for k in ("datasets", "backbones", "variants") if k in spec}
+    return [{**base, **grid} for grid in spec.get("grids", [{}])]
+
+
+def _union(config: dict[str, Any], study: str, key: str) -> list[str]:
+    return list(dict.fromkeys(x for g in study_grids(config, study) for x in g.get(key, [])))
+
+
+def study_variants(config: dict[str, Any], study: str) -> list[str]:
+    return _union(config, study, "variants")
+
+
+def study_backbones(config: dict[str, Any], study: str) -> list[str]:
+    return _union(config, study, "backbones")
+
+
+def study_datasets(config: dict[str, Any], study: str) -> list[str]:
+    return _union(config, study, "datasets")
+
+
+def study_runs(config: dict[str, Any], study: str) -> list[Run]:
+    """The runs a study evaluates and aggregates (not the upstream runs they chain onto)."""
+    spec = config["studies"][study]
+    runs = [Run(spec["fidelity"], d, b, v, s) for g in study_grids(config, study)
+            for d in g["datasets"] for b in g["backbones"] for v in g["variants"]
+            for s in spec["seeds"]]
+    return list(dict.fromkeys(runs))
+
+
+def upstream_run(config: dict[str, Any], run: Run) -> Run | None:
+    """The run a chained run starts from (``variants.<v>.init``), else None."""
+    init = variant_spec(config, run.variant).get("init")
+    return None if init is None else Run(run.fidelity, run.dataset, run.backbone, init, run.seed)
+
+
+def run_chain(config: dict[str, Any], run: Run) -> list[Run]:
+    """The run and every run it (transitively) starts from, upstream first."""
+    chain = [run]
+    while (up := upstream_run(config, chain[0])) is not None:
+        chain.insert(0, up)
+    return chain
 
 
 def all_runs(config: dict[str, Any], studies: list[str]) -> list[Run]:
     """Runs of several studies; identical runs requested twice are one run."""
     return sorted({run for study in studies for run in study_runs(config, study)})
+
+
+def all_training_runs(config: dict[str, Any], studies: list[str]) -> list[Run]:
+    """Every training job of the studies: their runs plus the upstream runs of chained ones."""
+    return sorted({r for run in all_runs(config, studies) for r in run_chain(config, run)})
+
+
+def backbone_input(config: dict[str, Any], run: Run) -> str | None:
+    """The file a run's initial weights come from: the upstream run's model (chained runs),
+    the backbone file, or None (scratch backbones)."""
+    up = upstream_run(config, run)
+    if up is not None:
+        return f"{up.directory}/model_best.pt"
+    if config["backbones"][run.backbone]["source"] == "scratch":
+        return None
+    return f"results/backbones/{run.backbone}.pt"
 
 
 def _method_defaults(config: dict[str, Any], method: str) -> dict[str, Any]:
@@ -247,6 +407,12 @@ def train_settings(config: dict[str, Any], run: Run) -> dict[str, Any]:
     resolved = deep_merge(base.__dict__, training)
     resolved.update(method_params=params, width=backbone.get("width"),
                     input_size=dataset.get("input_size"), device=config["device"])
+    if "init" in var:
+        resolved["init_from"] = "model"
+    elif resolved["init_from"] == "model":
+        raise ConfigError(f"config key 'variants.{run.variant}.init': run {run.name} resolves "
+                          "training.init_from 'model' but names no upstream variant to start "
+                          "from")
     return resolved
 
 
@@ -258,10 +424,20 @@ def run_identity(config: dict[str, Any], run: Run) -> dict[str, Any]:
             "preset": config["preset"]}
 
 
+def evaluation_protocol(config: dict[str, Any], fidelity: str) -> dict[str, Any]:
+    """``fidelities.<f>.evaluation`` with defaults: ``{"protocol": "standard"}`` or the CLAT
+    protocol (:data:`CLAT_EVALUATION` overridden by the configured keys)."""
+    spec = config["fidelities"][fidelity].get("evaluation", {})
+    if spec.get("protocol", "standard") == "standard":
+        return {"protocol": "standard"}
+    return deep_merge(CLAT_EVALUATION, spec)
+
+
 def eval_settings(config: dict[str, Any], run: Run, autoattack: bool) -> dict[str, Any]:
     settings = train_settings(config, run)
     fidelity = config["fidelities"][run.fidelity]
-    return {
+    protocol = evaluation_protocol(config, run.fidelity)
+    out = {
         "arch": settings["arch"], "width": settings["width"],
         "input_size": settings["input_size"], "method": settings["method"],
         "method_params": settings["method_params"], "eval_attack": settings["eval_attack"],
@@ -271,6 +447,104 @@ def eval_settings(config: dict[str, Any], run: Run, autoattack: bool) -> dict[st
         "batch_size": fidelity.get("eval_batch_size", 256), "seed": 0,
         "device": config["device"],
     }
+    if protocol["protocol"] == "clat":
+        out.update(protocol=protocol, eval_attack=protocol["attack"],
+                   autoattack_eps=protocol["attack"]["eps"])
+    return out
+
+
+def model_settings(config: dict[str, Any], run: Run) -> dict[str, Any]:
+    """What rebuilding a run's trained model needs (``robustft.evaluate.load_trained``)."""
+    s = train_settings(config, run)
+    return {k: s[k] for k in ("arch", "width", "input_size", "method", "method_params")}
+
+
+# --- CLAT Table 2 (transfer) and Table 7 (criticality) jobs ------------------------------------
+@dataclass(frozen=True, order=True)
+class TransferPair:
+    """Black-box transfer between the runs of two backbones (both directions, one job)."""
+
+    fidelity: str
+    dataset: str
+    variant: str
+    seed: int
+    first: str
+    second: str
+
+    def run(self, backbone: str) -> Run:
+        return Run(self.fidelity, self.dataset, backbone, self.variant, self.seed)
+
+    @property
+    def path(self) -> str:
+        return (f"results/transfer/{self.fidelity}/{self.dataset}/{self.variant}/seed{self.seed}/"
+                f"{self.first}/{self.second}.json")
+
+
+def transfer_pairs(config: dict[str, Any], study: str) -> list[TransferPair]:
+    """Every unordered pair of the study's backbones that share (dataset, variant, seed), in the
+    order of ``backbones`` (so a pair is one job whichever study asks for it)."""
+    spec = config["studies"][study]
+    if not spec.get("transfer"):
+        return []
+    order = list(config["backbones"])
+    runs = study_runs(config, study)
+    by_group: dict[tuple, list[str]] = {}
+    for r in runs:
+        by_group.setdefault((r.fidelity, r.dataset, r.variant, r.seed), []).append(r.backbone)
+    pairs = []
+    for (fid, ds, var, seed), backbones in by_group.items():
+        backbones = sorted(set(backbones), key=order.index)
+        pairs += [TransferPair(fid, ds, var, seed, a, b)
+                  for i, a in enumerate(backbones) for b in backbones[i + 1:]]
+    return pairs
+
+
+def transfer_settings(config: dict[str, Any], pair: TransferPair) -> dict[str, Any]:
+    protocol = deep_merge(CLAT_EVALUATION, config["fidelities"][pair.fidelity]
+                          .get("evaluation", {}))
+    fidelity = config["fidelities"][pair.fidelity]
+    return {"models": {b: model_settings(config, pair.run(b)) for b in (pair.first, pair.second)},
+            "attack": protocol["attack"], "examples": protocol["transfer_examples"],
+            "batch_size": fidelity.get("eval_batch_size", 256), "seed": 0,
+            "device": config["device"],
+            "identity": {"fidelity": pair.fidelity, "dataset": pair.dataset,
+                         "variant": pair.variant, "seed": pair.seed,
+                         "backbones": [pair.first, pair.second]}}
+
+
+def criticality_runs(config: dict[str, Any], study: str) -> list[Run]:
+    """CLAT Table 7: the study's CLAT runs whose starting model is measured."""
+    if not config["studies"][study].get("criticality"):
+        return []
+    return [r for r in study_runs(config, study) if _is_clat(config, r.variant)]
+
+
+def criticality_path(run: Run) -> str:
+    return f"results/criticality/{run.name}.json"
+
+
+def criticality_settings(config: dict[str, Any], run: Run) -> dict[str, Any]:
+    """Measure the model the CLAT run starts from (its upstream run's, else its own)."""
+    protocol = deep_merge(CLAT_EVALUATION, config["fidelities"][run.fidelity]
+                          .get("evaluation", {}))
+    settings = train_settings(config, run)
+    measured = upstream_run(config, run) or run
+    return {"model": model_settings(config, measured), "measured_run": measured.name,
+            "measured_variant": measured.variant,
+            "measured_method": method_label(config, measured.variant),
+            "identity": {"fidelity": run.fidelity, "dataset": run.dataset,
+                         "backbone": run.backbone, "variant": run.variant, "seed": run.seed},
+            "clat_method": settings["method"], "clat_params": settings["method_params"],
+            "train_attack": settings["train_attack"],
+            "batch_sizes": protocol["criticality_batch_sizes"],
+            "repeats": protocol["criticality_repeats"], "seed": run.seed,
+            "device": config["device"]}
+
+
+def criticality_inputs(config: dict[str, Any], run: Run) -> dict[str, str]:
+    measured = upstream_run(config, run) or run
+    return {"model": f"{measured.directory}/model_best.pt",
+            "log": f"{measured.directory}/train_log.csv"}
 
 
 def needs_autoattack(config: dict[str, Any], run: Run, studies: list[str]) -> bool:
@@ -310,30 +584,50 @@ def display_name(config: dict[str, Any], variant: str) -> str:
     return spec.get("label") or METHODS[spec["method"]].display_name
 
 
+def method_label(config: dict[str, Any], variant: str) -> str:
+    """The printed method of a variant: ``paper_method``, else the display names along its
+    chain joined by "+" (``pgd_at-pre50`` → ``pgd_at+clat``: "PGD-AT+CLAT", CLAT's spelling)."""
+    spec = variant_spec(config, variant)
+    if spec.get("paper_method"):
+        return spec["paper_method"]
+    own = METHODS[spec["method"]].display_name
+    return f"{method_label(config, spec['init'])}+{own}" if "init" in spec else own
+
+
 def aggregate_spec(config: dict[str, Any], study: str) -> dict[str, Any]:
     """The ``--spec`` of ``robustft.steps.aggregate`` for one study."""
     s = config["studies"][study]
     paper = s.get("paper")
     printed = (paper or {}).get("variants", {})
     variants = {}
-    for v in s["variants"]:
+    study_vars = study_variants(config, study)
+    for v in study_vars:
         spec = variant_spec(config, v)
-        variants[v] = {"method": METHODS[spec["method"]].display_name,
+        variants[v] = {"method": (paper or {}).get("methods", {}).get(v) or method_label(config, v),
                        "labels": _labels(printed.get(v, spec.get("paper_variant")))}
     comparisons = [{"ours": s["reference"], "baseline": v}
-                   for v in s["variants"] if "reference" in s and v != s["reference"]]
+                   for v in study_vars if "reference" in s and v != s["reference"]]
+    comparisons += [dict(c) for c in s.get("comparisons", [])]
     out: dict[str, Any] = {"title": study, "description": s.get("description", ""),
                            "test": s.get("ttest", "welch"), "variants": variants,
                            "comparisons": comparisons, "paper": None}
+    if "metrics" in s:
+        out["metrics"] = list(s["metrics"])
+    if s.get("derived"):
+        out["derived"] = list(s["derived"])
     if paper:
         out["paper"] = {
             "paper": paper["name"], "table": paper["table"],
             "pvalue_table": 8 if paper["name"] == "AutoLoRa" and paper["table"] in (1, 2) else None,
-            "datasets": {d: config["datasets"][d]["paper_name"] for d in s["datasets"]
-                         if "paper_name" in config["datasets"][d]},
-            "backbones": {b: _printed_backbone(config["backbones"][b],
-                                               paper.get("backbone_variants", False))
-                          for b in s["backbones"] if "paper_name" in config["backbones"][b]},
+            "datasets": {d: paper.get("datasets", {}).get(d, config["datasets"][d].get("paper_name"))
+                         for d in study_datasets(config, study)
+                         if d in paper.get("datasets", {}) or "paper_name" in config["datasets"][d]},
+            "backbones": {b: (paper["backbones"][b] if b in paper.get("backbones", {}) else
+                              _printed_backbone(config["backbones"][b],
+                                                paper.get("backbone_variants", False)))
+                          for b in study_backbones(config, study)
+                          if b in paper.get("backbones", {})
+                          or "paper_name" in config["backbones"][b]},
         }
         if paper.get("diff_metric"):  # e.g. Table 5's printed "diff." column
             for comparison in comparisons:

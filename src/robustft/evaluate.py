@@ -2,6 +2,12 @@
 
 Every metric keeps its per-example outcomes; a point is robust under AutoAttack only if it is
 classified correctly clean and under every attack of the cascade (reference semantics).
+
+``settings["protocol"]`` (from ``fidelities.<f>.evaluation``) switches the PGD part to CLAT's
+protocol (:mod:`robustft.evaluate_clat`, CLAT Sec. 4.1): ``PGD10`` is the lowest robust accuracy
+over ``restarts`` random-start runs, ``PGD10_worst`` the per-example worst case, plus
+``APGD_CE`` (Table 8) and ``PGD_eps<ε>`` for every ε of the sweep (Figure 4). AutoAttack is
+unchanged.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from typing import Any
 import torch
 
 from robustft.attacks import PGDConfig, eval_mode, pgd_accuracy
-from robustft.io import sha256_file
 from robustft.batches import eval_batches, load_split, num_classes
+from robustft.io import sha256_file
 from robustft.methods import build_method
 from robustft.train import resolve_device
 
@@ -55,20 +61,24 @@ def evaluate_run(settings: dict[str, Any], model_path: Path, data_dir: Path) -> 
     model = load_trained(settings, Path(model_path), Path(data_dir), device)
     test = load_split(data_dir, "test")
     bs = settings["batch_size"]
-    clean, pgd_flags = [], []
     started = time.perf_counter()
-    attack = PGDConfig(**settings["eval_attack"])
-    generator = torch.Generator().manual_seed(settings["seed"])
-    for x, y in eval_batches(test, bs):
-        x, y = x.to(device), y.to(device)
-        with torch.no_grad(), eval_mode(model):
-            clean += (model(x).argmax(1) == y).long().tolist()
-        pgd_flags += pgd_accuracy(model, x, y, attack, generator=generator).tolist()
-    # a point is PGD-robust only if it is also correct clean
-    pgd_flags = [c & p for c, p in zip(clean, pgd_flags)]
-    metrics = {"SA": _metric(clean), "PGD10": _metric(pgd_flags, attack=attack.__dict__)}
-    per_example = {"SA": clean, "PGD10": pgd_flags}
-    timing = {"pgd_seconds": time.perf_counter() - started}
+    protocol = settings.get("protocol") or {"protocol": "standard"}
+    if protocol["protocol"] == "clat":
+        metrics, per_example, timing = _clat_protocol(model, test, protocol, settings)
+    else:
+        clean, pgd_flags = [], []
+        attack = PGDConfig(**settings["eval_attack"])
+        generator = torch.Generator().manual_seed(settings["seed"])
+        for x, y in eval_batches(test, bs):
+            x, y = x.to(device), y.to(device)
+            with torch.no_grad(), eval_mode(model):
+                clean += (model(x).argmax(1) == y).long().tolist()
+            pgd_flags += pgd_accuracy(model, x, y, attack, generator=generator).tolist()
+        # a point is PGD-robust only if it is also correct clean
+        pgd_flags = [c & p for c, p in zip(clean, pgd_flags)]
+        metrics = {"SA": _metric(clean), "PGD10": _metric(pgd_flags, attack=attack.__dict__)}
+        per_example = {"SA": clean, "PGD10": pgd_flags}
+        timing = {"pgd_seconds": time.perf_counter() - started}
     warnings: list[str] = []
     if settings["autoattack"]:
         from robustft.attacks.autoattack import run_autoattack
@@ -88,6 +98,59 @@ def evaluate_run(settings: dict[str, Any], model_path: Path, data_dir: Path) -> 
         "provenance": provenance(device, {"checkpoint_sha256": sha256_file(model_path),
                                           "seed": settings["seed"]}),
     }
+
+
+def _clat_protocol(model: torch.nn.Module, test, protocol: dict[str, Any],
+                   settings: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """SA, PGD10 (min over restarts), PGD10_worst, APGD_CE and the ε sweep (CLAT Sec. 4.1)."""
+    from robustft import evaluate_clat as ec
+
+    x, y = test.subset(protocol.get("examples")).tensors()
+    bs, seed = settings["batch_size"], settings["seed"]
+    attack = PGDConfig(**protocol["attack"])
+    timing: dict[str, float] = {}
+    started = time.perf_counter()
+    res = ec.pgd_restarts(model, x, y, attack=attack, restarts=protocol["restarts"], seed=seed,
+                          batch_size=bs)
+    clean = ec.clean_correct(model, x, y, bs).tolist()
+    timing["pgd_seconds"] = time.perf_counter() - started
+    metrics = {
+        "SA": _metric(clean),
+        "PGD10": _metric(res.per_example_min_run, attack=attack.__dict__,
+                         restarts=protocol["restarts"], accuracies=res.accuracies,
+                         min_run=res.min_run, reported="minimum over restarts (CLAT Sec. 4.1)"),
+        "PGD10_worst": _metric(res.per_example_worst_case, attack=attack.__dict__,
+                               restarts=protocol["restarts"],
+                               reported="robust in every restart (per example)"),
+    }
+    per_example = {"SA": clean, "PGD10": res.per_example_min_run,
+                   "PGD10_worst": res.per_example_worst_case}
+    if protocol.get("apgd_ce"):
+        started = time.perf_counter()
+        apgd = ec.apgd_ce(model, x, y, eps=attack.eps, n_iter=protocol["apgd_ce_iterations"],
+                          restarts=1, seed=seed, batch_size=bs)
+        metrics["APGD_CE"] = _metric(apgd["per_example"], settings=apgd["settings"])
+        per_example["APGD_CE"] = apgd["per_example"]
+        timing["apgd_ce_seconds"] = time.perf_counter() - started
+    if protocol.get("epsilons"):
+        started = time.perf_counter()
+        for eps in protocol["epsilons"]:
+            if eps == 0:
+                flags = clean
+            else:
+                cfg = PGDConfig(eps=eps, step=attack.step / attack.eps * eps, steps=attack.steps,
+                                random_start=True)
+                flags = ec.pgd_restarts(model, x, y, attack=cfg, seed=seed, batch_size=bs,
+                                        restarts=protocol["sweep_restarts"]).per_example_min_run
+            metrics[sweep_metric(eps)] = _metric(flags, eps=eps,
+                                                 restarts=protocol["sweep_restarts"])
+        timing["sweep_seconds"] = time.perf_counter() - started
+    return metrics, per_example, timing
+
+
+def sweep_metric(eps: float) -> str:
+    """Metric name of one point of the ε sweep (CLAT Figure 4): ``PGD_eps0.03``."""
+    return f"PGD_eps{eps:g}"
 
 
 def _metric(flags: list[int], **extra: Any) -> dict[str, Any]:

@@ -69,11 +69,16 @@ METRIC_ORDER: tuple[str, ...] = ("SA", "PGD10", "AA")
 
 # Which printed metric corresponds to our eval.json metric, per (paper, table).
 # AutoLoRa Tables 3-6 print PGD-10 accuracy as "RA" (Table 3 caption); CLAT prints "clean"
-# and "adv" (white-box PGD-10, eps=0.03) and APGD-CE in Table 8.
+# and "adv" (white-box PGD-10, eps=0.03), APGD-CE in Table 8, black-box transfer in Table 2,
+# layer indices (Tables 3, 7), timing (Table 7) and parameter counts (Table 6).
 _DEFAULT_METRIC_MAP: dict[str, dict[int | None, dict[str, str]]] = {
     "AutoLoRa": {3: {"PGD10": "RA"}, 4: {"PGD10": "RA"}, 5: {"PGD10": "RA"},
                  6: {"PGD10": "RA"}},
-    "CLAT": {None: {"SA": "clean", "PGD10": "adv"}},
+    "CLAT": {None: {"SA": "clean", "PGD10": "adv", "APGD_CE": "adv_apgd_ce",
+                    "BB": "adv_blackbox", "CRIT": "critical_layer_index", "TIME_S": "time_s",
+                    "EPOCH_S": "epoch_time_s", "PARAMS": "trainable_params",
+                    "PARAMS_TOTAL": "trainable_params_total",
+                    "PARAMS_PCT": "pct_params_trainable"}},
 }
 
 
@@ -117,6 +122,16 @@ class RunRecord:
             return None
         acc = float(m["accuracy"])
         return None if math.isnan(acc) else acc
+
+    def value(self, metric: str) -> float | None:
+        """What the tables average: accuracy in percent, or — for a metric recorded as
+        ``{"value": x, "unit": ...}`` (CLAT's layer indices, parameter counts, seconds) — x."""
+        m = self.metrics.get(metric)
+        if isinstance(m, Mapping) and "value" in m:
+            v = m["value"]
+            return None if v is None or math.isnan(float(v)) else float(v)
+        acc = self.accuracy(metric)
+        return None if acc is None else 100.0 * acc
 
 
 def _find_key(obj: Any, key: str, depth: int = 2) -> Any:
@@ -522,8 +537,8 @@ def aggregate_study(
         table = ref.table_for(backbone) if ref else None
         key = ref.cell_key(first) if ref is not None else None
         for metric in metrics:
-            seeds = sorted(s for s, r in by_seed.items() if r.accuracy(metric) is not None)
-            vals = [100.0 * by_seed[s].accuracy(metric) for s in seeds]  # type: ignore[operator]
+            seeds = sorted(s for s, r in by_seed.items() if r.value(metric) is not None)
+            vals = [by_seed[s].value(metric) for s in seeds]  # type: ignore[misc]
             values[(dataset, backbone, variant, metric)] = dict(zip(seeds, vals, strict=True))
             note: list[str] = []
             lacking = sorted(set(by_seed) - set(seeds))

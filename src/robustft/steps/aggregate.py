@@ -13,8 +13,11 @@ By hand (e.g. to debug a study)::
 ``variants`` (``{variant: {"method": display name, "labels": {...}}}``), ``comparisons``
 (list of :class:`robustft.stats.Comparison` fields) or ``reference`` (the variant compared
 with every other one), ``paper`` (the fields of :class:`robustft.stats.PaperRef`, or null when
-the study mirrors no paper table) and ``figures`` (panel groups: accuracy, lr, lambda,
-grad_sim).
+the study mirrors no paper table), ``figures`` (panel groups: accuracy, lr, lambda,
+grad_sim) and ``derived`` (CLAT rows read from the runs' logs and models: ``top5_criticality``,
+``trainable_params``). ``--transfers`` / ``--criticality`` add CLAT Table 2 / Table 7 rows from
+the transfer and criticality jobs (:mod:`robustft.clat_tables`). With ``metrics`` given, rows
+without any of them (a run's own row in a table of derived rows) are left out.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from robustft.stats import TESTS, aggregate_study, load_run_record, write_study_
 log = logging.getLogger("robustft.steps.aggregate")
 
 SPEC_KEYS = {"title", "description", "metrics", "test", "alpha", "variants", "comparisons",
-             "reference", "paper", "figures"}
+             "reference", "paper", "figures", "derived"}
 
 
 def parse_spec(text: str) -> dict[str, Any]:
@@ -51,11 +54,34 @@ def parse_spec(text: str) -> dict[str, Any]:
     return spec
 
 
+def add_clat_rows(runs: list, spec: dict[str, Any], transfers: list[str],
+                  criticality: list[str]) -> list:
+    """The runs plus CLAT's derived/transfer/criticality rows; with ``spec["metrics"]``, only
+    rows that have at least one of those metrics."""
+    from robustft import clat_tables
+
+    derived = spec.get("derived") or []
+    if "trainable_params" in derived:
+        clat_tables.add_parameter_counts(runs)
+    extra = clat_tables.top5_records(runs) if "top5_criticality" in derived else []
+    extra += clat_tables.transfer_records(transfers, spec)
+    extra += clat_tables.criticality_records(criticality, spec)
+    out = runs + extra
+    if spec.get("metrics"):
+        wanted = set(spec["metrics"])
+        out = [r for r in out if wanted & set(r.metrics)]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", required=True)
     ap.add_argument("--runs", nargs="+", required=True, help="run directories")
     ap.add_argument("--spec", default="{}", help="JSON object or JSON/YAML file")
+    ap.add_argument("--transfers", nargs="*", default=[],
+                    help="CLAT Table 2: JSON files of robustft.steps.transfer")
+    ap.add_argument("--criticality", nargs="*", default=[],
+                    help="CLAT Table 7: JSON files of robustft.steps.criticality")
     ap.add_argument("--test", choices=sorted(TESTS), help="overrides spec['test']")
     ap.add_argument("--out-csv", required=True)
     ap.add_argument("--out-json", required=True)
@@ -71,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         run.method = v.get("method", run.method)
         run.labels = dict(v.get("labels", run.labels))
         runs.append(run)
+    runs = add_clat_rows(runs, spec, args.transfers, args.criticality)
     comparisons = spec.get("comparisons")
     if comparisons is None and spec.get("reference"):
         # the study's reference ("ours") against every other variant, in order of appearance

@@ -1,0 +1,64 @@
+"""Black-box transfer between two trained runs (CLAT Table 2): ``python -m
+robustft.steps.transfer --settings JSON --data DIR --models A=FILE B=FILE --out FILE``.
+
+PGD (the CLAT protocol's attack, one random start) is crafted on each model and evaluated on
+the other (:func:`robustft.evaluate_clat.transfer_matrix`); the diagonal is the white-box
+accuracy of the same single run. A point counts as robust only if the victim also classifies it
+correctly clean. The JSON keeps the matrix as ``matrix[source][target]`` (accuracy in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from robustft.attacks import PGDConfig
+from robustft.batches import load_split
+from robustft.evaluate import load_trained, provenance
+from robustft.evaluate_clat import transfer_matrix
+from robustft.io import sha256_file, write_json_atomic
+from robustft.steps._common import parser, settings, start
+from robustft.train import resolve_device
+
+
+def run_transfer(values: dict, data: Path, models: dict[str, Path]) -> dict:
+    device = resolve_device(values.get("device", "cpu"))
+    loaded = {name: load_trained(values["models"][name], path, data, device)
+              for name, path in models.items()}
+    x, y = load_split(data, "test").subset(values.get("examples")).tensors()
+    started = time.perf_counter()
+    matrix = transfer_matrix(loaded, x, y, attack=PGDConfig(**values["attack"]),
+                             seed=values.get("seed", 0), batch_size=values.get("batch_size", 256))
+    return {"identity": values.get("identity", {}), "matrix": matrix, "n": len(y),
+            "attack": values["attack"],
+            "seconds": time.perf_counter() - started,
+            "provenance": provenance(device, {"checkpoint_sha256": {
+                name: sha256_file(path) for name, path in models.items()},
+                "seed": values.get("seed", 0)})}
+
+
+def _pair(text: str) -> tuple[str, Path]:
+    name, _, path = text.partition("=")
+    if not path:
+        raise SystemExit(f"--models expects NAME=FILE, got {text!r}")
+    return name, Path(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--settings", required=True,
+                   help="JSON: models {name: arch/width/method/...}, attack, examples, seed")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--models", required=True, nargs="+", type=_pair, help="NAME=model_best.pt")
+    p.add_argument("--out", required=True, type=Path)
+    args = p.parse_args(argv)
+    start(args)
+    torch.manual_seed(0)
+    write_json_atomic(args.out, run_transfer(settings(args.settings), args.data,
+                                             dict(args.models)))
+
+
+if __name__ == "__main__":
+    main()
