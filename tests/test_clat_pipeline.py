@@ -170,8 +170,8 @@ def broken(cfg, mutate):
     (lambda c: c["variants"]["pgd_at+clat"].update(init="pgd_at-pre60"),
      "config key 'variants.pgd_at+clat.init': unknown variant 'pgd_at-pre60'"),
     (lambda c: c["variants"]["pgd_at-pre50"].update(init="pgd_at+clat"),
-     "config key 'variants.pgd_at-pre50.init': the init chain loops "
-     "(pgd_at-pre50 → pgd_at+clat → pgd_at-pre50)"),
+     ("config key 'variants.pgd_at-pre50.init': the init chain loops "
+      "(pgd_at-pre50 → pgd_at+clat → pgd_at-pre50)")),
     (lambda c: c["variants"].update(selfish={"method": "clat", "init": "selfish"}),
      "config key 'variants.selfish.init': the init chain loops (selfish → selfish)"),
     (lambda c: c["variants"]["pgd_at+clat"].update(training={"init_from": "backbone"}),
@@ -237,10 +237,10 @@ def tiny32(tmp_path):
 
 
 def test_transfer_step_on_two_tiny_models(tmp_path, tiny32):
-    from robustft.evaluate_clat import transfer_accuracy
-    from robustft.evaluate import load_trained
     from robustft.attacks import PGDConfig
     from robustft.batches import load_split
+    from robustft.evaluate import load_trained
+    from robustft.evaluate_clat import transfer_accuracy
     from robustft.steps import transfer
     from robustft.steps.aggregate import main as aggregate
 

@@ -104,7 +104,7 @@ def parameter_count(model_path: str | Path) -> int:
     payload = torch.load(model_path, map_location="cpu", weights_only=True)
     state = payload.get("state_dict", payload)
     return int(sum(t.numel() for k, t in state.items()
-                   if not k.rsplit(".", 1)[-1] in BN_BUFFERS))
+                   if k.rsplit(".", 1)[-1] not in BN_BUFFERS))
 
 
 def add_parameter_counts(runs: Iterable[RunRecord]) -> None:
