@@ -159,6 +159,67 @@ def test_eval_settings_carry_the_clat_protocol(cfg):
     assert "protocol" not in autolora  # AutoLoRa studies evaluate as before
 
 
+def _synthetic_rows(cfg, study):
+    """What the aggregate step would see for a study, with made-up numbers."""
+    from robustft import clat_tables
+    from robustft.stats import RunRecord
+
+    spec = rcfg.aggregate_spec(cfg, study)
+    log = {**{f"clat_top{k}": [float(k)] for k in range(1, 6)}, "clat_trainable_params": [9.0]}
+    rows = []
+    for run in rcfg.study_runs(cfg, study):
+        v = spec["variants"][run.variant]
+        metrics = {m: {"accuracy": 0.5, "n": 10} for m in ("SA", "PGD10", "APGD_CE", "AA")}
+        if "trainable_params" in spec.get("derived", []):
+            metrics.update(PARAMS={"value": 9, "unit": "count"},
+                           PARAMS_TOTAL={"value": 90, "unit": "count"},
+                           PARAMS_PCT={"value": 10, "unit": "percent"})
+        rows.append(RunRecord(dataset=run.dataset, backbone=run.backbone, method=v["method"],
+                              variant=run.variant, seed=run.seed, labels=v["labels"],
+                              metrics=metrics, train_log=log))
+    if "top5_criticality" in spec.get("derived", []):
+        rows += clat_tables.top5_records(rows)
+    for p in rcfg.transfer_pairs(cfg, study):
+        for src, tgt in ((p.first, p.second), (p.second, p.first)):
+            rows.append(RunRecord(
+                dataset=p.dataset, backbone=tgt, method=spec["variants"][p.variant]["method"],
+                variant=f"{p.variant}<{src}", seed=p.seed,
+                labels={"attacker": clat_tables._printed(spec, src)},
+                metrics={"BB": {"accuracy": 0.5, "n": 1}}))
+    for run in rcfg.criticality_runs(cfg, study):
+        for bs in (10, 30, 50, 100):
+            rows.append(RunRecord(dataset=run.dataset, backbone=run.backbone, method="CLAT",
+                                  variant=f"v@{bs}", seed=run.seed, labels={"batch_size": bs},
+                                  metrics={"TIME_S": {"value": 1.0, "unit": "seconds"}}))
+            rows += [RunRecord(dataset=run.dataset, backbone=run.backbone, method="CLAT",
+                               variant=f"v@{bs};{k}", seed=run.seed,
+                               labels={"batch_size": bs, "position": k},
+                               metrics={"CRIT": {"value": 1.0, "unit": "layer_index"}})
+                     for k in range(1, 6)]
+    if spec.get("metrics"):
+        rows = [r for r in rows if set(spec["metrics"]) & set(r.metrics)]
+    return spec, rows
+
+
+@pytest.mark.parametrize("study, printed", [
+    # Table 1: clean + adv of every reproduced row (SCORE, WRN70-16 are not reproduced)
+    ("clat_table1", {"SA", "PGD10"}), ("clat_table2", {"BB"}), ("clat_table3", {"CRIT"}),
+    ("clat_table4", {"PGD10"}), ("clat_table5", {"SA", "PGD10"}),
+    ("clat_table10", {"SA", "PGD10"}), ("clat_table6", {"PARAMS", "PARAMS_TOTAL", "PARAMS_PCT"}),
+    ("clat_table7", {"CRIT", "TIME_S"}), ("clat_table8", {"APGD_CE"}),
+])
+def test_every_reproduced_cell_finds_its_paper_value(cfg, study, printed):
+    from robustft.stats import aggregate_study
+
+    spec, rows = _synthetic_rows(cfg, study)
+    cells = aggregate_study(study, rows, spec["comparisons"], spec["paper"],
+                            metrics=spec.get("metrics")).cells
+    wanted = cells[cells.metric.isin(printed)]
+    assert len(wanted) and wanted.paper_value.notna().all(), \
+        wanted[wanted.paper_value.isna()][["backbone", "dataset", "method", "labels", "metric"]]
+    assert cells[~cells.metric.isin(printed)].paper_value.isna().all()
+
+
 # --- config errors -----------------------------------------------------------------------------
 def broken(cfg, mutate):
     bad = copy.deepcopy(cfg)

@@ -536,7 +536,13 @@ def aggregate_study(
                          f"{sorted(methods)}; using {first.method!r}")
         table = ref.table_for(backbone) if ref else None
         key = ref.cell_key(first) if ref is not None else None
+        # rows that only carry non-accuracy values (CLAT Table 7's per-batch-size rows) get
+        # cells for the metrics they have, not "not evaluated" cells for the others
+        values_only = all("value" in m for r in by_seed.values() for m in r.metrics.values()
+                          if isinstance(m, Mapping))
         for metric in metrics:
+            if values_only and not any(metric in r.metrics for r in by_seed.values()):
+                continue
             seeds = sorted(s for s, r in by_seed.items() if r.value(metric) is not None)
             vals = [by_seed[s].value(metric) for s in seeds]  # type: ignore[misc]
             values[(dataset, backbone, variant, metric)] = dict(zip(seeds, vals, strict=True))
@@ -601,8 +607,8 @@ def aggregate_study(
             paper_key = comp.paper_key or base_r.method.split()[0].lower()
             key = ref.cell_key(ours_r) if ref is not None else None
             for metric in metrics:
-                a = values[(dataset, backbone, ours_v, metric)]
-                b = values[(dataset, backbone, base_v, metric)]
+                a = values.get((dataset, backbone, ours_v, metric), {})
+                b = values.get((dataset, backbone, base_v, metric), {})
                 res = t_test(a, b, test)
                 mean_a = float(np.mean(list(a.values()))) if a else math.nan
                 mean_b = float(np.mean(list(b.values()))) if b else math.nan
