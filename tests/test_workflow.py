@@ -36,7 +36,7 @@ def snakemake(wd: Path, *args: str, check: bool = True) -> subprocess.CompletedP
 
 def job_counts(output: str) -> dict[str, int]:
     table = output.split("Job stats:")[1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
             if m[1] != "total"}
 
 
