@@ -14,7 +14,7 @@ rule aggregate:
         json="results/tables/{study}.json",
     params:
         runs=study_run_dirs,
-        spec=lambda wc: as_json(rcfg.aggregate_spec(CFG, wc.study)),
+        spec=lambda wc: as_json(study_spec.aggregate_spec(CFG, wc.study)),
     log:
         "logs/aggregate/{study}.log",
     conda:

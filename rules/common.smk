@@ -5,6 +5,7 @@ import os
 import sys
 
 from robustft import config as rcfg
+from robustft import study_spec
 
 # Validation runs while the workflow is parsed, i.e. before any job starts; a ConfigError
 # names the offending key.

@@ -7,7 +7,7 @@ rule render_report:
     output:
         "results/report/index.html",
     params:
-        provenance=lambda wc: as_json(rcfg.report_provenance(CFG, workflow.basedir)),
+        provenance=lambda wc: as_json(study_spec.report_provenance(CFG, workflow.basedir)),
     log:
         "logs/render_report/report.log",
     conda:

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from robustft import config as rcfg
+from robustft import study_spec
 from tests.conftest import write_tiny_dataset
 from tests.test_workflow import job_counts, snakemake, workflow_copy
 
@@ -128,7 +129,7 @@ def test_chain_settings_follow_the_clat_protocol(cfg):
 
 
 def test_printed_method_names_follow_the_chain(cfg):
-    spec = rcfg.aggregate_spec(cfg, "clat_table1")
+    spec = study_spec.aggregate_spec(cfg, "clat_table1")
     methods = {v: s["method"] for v, s in spec["variants"].items()}
     assert methods["pgd_at+clat"] == "PGD-AT+CLAT"
     assert methods["at-awp+clat"] == "AWP+CLAT" and methods["at-awp+rift"] == "AWP+RiFT"
@@ -137,12 +138,12 @@ def test_printed_method_names_follow_the_chain(cfg):
     assert spec["paper"]["backbones"]["cifar_preact_rn18"] == "PreactRN18"
     assert spec["paper"]["datasets"] == {"cifar10_32": "CIFAR-10", "cifar100_32": "CIFAR-100"}
     assert {"ours": "mart+clat", "baseline": "mart"} in spec["comparisons"]
-    t5 = rcfg.aggregate_spec(cfg, "clat_table5")["variants"]
+    t5 = study_spec.aggregate_spec(cfg, "clat_table5")["variants"]
     assert t5["pgd_at+clat_random"] == {"method": "PGD-AT+CLAT", "labels": {"layers": "random"}}
     assert t5["pgd_at+clat"]["labels"] == {"layers": "critical"}
-    assert rcfg.aggregate_spec(cfg, "clat_table4")["variants"]["pgd_at+clat_nd"]["method"] == \
+    assert study_spec.aggregate_spec(cfg, "clat_table4")["variants"]["pgd_at+clat_nd"]["method"] == \
         "PGD-AT+CLAT(ND)"
-    t6 = rcfg.aggregate_spec(cfg, "clat_table6")
+    t6 = study_spec.aggregate_spec(cfg, "clat_table6")
     assert t6["paper"]["datasets"] == {"cifar10_32": ""}
     assert t6["variants"]["pgd_at+clat"]["method"] == "CLAT"
 
@@ -164,7 +165,7 @@ def _synthetic_rows(cfg, study):
     from robustft import clat_tables
     from robustft.stats import RunRecord
 
-    spec = rcfg.aggregate_spec(cfg, study)
+    spec = study_spec.aggregate_spec(cfg, study)
     log = {**{f"clat_top{k}": [float(k)] for k in range(1, 6)}, "clat_trainable_params": [9.0]}
     rows = []
     for run in rcfg.study_runs(cfg, study):

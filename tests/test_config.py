@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from robustft import config as rcfg
+from robustft import study_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +97,7 @@ def test_changing_one_rank_changes_only_those_runs(cfg):
 
 
 def test_table5_reference_and_paper_mapping(cfg):
-    spec = rcfg.aggregate_spec(cfg, "autolora_table5")
+    spec = study_spec.aggregate_spec(cfg, "autolora_table5")
     assert spec["comparisons"] == [{"ours": "twins-autolr", "baseline": "twins", "paper_diff": {
         "metric": "diff_autolr_on_vs_off_{metric}", "variant": ""}}]
     assert spec["variants"]["twins"]["labels"] == {"autolr": "off"}
@@ -104,7 +105,7 @@ def test_table5_reference_and_paper_mapping(cfg):
 
 
 def test_table4_matches_backbone_variants_table1_does_not(cfg):
-    t4 = rcfg.aggregate_spec(cfg, "autolora_table4")["paper"]["backbones"]
+    t4 = study_spec.aggregate_spec(cfg, "autolora_table4")["paper"]["backbones"]
     assert t4["resnet18_eps1"] == {"name": "ResNet-18", "variant": "eps_pt=1/255"}
-    assert rcfg.aggregate_spec(cfg, "autolora_table1")["paper"]["backbones"] == {
+    assert study_spec.aggregate_spec(cfg, "autolora_table1")["paper"]["backbones"] == {
         "resnet18_eps4": "ResNet-18"}
