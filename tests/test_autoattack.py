@@ -118,9 +118,9 @@ def standard_run(one_thread):
                             return_adv=True)
     rng_after = torch.get_rng_state()
     hook.remove()
-    return dict(model=model, x=x, y=y, result=result, modes_before=modes_before,
-                bn_stats=bn_stats, seen_training=seen_training, rng_before=rng_before,
-                rng_after=rng_after)
+    return {"model": model, "x": x, "y": y, "result": result, "modes_before": modes_before,
+                "bn_stats": bn_stats, "seen_training": seen_training, "rng_before": rng_before,
+                "rng_after": rng_after}
 
 
 # ---------------------------------------------------------------------------- (a) config

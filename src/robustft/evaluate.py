@@ -34,12 +34,12 @@ def provenance(device: torch.device, extra: dict[str, Any] | None = None) -> dic
     info = {"robustft": robustft.__version__, "torch": torch.__version__,
             "numpy": numpy.__version__, "python": platform.python_version(),
             "device": str(device), "host": platform.node()}
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         info["pyautoattack"] = version("pyautoattack")
-    except Exception:  # not installed: AutoAttack was not run
-        pass
+    except PackageNotFoundError:  # not installed: AutoAttack was not run
+        info["pyautoattack"] = "not installed"
     return {**info, **(extra or {})}
 
 
