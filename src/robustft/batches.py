@@ -8,7 +8,6 @@ bit-identical to uninterrupted ones.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustft.data.format import AUGMENTATIONS
+from robustft.data.format import AUGMENTATIONS, load_prepared
 
 
 @dataclass
@@ -49,16 +48,15 @@ class Split:
 
 
 def load_split(data_dir: str | Path, name: str) -> Split:
-    data_dir = Path(data_dir)
-    x = np.load(data_dir / f"{name}_x.npy", mmap_mode="r")
-    y = np.load(data_dir / f"{name}_y.npy", mmap_mode="r")
+    """One split of a prepared dataset, memory-mapped (the data module owns the format)."""
+    x, y = load_prepared(data_dir).arrays(name)
     if len(x) != len(y):
         raise ValueError(f"{data_dir}: {name}_x.npy has {len(x)} rows but {name}_y.npy {len(y)}")
     return Split(x, y)
 
 
 def num_classes(data_dir: str | Path) -> int:
-    return int(json.loads((Path(data_dir) / "manifest.json").read_text())["num_classes"])
+    return load_prepared(data_dir).num_classes
 
 
 def train_batches(

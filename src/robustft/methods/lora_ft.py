@@ -20,11 +20,10 @@ import math
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
+from robustft.methods.pgd_at import PGDAT
 
 
 class LowRankDelta(nn.Module):
@@ -60,7 +59,9 @@ def _lora_convs(model: nn.Module, include_shortcuts: bool) -> list[tuple[str, nn
     return out
 
 
-class LoRAFT(Method):
+class LoRAFT(PGDAT):
+    """PGD-AT's loss (inherited) on a LoRA re-parametrisation of the convs."""
+
     name = "lora_ft"
     display_name = "LoRA"
     defaults: ClassVar[dict] = {"rank": 8, "alpha": 1.0, "init": "kaiming", "train_head": True,
@@ -87,13 +88,6 @@ class LoRAFT(Method):
             params += [p for m in model.modules() if isinstance(m, nn.BatchNorm2d)
                        for p in m.parameters()]
         return params
-
-    def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
-        x_adv = self.attack(model, model, x, y, ctx)
-        logits = model(x_adv)
-        loss = F.cross_entropy(logits, y)
-        return BatchOutput(loss=loss, stats={"loss_ce_adv": loss.item(),
-                                             "train_adv_acc": accuracy(logits, y)})
 
     def finish(self, model, evaluate):
         """Merge W₀ + s·BA into plain conv weights (the saved model needs no LoRA code)."""
