@@ -106,19 +106,21 @@ def test_auto_lr_halves_and_reloads_best_validation_weights(tmp_path, tiny_data,
                  lr_schedule={"type": "auto", "variant": "official", "every": 1, "min_lr": 1e-5})
     trainer = Trainer(cfg, tiny_data, tiny_backbone, tmp_path / "ck")
     scripted = iter([0.5, 0.4, 0.6])  # epoch 1 is worse: 0 of 1 increases -> halve + reload
-    monkeypatch.setattr(Trainer, "evaluate_epoch", lambda self: {
-        "val_nat_acc": 0.0, "val_pgd_acc": next(scripted), "test_nat_acc": 0.0,
-        "test_pgd_acc": 0.0})
+    monkeypatch.setattr(Trainer, "evaluate_split", lambda self, name: {
+        f"{name}_nat_acc": 0.0, f"{name}_pgd_acc": next(scripted) if name == "val" else 0.0})
     snapshots = {}
-    original = Trainer.run_epoch
+    original_run, original_end = Trainer.run_epoch, Trainer.end_epoch
 
     def recording(self, epoch):
         snapshots[f"start{epoch}"] = {k: v.clone() for k, v in self.model.state_dict().items()}
-        row = original(self, epoch)
+        return original_run(self, epoch)
+
+    def trained(self, epoch, row):  # the epoch's weights, before any reload
         snapshots[f"end{epoch}"] = {k: v.clone() for k, v in self.model.state_dict().items()}
-        return row
+        return original_end(self, epoch, row)
 
     monkeypatch.setattr(Trainer, "run_epoch", recording)
+    monkeypatch.setattr(Trainer, "end_epoch", trained)
     rows = trainer.fit()
     assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.01, 0.005])
     assert "condition 1" in rows[1]["lr_event"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robustft import rng
 from robustft.data.format import AUGMENTATIONS, load_prepared
 
 
@@ -29,11 +30,24 @@ class Split:
         return len(self.y)
 
     def tensors(self, index: np.ndarray | slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images as float NCHW in [0, 1] and labels, for the rows in ``index``."""
-        index = slice(None) if index is None else index
-        x = torch.from_numpy(np.array(self.x[index]))  # copy: memmaps are read-only
-        x = x.permute(0, 3, 1, 2).contiguous().float().div_(255)  # NCHW-contiguous: attacks .view()
-        return x, torch.from_numpy(np.array(self.y[index]))
+        """Images as float NCHW in [0, 1] and labels, for the rows in ``index``, in that order.
+
+        The rows are read from the memory map in ascending order (sequential reads), then put
+        back in the order of ``index``. The order matters: prepared splits are stored sorted by
+        class, and methods that split a batch by position (TWINS' frozen/adaptive halves) must
+        see a random mix of classes in every part.
+        """
+        if index is None or isinstance(index, slice):
+            index = slice(None) if index is None else index
+            x, y = np.array(self.x[index]), np.array(self.y[index])  # copy: memmaps are read-only
+        else:
+            index = np.asarray(index)
+            ascending = np.argsort(index, kind="stable")
+            back = np.empty_like(ascending)
+            back[ascending] = np.arange(len(index))  # position of each requested row in the read
+            x, y = np.array(self.x[index[ascending]])[back], np.array(self.y[index[ascending]])[back]
+        x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().float().div_(255)
+        return x, torch.from_numpy(y)  # NCHW-contiguous: attacks .view() the batch
 
     def subset(self, n: int | None, seed: int = 0) -> Split:
         """A fixed random subset of ``n`` examples (splits may be stored sorted by class).
@@ -62,16 +76,16 @@ def num_classes(data_dir: str | Path) -> int:
 def train_batches(
     split: Split, batch_size: int, generator: torch.Generator, *, augment: str = "crop_flip"
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled, augmented minibatches for one epoch (the last one may be short).
+    """Shuffled, augmented minibatches for one epoch (the last one may be short), each in
+    the random order of the epoch's permutation (see :meth:`Split.tensors`).
 
     ``augment`` names a transform of :data:`robustft.data.format.AUGMENTATIONS` (the CIFAR
     crop+flip, or the official high-resolution RandomResizedCrop+flip) or ``"none"``.
     """
     transform = None if augment == "none" else AUGMENTATIONS[augment]
-    order = torch.randperm(len(split), generator=generator).numpy()
+    order = rng.randperm(len(split), generator).numpy()
     for start in range(0, len(order), batch_size):
-        index = np.sort(order[start : start + batch_size])
-        x, y = split.tensors(index)
+        x, y = split.tensors(order[start : start + batch_size])
         yield (transform(x, generator) if transform else x), y
 
 

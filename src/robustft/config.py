@@ -36,20 +36,23 @@ from robustft.methods import METHODS
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "training": {"train_attack": {"eps": 8 / 255, "step": 2 / 255},
-                     "eval_attack": {"eps": 8 / 255, "step": 2 / 255}},
+                     "eval_attack": {"eps": 8 / 255, "step": 2 / 255},
+                     "epoch_end_order": "paper"},
         "lr_schedule_variant": "paper",
         "methods": {"twins": {"loss": "paper", "dual_bn": "paper"},
-                    "autolora": {"lora_coverage": "paper"},
+                    "autolora": {"lora_coverage": "paper", "lambda_measured": "epoch_start"},
                     "vanilla_rft": {}},
         "kl_normaliser": "batch",
     },
     "official": {
         # The official scripts pass ε = 0.0314 and step 0.00784 (spec §4, §11.14).
+        # The official AutoLoRa loop measures λ's SA before, and tests after, the reload (§5).
         "training": {"train_attack": {"eps": 0.0314, "step": 0.00784},
-                     "eval_attack": {"eps": 0.0314, "step": 0.00784}},
+                     "eval_attack": {"eps": 0.0314, "step": 0.00784},
+                     "epoch_end_order": "official"},
         "lr_schedule_variant": "official",
         "methods": {"twins": {"loss": "official", "dual_bn": "official"},
-                    "autolora": {"lora_coverage": "official"},
+                    "autolora": {"lora_coverage": "official", "lambda_measured": "epoch_end"},
                     "vanilla_rft": {}},
         "kl_normaliser": "fixed_batch",
     },

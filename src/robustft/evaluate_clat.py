@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from robustft import rng
 from robustft.attacks import PGDConfig, eval_mode, pgd
 
 #: CLAT Sec. 4.1: the threat model of training and evaluation
@@ -83,7 +84,7 @@ def pgd_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     clean = clean_correct(model, x, y, batch_size)
     runs = []
     for r in range(restarts):
-        g = torch.Generator(device=_device(model)).manual_seed(seed + r)
+        g = rng.new_generator(seed + r)
         x_adv = _pgd_examples(model, x, y, attack, g, batch_size)
         runs.append(clean_correct(model, x_adv, y, batch_size) & clean)
     accs = [float(f.float().mean()) for f in runs]
@@ -131,7 +132,7 @@ def transfer_accuracy(source: nn.Module, target: nn.Module, x: torch.Tensor, y: 
                       *, attack: PGDConfig = CLAT_EVAL, seed: int = 0,
                       batch_size: int = 256) -> float:
     """Accuracy of ``target`` on PGD examples crafted against ``source`` (CLAT Table 2)."""
-    g = torch.Generator(device=_device(source)).manual_seed(seed)
+    g = rng.new_generator(seed)
     x_adv = _pgd_examples(source, x, y, attack, g, batch_size)
     robust = clean_correct(target, x_adv, y, batch_size) & clean_correct(target, x, y,
                                                                          batch_size)
@@ -144,7 +145,7 @@ def transfer_matrix(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.T
     """``matrix[source][target]``; the diagonal is the white-box accuracy with the same seed."""
     matrix: dict[str, dict[str, float]] = {}
     for s_name, source in models.items():
-        g = torch.Generator(device=_device(source)).manual_seed(seed)
+        g = rng.new_generator(seed)
         x_adv = _pgd_examples(source, x, y, attack, g, batch_size)
         matrix[s_name] = {}
         for t_name, target in models.items():

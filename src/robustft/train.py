@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustft import rng
 from robustft.attacks import PGDConfig, eval_mode, pgd_accuracy
 from robustft.batches import Split, eval_batches, load_split, num_classes, train_batches
 from robustft.io import atomic_path
@@ -72,6 +73,11 @@ class TrainConfig:
     eval_batch_size: int = 256
     augment: str = "crop_flip"
     grad_sim_batches: int = 0
+    # What happens after an epoch under a reloading LR schedule (AutoLoRa's AutoLR): "paper"
+    # (Algorithm 1: evaluate val and test, select, then halve and reload the best-val weights)
+    # or "official" (the AutoLoRa code: evaluate val, halve and reload, then evaluate the test
+    # set and select, so a reload epoch reports the reloaded weights). See Trainer.end_epoch.
+    epoch_end_order: str = "paper"
     device: str = "cpu"
 
     @classmethod
@@ -83,16 +89,33 @@ class TrainConfig:
         return cls(**values)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def resolve_device(name: str, *, gpus: int = 0) -> torch.device:
+    """The device of ``device: auto | cpu | cuda[:i]`` for a job that asked for ``gpus`` GPUs.
+
+    A job that asked for a GPU (the rule's ``resources.gpu``, passed as ``--gpus``) but finds no
+    CUDA must not quietly train on the CPU for days: that is an error unless the config says
+    ``device: cpu`` explicitly.
+    """
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        if name != "auto":
+            raise RuntimeError(f"device: {name} but torch sees no CUDA device here; set "
+                               "`device: cpu` (or `auto`) in config.yaml to run on the CPU")
+        if gpus > 0:
+            raise RuntimeError(
+                f"this job asked for {gpus} GPU(s) (--gpus {gpus}, the rule's resources.gpu) but "
+                "torch sees no CUDA device (check CUDA_VISIBLE_DEVICES and the driver); to run "
+                "it on the CPU anyway set `device: cpu` in config.yaml")
+        return torch.device("cpu")
+    return torch.device("cuda" if name == "auto" else name)
 
 
 def load_full_model(model: nn.Module, path: Path) -> None:
     """Initialise every tensor (head included) from a previous run's ``model_best.pt``."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
+    from robustft.models.checkpoint import load_model_state
+
+    state = load_model_state(path)  # a corrupt file: error naming it and what to do
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -142,7 +165,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.checkpoint_dir = Path(checkpoint_dir)
         torch.manual_seed(cfg.seed)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = rng.new_generator(cfg.seed)
         self.train = load_split(data_dir, "train")
         self.val = load_split(data_dir, "val").subset(cfg.val_examples)
         self.test = load_split(data_dir, "test").subset(cfg.test_examples)
@@ -209,15 +232,27 @@ class Trainer:
             torch.save(state, tmp)
 
     def try_resume(self) -> bool:
+        from robustft.io import move_aside
+        from robustft.models.checkpoint import CheckpointError, load_torch_file
+
         if not self.last_path.exists():
             return False
         # Our own file, written by save_checkpoint: plain tensors and builtins only.
-        state = torch.load(self.last_path, map_location=self.device, weights_only=True)
+        try:
+            state = load_torch_file(self.last_path, map_location=self.device, hint="")
+            if not isinstance(state, dict) or not {"config", "epoch", "model"} <= state.keys():
+                raise CheckpointError(f"{self.last_path}: not a checkpoint of this trainer")
+        except CheckpointError as e:
+            # Unreadable (a disk error, a copy cut short): retrying would fail forever, and a
+            # checkpoint only saves time, so keep the file for inspection and start over.
+            aside = move_aside(self.last_path, "corrupt")
+            log.warning("%s: cannot resume from %s (%s); moved it to %s and starting over",
+                        self.cfg.run_name, self.last_path, e, aside)
+            return False
         if state["config"] != self.cfg.__dict__:
             # The run's settings changed (an edited ablation): that checkpoint is stale. Keep
             # it for inspection under another name and start from scratch.
-            stale = self.last_path.with_name(f"last.stale-{time.strftime('%Y%m%d-%H%M%S')}.pt")
-            self.last_path.rename(stale)
+            stale = move_aside(self.last_path, "stale")
             log.warning("%s: %s has other settings; moved it to %s and starting over",
                         self.cfg.run_name, self.last_path, stale.name)
             return False
@@ -246,8 +281,8 @@ class Trainer:
             return correct / max(seen, 1)
 
         def examples(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-            index = torch.randperm(len(self.train), generator=self.generator)[:n]
-            x, y = self.train.tensors(index.sort().values.numpy())
+            index = rng.randperm(len(self.train), self.generator)[:n]
+            x, y = self.train.tensors(index.numpy())
             return x.to(self.device), y.to(self.device)
 
         return TrainContext(train_attack=self.train_attack, generator=self.generator,
@@ -274,6 +309,9 @@ class Trainer:
         fe_params = [p for p in self.model.feature_extractor_parameters() if p.requires_grad]
         for step, (x, y) in enumerate(train_batches(self.train, cfg.batch_size, self.generator,
                                                     augment=cfg.augment)):
+            if step % max(1, steps_per_epoch // 4) == 0:  # ~5 progress lines per epoch
+                log.info("%s epoch %d: batch %d/%d", cfg.run_name, epoch, step + 1,
+                         steps_per_epoch)
             x, y = x.to(self.device), y.to(self.device)
             if per_step is not None:  # per-iteration schedules (Fast-AT's cyclic LR)
                 for group in self.optimizer.param_groups:
@@ -294,21 +332,54 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value * n
         row.update({k: v / max(seen, 1) for k, v in sums.items()})
         row["grad_sim"] = sum(grad_sims) / len(grad_sims) if grad_sims else float("nan")
-        row.update(self.evaluate_epoch())
+        row.update(self.method.end_epoch(self.model, ctx))
+        self.end_epoch(epoch, row)
         row["seconds"] = time.perf_counter() - started
         return row
 
+    def evaluate_split(self, name: str) -> dict[str, float]:
+        """Natural and PGD accuracy on ``val`` or ``test`` (the per-epoch subsets)."""
+        split, bs, dev = getattr(self, name), self.cfg.eval_batch_size, self.device
+        return {f"{name}_nat_acc": accuracy_on(self.model, split, bs, dev),
+                f"{name}_pgd_acc": pgd_accuracy_on(self.model, split, self.eval_attack, bs, dev)}
+
     def evaluate_epoch(self) -> dict[str, float]:
-        bs, dev = self.cfg.eval_batch_size, self.device
-        return {
-            "val_nat_acc": accuracy_on(self.model, self.val, bs, dev),
-            "val_pgd_acc": pgd_accuracy_on(self.model, self.val, self.eval_attack, bs, dev),
-            "test_nat_acc": accuracy_on(self.model, self.test, bs, dev),
-            "test_pgd_acc": pgd_accuracy_on(self.model, self.test, self.eval_attack, bs, dev),
-        }
+        return {**self.evaluate_split("val"), **self.evaluate_split("test")}
+
+    def end_epoch(self, epoch: int, row: dict[str, Any]) -> None:
+        """Evaluate, select and apply the LR schedule's decision, in the configured order.
+
+        ``paper`` (AutoLoRa Algorithm 1): val and test are evaluated on the epoch's weights, the
+        best checkpoint is selected, then the schedule may halve the LR and reload the best-val
+        weights. ``official`` (AutoLoRa code, ``train`` loop of the HR script): val is evaluated,
+        the schedule decides and reloads, and only then is the test set evaluated and the best
+        checkpoint selected — on a reload epoch, on the reloaded weights. Without a reloading
+        schedule both orders give the same row.
+        """
+        row.update(self.evaluate_split("val"))
+        official = self.cfg.epoch_end_order == "official"
+        if not official:
+            row.update(self.evaluate_split("test"))
+            self._select(epoch, row)
+        self._track_best_val(row)
+        if isinstance(self.schedule, AutoLR):
+            decision = self.schedule.end_epoch(epoch, row["val_pgd_acc"])
+            row["lr_event"] = decision.reason if decision.halved or decision.stop else ""
+            if decision.reload_best and self.best_val["state"] is not None:
+                self.model.load_state_dict(self.best_val["state"])
+            self.stopped = decision.stop
+        if official:
+            row.update(self.evaluate_split("test"))
+            self._select(epoch, row)
 
     def _select(self, epoch: int, row: dict[str, Any]) -> None:
-        """Best checkpoint by the configured criterion (paper: best test PGD-10, Sec. 5)."""
+        """Best checkpoint by the configured criterion (paper: best test PGD-10, Sec. 5).
+
+        The running best starts at −∞ with a strict ``>``, so the first epoch is always a
+        candidate and every run ends with a model. The official scripts start at 0.0 (no
+        ``checkpoint_best.pth`` at all while robust accuracy stays 0); the two pick the same
+        epoch whenever the official run writes a best checkpoint.
+        """
         score = {"test_pgd": row["test_pgd_acc"], "val_pgd": row["val_pgd_acc"],
                  "test_nat": row["test_nat_acc"], "val_nat": row["val_nat_acc"],
                  "last": float(epoch)}[self.cfg.selection]
@@ -316,8 +387,11 @@ class Trainer:
             self.best = {"score": score, "epoch": epoch}
             with atomic_path(self.best_path) as tmp:
                 torch.save(self.model.state_dict(), tmp)
+
+    def _track_best_val(self, row: dict[str, Any]) -> None:
+        """AutoLoRa's second "best on validation" copy, reloaded by the LR scheduler (spec §5,
+        §7); like the official running best (−1), any first accuracy replaces −∞."""
         if row["val_pgd_acc"] > self.best_val["score"]:
-            # AutoLoRa keeps a second "best on validation" copy for the LR scheduler (spec §7).
             self.best_val = {"score": row["val_pgd_acc"],
                              "state": copy.deepcopy(self.model.state_dict())}
 
@@ -325,18 +399,14 @@ class Trainer:
         if self.cfg.selection not in ("test_pgd", "val_pgd", "test_nat", "val_nat", "last"):
             raise ValueError(f"selection must be test_pgd, val_pgd, test_nat, val_nat or last, "
                              f"got {self.cfg.selection!r}")
+        if self.cfg.epoch_end_order not in ("paper", "official"):
+            raise ValueError(f"epoch_end_order must be 'paper' or 'official', "
+                             f"got {self.cfg.epoch_end_order!r}")
         self.try_resume()
         for epoch in range(self.start_epoch, self.cfg.epochs):
             if self.stopped:
                 break
             row = self.run_epoch(epoch)
-            self._select(epoch, row)
-            if isinstance(self.schedule, AutoLR):
-                decision = self.schedule.end_epoch(epoch, row["val_pgd_acc"])
-                row["lr_event"] = decision.reason if decision.halved or decision.stop else ""
-                if decision.reload_best and self.best_val["state"] is not None:
-                    self.model.load_state_dict(self.best_val["state"])
-                self.stopped = decision.stop
             self.rows.append(row)
             log.info("%s epoch %d: %s", self.cfg.run_name, epoch,
                      ", ".join(f"{k}={v:.4g}" for k, v in row.items()

@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import torch
 
+from robustft import rng
+
 Objective = Callable[[torch.Tensor], torch.Tensor]
 INITS = ("zero", "uniform", "normal")
 
@@ -44,11 +46,10 @@ def ascend(
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     x = x.detach()
     if init == "uniform":
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = rng.uniform(x, generator)
         x_adv = x + (2 * noise - 1) * eps
     elif init == "normal":
-        x_adv = x + init_std * torch.randn(x.shape, generator=generator, device=x.device,
-                                           dtype=x.dtype)
+        x_adv = x + init_std * rng.normal(x, generator)
     else:
         x_adv = x.clone()
     x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustft import rng
+
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -62,7 +64,7 @@ def pgd(
     loss_fn = loss_fn or (lambda logits, target: F.cross_entropy(logits, target))
     x = x.detach()
     if random_start:
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = rng.uniform(x, generator)
         x_adv = (x + (2 * noise - 1) * eps).clamp(0, 1)
     else:
         x_adv = x.clone()

@@ -10,6 +10,11 @@ A prepared dataset directory holds::
 Images are stored already resized (short side + centre crop) so that training never decodes
 JPEGs: a CPU epoch then costs only the model. When the validation set *is* the test set (the
 official DTD / Caltech-256 protocol) ``val_*.npy`` are hard links to ``test_*.npy``.
+
+Every read through :meth:`PreparedDataset.arrays` / :meth:`PreparedDataset.split` first checks
+the files it is about to read against the manifest's sha256 (:func:`check_prepared_file`), once
+per process and file: a same-size corruption would otherwise be trained and evaluated on
+silently, and a truncated file would fail deep inside ``np.load`` without naming itself.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from robustft import rng
 from robustft.io import atomic_dir, sha256_file, write_json_atomic
 
 __all__ = [
@@ -39,6 +45,7 @@ __all__ = [
     "ManifestError",
     "PreparedDataset",
     "SplitData",
+    "check_prepared_file",
     "load_image",
     "load_prepared",
     "random_crop_flip",
@@ -56,6 +63,70 @@ FORMAT_VERSION = 1
 class ManifestError(RuntimeError):
     """A prepared directory is missing files or does not match its manifest, or a source
     image could not be read while writing one."""
+
+
+# --------------------------------------------------------------------------------------------
+# verification at read time
+
+# sha256 of every file hashed in this process, keyed by the file's identity and state: device,
+# inode, size, mtime and ctime (ns). Three ``load_split`` calls of one training job therefore
+# hash each file once, the val/test hard links of a val-is-test dataset share one entry, and a
+# file rewritten after it was hashed gets a new key (its mtime/ctime move) and is hashed again.
+_HASHED: dict[tuple[int, int, int, int, int], str] = {}
+# roots whose manifest has no checksums: warned about once per process, not once per read
+_WARNED_UNVERIFIED: set[str] = set()
+
+
+def _redo_hint(root: Path) -> str:
+    return (f"Delete {root}/ and re-run the pipeline (or "
+            "`python -m robustft.steps.prepare_data`) to prepare it again.")
+
+
+def _file_key(path: Path) -> tuple[int, int, int, int, int]:
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def check_prepared_file(root: Path, manifest: Mapping[str, Any], fname: str) -> None:
+    """Raise :class:`ManifestError` unless ``root/fname`` has the sha256 its manifest records.
+
+    The hash is cached per process (see ``_HASHED``), so only the first read of a file pays
+    for it. A manifest without a ``sha256`` entry for the file (hand-written fixtures, datasets
+    prepared before checksums were recorded) is accepted with a warning, once per directory.
+    """
+    path = root / fname
+    expected = (manifest.get("sha256") or {}).get(fname)
+    if expected is None:
+        if str(root) not in _WARNED_UNVERIFIED:
+            _WARNED_UNVERIFIED.add(str(root))
+            log.warning("%s has no sha256 for %s: reading the prepared data unverified",
+                        root / "manifest.json", fname)
+        return
+    try:
+        key = _file_key(path)
+    except FileNotFoundError:
+        raise ManifestError(f"{path} is listed in {root / 'manifest.json'} but missing. "
+                            f"{_redo_hint(root)}") from None
+    actual = _HASHED.get(key)
+    if actual is None:
+        actual = _HASHED[key] = sha256_file(path)
+    if actual != expected:
+        raise ManifestError(
+            f"{path}: the file changed since it was prepared (sha256 {actual}, "
+            f"{root / 'manifest.json'} records {expected}; {key[2]} bytes on disk), so it is "
+            f"corrupt, truncated or was overwritten. {_redo_hint(root)}")
+
+
+def _load_array(path: Path, root: Path) -> np.ndarray:
+    """``np.load(mmap_mode="r")`` whose failures (truncated or garbled file) name the file."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise ManifestError(f"{path} missing from prepared dataset {root}. "
+                                f"{_redo_hint(root)}") from err
+        raise ManifestError(f"{path}: cannot be read as a NumPy array (truncated or "
+                            f"corrupt: {err}). {_redo_hint(root)}") from err
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,8 +311,8 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, 
     xb, single = _as_batch(x)
     n, _, h, w = xb.shape
     padded = F.pad(xb, (padding, padding, padding, padding), value=0.0)
-    offs = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    offs = rng.randint(0, 2 * padding + 1, (n, 2), generator)
+    flips = rng.coin(n, generator) if flip else torch.zeros(n, dtype=torch.bool)
     out = torch.empty_like(xb)
     for i in range(n):
         dy, dx = int(offs[i, 0]), int(offs[i, 1])
@@ -264,13 +335,13 @@ def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator | None 
     for i in range(n):
         box = None
         for _ in range(10):
-            target = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=generator))
-            ar = math.exp(float(torch.empty(1).uniform_(*log_ratio, generator=generator)))
+            target = area * rng.uniform_scalar(scale[0], scale[1], generator)
+            ar = math.exp(rng.uniform_scalar(*log_ratio, generator))
             cw = round(math.sqrt(target * ar))
             ch = round(math.sqrt(target / ar))
             if 0 < cw <= w and 0 < ch <= h:
-                top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
-                left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+                top = int(rng.randint(0, h - ch + 1, (1,), generator))
+                left = int(rng.randint(0, w - cw + 1, (1,), generator))
                 box = (top, left, ch, cw)
                 break
         if box is None:  # fallback: central crop with the ratio clamped
@@ -286,7 +357,7 @@ def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator | None 
         crop = xb[i:i + 1, :, top:top + ch, left:left + cw]
         crop = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False,
                              antialias=True).clamp_(0.0, 1.0)
-        if bool(torch.rand(1, generator=generator) < 0.5):
+        if bool(rng.coin(1, generator)):
             crop = crop.flip(-1)
         out[i] = crop[0]
     return out[0] if single else out
@@ -412,16 +483,26 @@ class PreparedDataset:
             raise KeyError(f"unknown split {split!r}; choose from {SPLITS}")
         return self.root / f"{split}_x.npy", self.root / f"{split}_y.npy"
 
+    def check(self, split: str) -> None:
+        """Check the two files of ``split`` against the manifest (cached; see
+        :func:`check_prepared_file`); every read below calls this first."""
+        for path in self._paths(split):
+            check_prepared_file(self.root, self.manifest, path.name)
+
     def split(self, name: str, *, augment: str | bool | None = None,
               generator: torch.Generator | None = None) -> ArrayDataset:
         """The ``train`` / ``val`` / ``test`` split as an :class:`ArrayDataset`."""
+        self.check(name)
         x, y = self._paths(name)
+        for path in (x, y):  # a truncated file fails here, naming itself, not in a worker
+            _load_array(path, self.root)
         return ArrayDataset(x, y, augment=augment, generator=generator)
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """Raw memory maps ``(uint8 NHWC, int64 N)``."""
+        """Raw memory maps ``(uint8 NHWC, int64 N)`` of files checked against the manifest."""
+        self.check(split)
         x, y = self._paths(split)
-        return np.load(x, mmap_mode="r"), np.load(y, mmap_mode="r")
+        return _load_array(x, self.root), _load_array(y, self.root)
 
     def as_tensors(self, split: str, limit: int | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -437,32 +518,36 @@ class PreparedDataset:
         return xt.contiguous(), torch.from_numpy(np.array(y, dtype=np.int64))
 
     def verify(self) -> None:
-        """Recompute the sha256 of every array and compare with the manifest."""
+        """Recompute the sha256 of every array and compare with the manifest.
+
+        Unlike the per-read check this always re-hashes (it is the explicit ``--verify`` of the
+        prepare step), and it refuses a manifest without checksums.
+        """
         if "sha256" not in self.manifest:
             raise ManifestError(f"{self.root / 'manifest.json'} has no checksums to verify")
-        for fname, expected in self.manifest["sha256"].items():
+        for fname in self.manifest["sha256"]:
             path = self.root / fname
-            if not path.exists():
-                raise ManifestError(f"{path} is listed in {self.root / 'manifest.json'} but "
-                                    "missing; re-run prepare_data.")
-            actual = sha256_file(path)
-            if actual != expected:
-                raise ManifestError(
-                    f"Checksum mismatch for {fname} in {self.root}: manifest says sha256 "
-                    f"{expected}, file has {actual}. The prepared data was modified or is "
-                    "incomplete; delete the directory and re-run prepare_data.")
+            if path.exists():
+                _HASHED.pop(_file_key(path), None)
+            check_prepared_file(self.root, self.manifest, fname)
             self._verified.add(fname)
 
 
 def load_prepared(path: str | os.PathLike[str], *, verify: bool = False) -> PreparedDataset:
-    """Open a prepared dataset directory; ``verify=True`` re-hashes every array first."""
+    """Open a prepared dataset directory (reads only the manifest; each split's files are
+    checked when they are read); ``verify=True`` re-hashes every array now."""
     root = Path(path)
     mpath = root / "manifest.json"
     if not mpath.exists():
         raise ManifestError(f"{mpath} not found: {root} is not a prepared dataset "
                             "(run `python -m robustft.steps.prepare_data`).")
-    with open(mpath, encoding="utf-8") as fh:
-        manifest = json.load(fh)
+    try:
+        with open(mpath, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{mpath}: not valid JSON ({err}). {_redo_hint(root)}") from err
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{mpath}: expected a JSON object. {_redo_hint(root)}")
     # Only num_classes is needed to train; the rest is provenance (verify needs sha256).
     if "num_classes" not in manifest:
         raise ManifestError(f"{mpath} lacks the key 'num_classes'")
@@ -472,7 +557,8 @@ def load_prepared(path: str | os.PathLike[str], *, verify: bool = False) -> Prep
     for s in SPLITS:
         for p in ds._paths(s):
             if not p.exists():
-                raise ManifestError(f"{p} missing from prepared dataset {root}")
+                raise ManifestError(f"{p} missing from prepared dataset {root}. "
+                                    f"{_redo_hint(root)}")
     if verify:
         ds.verify()
     return ds

@@ -8,9 +8,14 @@
   also trains B·A and the head (``detach_soft_labels: false``); ``true`` makes the LoRA branch
   a pure teacher.
 * λ1 = 1 − SA^α, λ2 = 6·SA^α (Eq. 6/7), SA the LoRA branch's natural training accuracy,
-  measured before each epoch (``lambda_source: train_set``, as the official code: eval mode,
+  measured on the training set (``lambda_source: train_set``, as the official code: eval mode,
   augmented training data) or as the running accuracy of the previous epoch's natural forward
   passes (``running``, free).
+* When SA is measured (``lambda_measured``): ``epoch_start`` — before each epoch, i.e. after
+  the LR scheduler's reload of the best-val checkpoint (Algorithm 1, lines 5-7 then 12-19);
+  ``epoch_end`` — right after each epoch's training, before that reload (the official loop;
+  spec §4 "computed once before epoch 1 and after every epoch"). They differ only on epochs
+  where the LR is halved and the best-val weights are reloaded.
 * x̃ maximises CE against the FE (no LoRA) with BN in eval mode.
 """
 
@@ -36,12 +41,12 @@ class AutoLoRa(Method):
     name = "autolora"
     display_name = "AutoLoRa"
     defaults: ClassVar[dict[str, Any]] = {"rank": 8, "lora_coverage": "official", "lora_alpha": 1.0, "alpha": 1.0,
-                "lambda_source": "train_set", "detach_soft_labels": False,
-                "kl_normaliser": "batch"}
+                "lambda_source": "train_set", "lambda_measured": "epoch_start",
+                "detach_soft_labels": False, "kl_normaliser": "batch"}
 
     def __init__(self, **hparams):
         super().__init__(**hparams)
-        self.lambda1, self.lambda2 = 1.0, 0.0
+        self.lambda1, self.lambda2, self.sa = 1.0, 0.0, 0.0
         self._running = [0, 0]  # correct, seen: natural accuracy of the LoRA branch this epoch
 
     def model_kwargs(self):
@@ -51,6 +56,21 @@ class AutoLoRa(Method):
                                    alpha=self.hp["lora_alpha"])}
 
     def start_epoch(self, model, ctx: TrainContext) -> dict[str, float]:
+        timing = self.hp["lambda_measured"]
+        if timing not in ("epoch_start", "epoch_end"):
+            raise ValueError("autolora.lambda_measured must be 'epoch_start' or 'epoch_end', "
+                             f"got {timing!r}")
+        if timing == "epoch_start" or ctx.epoch == 0:
+            self._update_lambdas(model, ctx)
+        # epoch_end: measured at the end of the previous epoch (restored on resume)
+        return {"lora_train_sa": self.sa, "lambda1": self.lambda1, "lambda2": self.lambda2}
+
+    def end_epoch(self, model, ctx: TrainContext) -> dict[str, float]:
+        if self.hp["lambda_measured"] == "epoch_end":
+            self._update_lambdas(model, ctx)  # for the next epoch; logged in its row
+        return {}
+
+    def _update_lambdas(self, model, ctx: TrainContext) -> None:
         source = self.hp["lambda_source"]
         if source == "train_set":
             if ctx.measure_train_accuracy is None:
@@ -62,8 +82,8 @@ class AutoLoRa(Method):
         else:
             raise ValueError(f"autolora.lambda_source must be 'train_set' or 'running', got {source!r}")
         self._running = [0, 0]
+        self.sa = sa
         self.lambda1, self.lambda2 = lambda_weights(sa, self.hp["alpha"])  # Eq. 6/7
-        return {"lora_train_sa": sa, "lambda1": self.lambda1, "lambda2": self.lambda2}
 
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         x_adv = self.attack(model, model, x, y, ctx)  # FE branch, no LoRA
@@ -89,8 +109,9 @@ class AutoLoRa(Method):
         )
 
     def state_dict(self):
-        return {"lambda1": self.lambda1, "lambda2": self.lambda2, "running": list(self._running)}
+        return {"lambda1": self.lambda1, "lambda2": self.lambda2, "sa": self.sa,
+                "running": list(self._running)}
 
     def load_state_dict(self, state):
-        self.lambda1, self.lambda2 = state["lambda1"], state["lambda2"]
+        self.lambda1, self.lambda2, self.sa = state["lambda1"], state["lambda2"], state["sa"]
         self._running = list(state["running"])

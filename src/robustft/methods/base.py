@@ -92,6 +92,11 @@ class Method:
     ) -> BatchOutput:
         raise NotImplementedError
 
+    def end_epoch(self, model: nn.Module, ctx: TrainContext) -> dict[str, float]:
+        """Hook right after an epoch's last batch, before evaluation and before an LR schedule
+        may reload an earlier checkpoint; returns values to log."""
+        return {}
+
     def finish(
         self, model: nn.Module, evaluate: Callable[[], dict[str, float]]
     ) -> dict[str, Any] | None:

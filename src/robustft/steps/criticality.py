@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from robustft import rng
 from robustft.attacks import PGDConfig
 from robustft.batches import load_split
 from robustft.evaluate import load_trained, provenance
@@ -41,14 +42,14 @@ def mean_epoch_seconds(train_log: Path | None) -> float | None:
 
 
 def measure_batch_sizes(values: dict[str, Any], data: Path, model_path: Path,
-                        train_log: Path | None = None) -> dict[str, Any]:
-    device = resolve_device(values.get("device", "cpu"))
+                        train_log: Path | None = None, *, gpus: int = 0) -> dict[str, Any]:
+    device = resolve_device(values.get("device", "cpu"), gpus=gpus)
     model = load_trained(values["model"], model_path, data, device)
     train = load_split(data, "train")
-    generator = torch.Generator().manual_seed(int(values.get("seed", 0)))
+    generator = rng.new_generator(int(values.get("seed", 0)))
 
     def examples(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.randperm(len(train), generator=generator)[:n]
+        index = rng.randperm(len(train), generator)[:n]
         x, y = train.tensors(index.sort().values.numpy())
         return x.to(device), y.to(device)
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     start(args)
     write_json_atomic(args.out, measure_batch_sizes(settings(args.settings), args.data,
-                                                    args.model, args.train_log))
+                                                    args.model, args.train_log, gpus=args.gpus))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 from robustft.evaluate import evaluate_run
 from robustft.io import write_json_atomic
 from robustft.steps._common import parser, settings, start
+from robustft.train import resolve_device
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,7 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
     start(args)
-    result = evaluate_run(settings(args.settings), args.model, args.data)
+    values = settings(args.settings)
+    resolve_device(values["device"], gpus=args.gpus)  # fail before any work if a GPU was promised
+    result = evaluate_run(values, args.model, args.data)
     write_json_atomic(args.out, result)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from robustft.models import save_backbone
 from robustft.steps._common import parser, settings, start
-from robustft.train import TrainConfig, Trainer, write_log
+from robustft.train import TrainConfig, Trainer, resolve_device, write_log
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,8 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
     start(args)
-    trainer = Trainer(TrainConfig.from_dict(settings(args.settings)), args.data, None,
-                      args.checkpoints)
+    cfg = TrainConfig.from_dict(settings(args.settings))
+    resolve_device(cfg.device, gpus=args.gpus)  # fail before any work if a GPU was promised
+    trainer = Trainer(cfg, args.data, None, args.checkpoints)
     rows = trainer.fit()
     write_log(rows, args.out.with_suffix(".log.csv"))
     save_backbone(trainer.model, args.out)

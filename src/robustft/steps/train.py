@@ -11,7 +11,7 @@ import yaml
 
 from robustft.io import atomic_path
 from robustft.steps._common import parser, settings, start
-from robustft.train import TrainConfig, train_run
+from robustft.train import TrainConfig, resolve_device, train_run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     start(args)
     values = settings(args.settings)
     cfg = TrainConfig.from_dict(values)
+    resolve_device(cfg.device, gpus=args.gpus)  # fail before any work if a GPU was promised
     train_run(cfg, args.data, args.backbone, args.checkpoints, args.out)
     with atomic_path(args.out / "run.yaml") as tmp:
         tmp.write_text(yaml.safe_dump({**settings(args.identity), "settings": values,

@@ -23,8 +23,8 @@ from robustft.steps._common import parser, settings, start
 from robustft.train import resolve_device
 
 
-def run_transfer(values: dict, data: Path, models: dict[str, Path]) -> dict:
-    device = resolve_device(values.get("device", "cpu"))
+def run_transfer(values: dict, data: Path, models: dict[str, Path], *, gpus: int = 0) -> dict:
+    device = resolve_device(values.get("device", "cpu"), gpus=gpus)
     loaded = {name: load_trained(values["models"][name], path, data, device)
               for name, path in models.items()}
     x, y = load_split(data, "test").subset(values.get("examples")).tensors()
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     start(args)
     torch.manual_seed(0)
     write_json_atomic(args.out, run_transfer(settings(args.settings), args.data,
-                                             dict(args.models)))
+                                             dict(args.models), gpus=args.gpus))
 
 
 if __name__ == "__main__":
