@@ -1,13 +1,29 @@
 """RiFT (Zhu et al., ICCV 2023; CLAT spec §2): robust critical fine-tuning.
 
 1. **Module robust criticality** (MRC) of every conv / linear module M of the adversarially
-   trained model θ_AT, on a fixed adversarial set (PGD with the run's ``train_attack``):
+   trained model θ_AT. RiFT paper, MRC definition (Def. 3.1, Eq. 3):
 
-       MRC(M) = max_{‖ΔW_M‖₂ ≤ r·‖W_M‖₂}  CE_adv(θ + ΔW_M) − CE_adv(θ),   r = 0.1,
+       MRC(M) = max_{ΔW ∈ C}  L_adv(θ + ΔW) − L_adv(θ),
+       C = {ΔW : ‖ΔW‖₂ ≤ ε·‖W_M‖₂, ΔW = 0 outside M},   ε = ``mrc_radius`` = 0.1,
 
-   approximated as the official code does: gradient *ascent* on W_M alone (plain SGD, lr 1,
-   ``mrc_epochs`` = 10 passes over the set in batches of 512), rescaling ΔW_M back onto the
-   radius after each pass, keeping the largest mean loss seen. Eval-mode BN throughout.
+   ‖·‖₂ the 2-norm of the flattened tensor (the code's ``torch.linalg.norm``), L_adv the mean
+   cross-entropy on a fixed adversarial set (PGD with the run's ``train_attack`` against θ_AT,
+   eval mode, generated once, as the code's ``generate_adv_dataset``). The max is approximated
+   as the official ``layer_sharpness`` (``microsoft/robustlearn`` ``RiFT/main.py``) does, in
+   eval mode throughout (BN running statistics frozen):
+
+   * L_adv(θ) is one evaluation pass over the set.
+   * ``mrc_epochs`` = 10 epochs of gradient **ascent** on W_M alone: plain SGD (lr
+     ``mrc_lr`` = 1, no momentum, no weight decay) on −CE over the set, shuffled every epoch,
+     in minibatches of ``mrc_batch_size`` = 512. Inside an epoch W_M is not projected.
+   * After every epoch ΔW = W_M − W_M⁰ is rescaled back onto the ball when it left it:
+     ΔW ← ΔW·ε/t with t = ‖ΔW‖₂/‖W_M⁰‖₂, if t > ε.
+   * Then a separate no-grad evaluation pass measures L_adv at the projected weights.
+   * ``mrc_max: official``: MRC = max over those ``mrc_epochs`` evaluations, the running max
+     starting from 0 (the code's ``max_loss = 0.0``), minus L_adv(θ). This can be negative when
+     every projected point has a lower loss than θ.
+     ``mrc_max: paper``: ΔW = 0 belongs to C in Eq. 3, so the unperturbed loss is a candidate
+     as well and MRC = max(0, official value) ≥ 0.
 2. The module with the **lowest** MRC ("non-robust-critical") is fine-tuned alone with the
    **clean** cross-entropy (the official fine-tuning step; all BN statistics keep updating in
    train mode). ``module`` forces a module by name instead (e.g. the README's
@@ -19,7 +35,8 @@
 
 Differences from the official code, on purpose: the adversarial set is drawn from the training
 split (the code uses the test split) and its attack step is the run's (the code's 2/225 is a
-typo for 2/255).
+typo for 2/255). Like the code, L_adv uses examples fixed at θ_AT rather than re-attacking every
+perturbed θ + ΔW (the inner max of the paper's robust loss).
 """
 
 from __future__ import annotations
@@ -56,37 +73,53 @@ def _mean_ce(model, xs, ys, batch_size) -> float:
 
 def module_robust_criticality(model: nn.Module, module: nn.Module, x_adv: torch.Tensor,
                               y: torch.Tensor, *, lr: float = 1.0, epochs: int = 10,
-                              radius: float = 0.1, batch_size: int = 512) -> float:
-    """MRC of ``module`` (step 1 of the module docstring); the weights are restored after."""
+                              radius: float = 0.1, batch_size: int = 512,
+                              max_from: str = "official", shuffle: bool = True,
+                              generator: torch.Generator | None = None) -> float:
+    """MRC of ``module`` (step 1 of the module docstring); its weight is restored after.
+
+    ``max_from`` is the ``mrc_max`` option. ``shuffle`` reorders the set before every ascent
+    epoch with ``generator`` (the code's ``DataLoader(shuffle=True)``); evaluation passes keep
+    the given order (a mean does not depend on it).
+    """
+    if max_from not in ("official", "paper"):
+        raise ValueError(f"rift.mrc_max must be 'official' or 'paper', got {max_from!r}")
+    if epochs < 1:
+        raise ValueError(f"rift.mrc_epochs must be at least 1, got {epochs}: the MRC is the "
+                         "worst loss measured after an ascent epoch")
     weight = module.weight
     w0 = weight.detach().clone()
+    w0_norm = torch.linalg.vector_norm(w0)
     flag = weight.requires_grad
     weight.requires_grad_(True)
+    n = len(y)
     try:
         with eval_mode(model):
-            base = _mean_ce(model, x_adv, y, batch_size)
-            worst = base
-            limit = radius * w0.norm()
+            clean = _mean_ce(model, x_adv, y, batch_size)  # L_adv(θ)
+            # official: the code's running max starts at 0; paper: ΔW = 0 is in C (Eq. 3)
+            worst = 0.0 if max_from == "official" else clean
             for _ in range(epochs):
-                seen_loss = 0.0
-                for i in range(0, len(y), batch_size):
-                    xb, yb = x_adv[i:i + batch_size], y[i:i + batch_size]
+                order = (torch.randperm(n, generator=generator).to(y.device) if shuffle
+                         else torch.arange(n, device=y.device))
+                for i in range(0, n, batch_size):
+                    index = order[i:i + batch_size]
                     with torch.enable_grad():
-                        loss = F.cross_entropy(model(xb), yb)
+                        loss = F.cross_entropy(model(x_adv[index]), y[index])
                         (g,) = torch.autograd.grad(loss, weight)
                     with torch.no_grad():
-                        weight.add_(lr * g)  # ascent: SGD on −loss
-                    seen_loss += loss.item() * len(yb)
+                        weight.add_(g, alpha=lr)  # SGD step on −CE = ascent on CE
                 with torch.no_grad():
                     delta = weight - w0
-                    if delta.norm() > limit:
-                        weight.copy_(w0 + delta * (limit / delta.norm()))
-                worst = max(worst, seen_loss / len(y))
+                    times = torch.linalg.vector_norm(delta) / w0_norm
+                    if times > radius:  # back onto the ball ‖ΔW‖ = ε·‖W⁰‖
+                        weight.copy_(w0 + delta / times * radius)
+                # the code's separate evaluation pass at the projected weights
+                worst = max(worst, _mean_ce(model, x_adv, y, batch_size))
     finally:
         with torch.no_grad():
             weight.copy_(w0)
         weight.requires_grad_(flag)
-    return worst - base
+    return worst - clean
 
 
 def interpolate(theta_ft: dict[str, torch.Tensor], theta_at: dict[str, torch.Tensor],
@@ -102,15 +135,19 @@ def interpolate(theta_ft: dict[str, torch.Tensor], theta_at: dict[str, torch.Ten
 class RiFT(Method):
     name = "rift"
     display_name = "RiFT"
-    defaults: ClassVar[dict] = {"module": "", "mrc_examples": 10000, "mrc_batch_size": 512, "mrc_epochs": 10,
-                "mrc_lr": 1.0, "mrc_radius": 0.1, "alphas": 11, "tolerance": 0.001,
-                "select_split": "val"}
+    defaults: ClassVar[dict] = {"module": "", "mrc_examples": 10000, "mrc_batch_size": 512,
+                                "mrc_epochs": 10, "mrc_lr": 1.0, "mrc_radius": 0.1,
+                                "mrc_max": "official", "alphas": 11, "tolerance": 0.001,
+                                "select_split": "val"}
     recipe: ClassVar[dict] = RIFT_RECIPE
 
     def __init__(self, **hparams):
         super().__init__(**hparams)
         if self.hp["select_split"] not in ("val", "test"):
             raise ValueError("rift.select_split must be 'val' or 'test'")
+        if self.hp["mrc_max"] not in ("official", "paper"):
+            raise ValueError(f"rift.mrc_max must be 'official' (the code's running max from 0)"
+                             f" or 'paper' (Eq. 3, ΔW = 0 included), got {self.hp['mrc_max']!r}")
         self.theta_at: dict[str, torch.Tensor] | None = None
         self.module_name = ""
         self.mrc: dict[str, float] = {}
@@ -137,7 +174,8 @@ class RiFT(Method):
         for name, module in rift_candidates(model):
             self.mrc[name] = module_robust_criticality(
                 model, module, x_adv, y, lr=self.hp["mrc_lr"], epochs=int(self.hp["mrc_epochs"]),
-                radius=self.hp["mrc_radius"], batch_size=bs)
+                radius=self.hp["mrc_radius"], batch_size=bs, max_from=self.hp["mrc_max"],
+                generator=ctx.generator)
         self.module_name = min(self.mrc, key=self.mrc.get)
         return {"rift_module_index": float(names.index(self.module_name)),
                 "rift_mrc": self.mrc[self.module_name]}
