@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +37,31 @@ def train_cmd(data, backbone, ck, out, settings=SETTINGS):
             "--out", str(out)]
 
 
+def wait_for_stderr_line(proc: subprocess.Popen, needle: str, timeout: float = 300) -> None:
+    """Read ``proc``'s stderr (on a thread, which keeps draining it) until a line contains
+    ``needle``; fail if the process ends first or nothing matches within ``timeout``."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no {needle!r} within {timeout} s:\n{''.join(seen[-20:])}")
+        if line is None:
+            raise AssertionError(f"training ended before {needle!r}:\n{''.join(seen[-20:])}")
+        seen.append(line)
+        if needle in line:
+            return
+
+
 def metrics(out: Path):
     rows = [line.split(",") for line in (out / "train_log.csv").read_text().splitlines()]
     keep = [i for i, name in enumerate(rows[0]) if name != "seconds"]
@@ -46,18 +73,17 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_
                    check=True, capture_output=True)
     ck, out = tmp_path / "ck", tmp_path / "out"
     proc = subprocess.Popen(train_cmd(tiny_data, tiny_backbone, ck, out),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (ck / "last.pt").exists():  # first epoch completed and checkpointed
-        assert proc.poll() is None and time.time() < deadline, "training ended before the kill"
-        time.sleep(0.05)
-    first = (ck / "last.pt").stat().st_mtime_ns
-    time.sleep(0.3)  # now inside the second epoch
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The trainer logs "<run> epoch E: batch B/N" before batches of an epoch (E from 0): kill
+    # when the second epoch starts its second batch, i.e. after epoch 0 was checkpointed and
+    # with one batch of epoch 1 applied in memory only. Waiting for the line, not for a fixed
+    # time, keeps the kill inside the run however fast the machine is.
+    wait_for_stderr_line(proc, f"{SETTINGS['run_name']} epoch 1: batch 2/")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "model_best.pt").exists()  # nothing half-written
-    assert (ck / "last.pt").stat().st_mtime_ns >= first
+    assert torch.load(ck / "last.pt", weights_only=True)["epoch"] < SETTINGS["epochs"] - 1
     resumed = subprocess.run(train_cmd(tiny_data, tiny_backbone, ck, out), capture_output=True,
                              text=True, check=True)
     assert "resumed after epoch" in resumed.stderr

@@ -99,10 +99,9 @@ def top5_records(runs: Iterable[RunRecord]) -> list[RunRecord]:
 
 def parameter_count(model_path: str | Path) -> int:
     """Parameters of a saved run model (BN running statistics excluded)."""
-    import torch
+    from robustft.models.checkpoint import load_model_state
 
-    payload = torch.load(model_path, map_location="cpu", weights_only=True)
-    state = payload.get("state_dict", payload)
+    state = load_model_state(model_path)  # a corrupt file: error naming it and what to do
     return int(sum(t.numel() for k, t in state.items()
                    if k.rsplit(".", 1)[-1] not in BN_BUFFERS))
 

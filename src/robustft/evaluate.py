@@ -45,14 +45,24 @@ def provenance(device: torch.device, extra: dict[str, Any] | None = None) -> dic
 
 def load_trained(settings: dict[str, Any], model_path: Path, data_dir: Path,
                  device: torch.device) -> torch.nn.Module:
-    """Rebuild the run's model and load its selected weights (inference drops the LoRA branch)."""
+    """Rebuild the run's model and load its selected weights (inference drops the LoRA branch).
+
+    An unreadable ``model_best.pt`` raises :class:`robustft.models.checkpoint.CheckpointError`
+    naming the file and what to do (the shared loader of every saved model).
+    """
     from robustft.models import build_model
+    from robustft.models.checkpoint import RETRAIN_HINT, CheckpointError, load_model_state
 
     method = build_method(settings["method"], **settings["method_params"])
     model = build_model(settings["arch"], num_classes(data_dir), width=settings["width"],
                         input_size=settings["input_size"], **method.model_kwargs())
-    payload = torch.load(model_path, map_location="cpu", weights_only=True)
-    model.load_state_dict(payload["state_dict"])
+    state = load_model_state(model_path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{model_path}: does not fit the model these settings build "
+                              f"({settings['arch']}, {settings['method']}): {e}. "
+                              f"{RETRAIN_HINT}") from e
     return model.to(device).eval()
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ __all__ = [
     "atomic_path",
     "hash_file",
     "md5_file",
+    "move_aside",
     "sha256_file",
     "write_json_atomic",
     "write_text_atomic",
@@ -90,6 +93,33 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def move_aside(path: str | os.PathLike[str], tag: str) -> Path:
+    """Rename ``path`` to ``<stem>.<tag>-<YYYYmmdd-HHMMSS>[-<n>]<suffix>`` in its directory.
+
+    For files a run cannot use but a person may want to inspect (a corrupt or stale
+    ``last.pt``): nothing is deleted, and a second file moved aside within the same second
+    gets a counter instead of overwriting the first. Returns the new path.
+    """
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count():
+        extra = f"-{n}" if n else ""
+        target = path.with_name(f"{path.stem}.{tag}-{stamp}{extra}{path.suffix}")
+        try:
+            # a hard link fails if the name exists (no silent overwrite, unlike rename)
+            os.link(path, target)
+        except FileExistsError:
+            continue
+        except OSError:  # file systems without hard links: check then rename
+            if target.exists():
+                continue
+            os.replace(path, target)
+            return target
+        path.unlink()
+        return target
+    raise AssertionError("unreachable")
 
 
 def hash_file(path: str | os.PathLike[str], algorithms: tuple[str, ...] = ("sha256",)) -> dict[str, str]:

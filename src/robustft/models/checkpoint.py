@@ -26,6 +26,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,8 +40,52 @@ _ROBUSTNESS_IGNORED = ("module.attacker.", "module.normalizer.")
 _LORA_CONV_KEY = re.compile(r"\.conv\.(weight|bias)$")
 
 
-class BackboneError(ValueError):
+class CheckpointError(ValueError):
+    """A saved torch file (``model_best.pt``, ``last.pt``, a backbone) cannot be read."""
+
+
+class BackboneError(CheckpointError):
     """A backbone file cannot be used: unreadable, unsafe, incomplete or mis-shaped."""
+
+
+#: what to do about an unreadable ``model_best.pt`` (the train rule's output)
+RETRAIN_HINT = ("Delete it and re-run the training job that wrote it (the workflow re-runs the "
+                "job when the file is missing; a finished run's checkpoints make that quick).")
+
+
+def load_torch_file(path: str | os.PathLike[str], *, map_location: Any = "cpu",
+                    hint: str = RETRAIN_HINT, error: type[CheckpointError] = CheckpointError
+                    ) -> Any:
+    """``torch.load(path, weights_only=True)`` whose failures name ``path`` and say what to do.
+
+    The one place every saved model or checkpoint of this project is read: torch's own errors
+    for a truncated or garbled file ("PytorchStreamReader failed reading zip archive") do not
+    say which file, and ``weights_only=True`` means a file cannot run code when it is read.
+    A missing file still raises :class:`FileNotFoundError` (it names the path already).
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # UnpicklingError for unsafe payloads, RuntimeError for corrupt zips
+        raise error(
+            f"{path}: cannot be loaded with torch.load(weights_only=True): the file is corrupt "
+            f"or incomplete, or not a plain tensor checkpoint ({type(e).__name__}: {e}). {hint}"
+            .rstrip()
+        ) from e
+
+
+def load_model_state(path: str | os.PathLike[str], *, map_location: Any = "cpu",
+                     hint: str = RETRAIN_HINT) -> dict[str, torch.Tensor]:
+    """The state dict of a run's saved model: ``model_best.pt`` (``{"state_dict": ...,
+    "best_epoch": ...}``) or a bare state dict (``best.pt`` / ``final.pt``)."""
+    payload = load_torch_file(path, map_location=map_location, hint=hint)
+    state = payload.get("state_dict", payload) if isinstance(payload, Mapping) else payload
+    if not isinstance(state, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: holds no model state dict (a dict of tensors, or one "
+                              f"under 'state_dict'). {hint}")
+    return dict(state)
 
 
 def _fe_tensors(model: nn.Module) -> dict[str, tuple[torch.Tensor, bool]]:
@@ -67,15 +112,9 @@ def _fe_tensors(model: nn.Module) -> dict[str, tuple[torch.Tensor, bool]]:
 
 
 def _read(path: Path) -> object:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # UnpicklingError for unsafe payloads, RuntimeError for corrupt zips
-        raise BackboneError(
-            f"{path}: cannot be loaded with torch.load(weights_only=True) "
-            f"(not a plain tensor checkpoint, or corrupt): {e}"
-        ) from e
+    return load_torch_file(path, error=BackboneError,
+                           hint="Replace it with a valid backbone file (or delete it and "
+                                "re-run the fetch_backbone / pretrain_backbone job).")
 
 
 def _extract_state_dict(payload: object, path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
