@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_per_class import _visible_position, add_per_class
 from test_stats import write_run
 
 from robustft.report import render_report, study_figures
@@ -22,6 +23,9 @@ from robustft.steps import render_report as render_step
 ARTIFACTS = Path(__file__).parent / "artifacts"
 EVIL = "<script>alert('x')</script>"
 TOO_LONG = "Warning: the list of target classes is too long"
+# the per-class warning of the fixture: a baseline seed that never predicts class 1
+NEVER = ("Vanilla RFT never predicts class 1 (automobile) on cifar10, seed 0; AutoLoRa gets 79 % "
+         "of it right")
 
 
 def train_log(epochs: int, seed: int, *, auto: bool, lambdas: bool = True,
@@ -63,11 +67,15 @@ def studies(tmp_path_factory):
                                    "AA": base - 0.35},
                                   train_log=train_log(12, s, auto=True),
                                   aa_warnings=[TOO_LONG] if (s, ds) == (6, "cifar10") else None))
+            add_per_class(dirs[-1], [base + 0.05, base - 0.05, base, base], [])
             dirs.append(write_run(root, ds, "resnet18", "vanilla_rft", s,
                                   {"SA": base - 0.03 + 0.002 * (s % 3), "PGD10": base - 0.31,
                                    "AA": None},
                                   train_log=train_log(12, s, auto=False, lambdas=False,
                                                       grad_sim=False)))
+            bug = (s, ds) == (0, "cifar10")  # the TWINS-bug symptom, in one seed
+            add_per_class(dirs[-1], [base, 0.0 if bug else base - 0.1, base, base - 0.1],
+                          [1] if bug else [])
     runs = [load_run_record(d) for d in dirs]
     t1 = aggregate_study("autolora_table1", runs, [("autolora", "vanilla_rft")],
                          {"paper": "AutoLoRa", "table": 1, "pvalue_table": 8},
@@ -112,7 +120,9 @@ def test_report_contains_studies_tables_figures_and_provenance(html):
     assert "0.0001" in html  # AutoLoRa Table 8, ResNet-18 CIFAR-10 SA vs vanilla
     # training curves, inline
     imgs = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(imgs) == 2  # cifar10 and cifar100 of the first study; the evil run has no log
+    # training curves and per-class heat maps of cifar10 and cifar100 of the first study;
+    # the evil run has no log and no per-class data
+    assert len(imgs) == 4
     assert base64.b64decode(imgs[0])[:8] == b"\x89PNG\r\n\x1a\n"
     # provenance and per-number preset
     for v in ("0123abc", "sha256:feedbeef", "packages.torch", "2.14.1", "demo"):
@@ -123,6 +133,17 @@ def test_report_contains_studies_tables_figures_and_provenance(html):
     # AA skipped for the baseline: shown as missing, not as 0
     assert "1 seed, no std" in html  # the evil study has a single seed
     assert "AA not evaluated" in html  # the baseline skipped AutoAttack
+
+
+def test_report_shows_per_class_tables_and_the_never_predicted_warning(html):
+    assert html.count('<table class="per-class"') == 2  # cifar10, cifar100 of the first study
+    assert "1 · automobile" in html
+    assert html.count(NEVER) == 1
+    # visible page text at the top of its study: after the title, before the results table
+    _visible_position(html, NEVER)  # page text: not folded away, hidden or in a tooltip
+    study = html.index('id="study-autolora-table1"')
+    assert study < html.index(NEVER) < html.index('<table class="results"', study)
+    assert "Classes never predicted" in html
 
 
 def test_report_escapes_markup_in_names(html):

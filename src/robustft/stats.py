@@ -11,6 +11,11 @@ Input is one :class:`RunRecord` per finished run (``load_run_record`` reads ``ru
     one row per (dataset, backbone, comparison, metric): the difference ours − baseline (the
     papers' "Diff." columns), the paper's printed Diff., a t-test over seeds and the paper's
     p-value (AutoLoRa Table 8).
+``per_class``
+    one row per (dataset, backbone, variant, metric, class): per-class accuracy, mean over
+    seeds in percent (:func:`robustft.per_class.per_class_table`), with ``class_warnings``:
+    classes a method never predicts while another method gets them right
+    (:func:`robustft.per_class.class_warnings`). Both live in the JSON, not in the CSV.
 
 Which t-test? AutoLoRa A.3 says only "t-tests between the three results" of each method (seeds
 0, 6, 66); it names neither the variant nor the sidedness. We default to **Welch's
@@ -39,6 +44,13 @@ import yaml
 from scipy import stats as sps
 
 from robustft import paper_values
+from robustft.per_class import (
+    PER_CLASS_COLUMNS,
+    WARNING_THRESHOLD,
+    class_warnings,
+    per_class_table,
+    validate_eval_json,
+)
 
 __all__ = [
     "METRIC_ORDER",
@@ -114,6 +126,9 @@ class RunRecord:
     aa_warnings: list[str] = field(default_factory=list)
     train_log: dict[str, list[float | None]] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    # eval.json's "classes" ({"names", "counts"}) and "never_predicted"; None when not recorded
+    classes: dict[str, Any] | None = None
+    never_predicted: list[int] | None = None
 
     def accuracy(self, metric: str) -> float | None:
         """Accuracy in [0, 1], or None when the metric is missing or null."""
@@ -198,6 +213,7 @@ def load_run_record(run_dir: str | Path) -> RunRecord:
         raise FileNotFoundError(f"{eval_path} does not exist (run not evaluated?)")
     with open(eval_path, encoding="utf-8") as fh:
         ev = json.load(fh)
+    validate_eval_json(ev, eval_path)
     cfg: dict[str, Any] = {}
     if (run_dir / "run.yaml").is_file():
         with open(run_dir / "run.yaml", encoding="utf-8") as fh:
@@ -231,6 +247,9 @@ def load_run_record(run_dir: str | Path) -> RunRecord:
         aa_warnings=_aa_warnings(ev),
         train_log=_read_train_log(run_dir / "train_log.csv"),
         provenance=dict(ev.get("provenance") or {}),
+        classes=dict(ev["classes"]) if ev.get("classes") else None,
+        never_predicted=(None if ev.get("never_predicted") is None
+                         else [int(c) for c in ev["never_predicted"]]),
     )
 
 
@@ -427,6 +446,9 @@ class StudyTables:
     notes: list[str] = field(default_factory=list)
     runs: list[RunRecord] = field(default_factory=list)
     figures: list[str] | None = None  # panel groups to draw (report.figures.PANELS); None = all
+    per_class: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=PER_CLASS_COLUMNS))
+    class_warnings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def test_description(self) -> str:
@@ -453,6 +475,8 @@ class StudyTables:
             "cells": self.cells.to_dict(orient="records"),
             "comparisons": self.comparisons.to_dict(orient="records"),
             "runs": [asdict(r) for r in self.runs],
+            "per_class": self.per_class.to_dict(orient="records"),
+            "class_warnings": self.class_warnings,
         })
 
     @classmethod
@@ -467,6 +491,8 @@ class StudyTables:
             notes=list(d.get("notes") or []),
             runs=[RunRecord(**r) for r in d.get("runs") or []],
             figures=d.get("figures"),
+            per_class=pd.DataFrame(d.get("per_class") or [], columns=PER_CLASS_COLUMNS),
+            class_warnings=list(d.get("class_warnings") or []),
         )
 
 
@@ -499,8 +525,12 @@ def aggregate_study(
     title: str | None = None,
     description: str | None = None,
     figures: Sequence[str] | None = None,
+    class_warning_threshold: float = WARNING_THRESHOLD,
 ) -> StudyTables:
     """Aggregate the runs of one study over seeds; see the module docstring for the tables.
+
+    ``class_warning_threshold``: a class a run never predicts is reported when another method
+    gets at least this share of it right (:func:`robustft.per_class.class_warnings`).
 
     ``metrics`` defaults to every metric present in the runs (SA, PGD10, AA first). A metric
     missing for some seeds is averaged over the seeds that have it (noted in ``note``).
@@ -658,6 +688,8 @@ def aggregate_study(
         test=test, metrics=metrics, title=title, description=description,
         paper_ref=asdict(ref) if ref else None, alpha=alpha, notes=notes, runs=list(runs),
         figures=None if figures is None else list(figures),
+        per_class=per_class_table(study_name, runs, metrics),
+        class_warnings=class_warnings(runs, threshold=class_warning_threshold),
     )
 
 

@@ -26,7 +26,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["PANELS", "Figure", "study_figures", "training_figure"]
+__all__ = ["PANELS", "Figure", "per_class_figure", "study_figures", "training_figure"]
 
 #: group (the names a study's ``figures`` list uses), panel title, y label,
 #: [(train_log column, line-style label)], accuracy in percent?
@@ -169,3 +169,46 @@ def study_figures(runs: Sequence[object], groups: Sequence[str] | None = None) -
         if fig is not None:
             figures.append(fig)
     return figures
+
+
+def per_class_figure(panels: Mapping[str, Sequence[Sequence[float]]], rows: Sequence[str],
+                     classes: Sequence[str], title: str) -> Figure | None:
+    """Heat map of per-class accuracy (%): one panel per metric, methods × classes.
+
+    ``panels`` maps a metric name to a matrix ``[row][class]`` (NaN = not recorded). A whole
+    column near 0 in one row while the others are bright is the symptom the per-class view
+    exists for (a class the method never predicts). Returns None without any finite value.
+    """
+    mats = {m: np.array(v, dtype=float) for m, v in panels.items()}
+    mats = {m: a for m, a in mats.items() if a.size and np.isfinite(a).any()}
+    if not mats:
+        return None
+    n_cls, n_rows = len(classes), len(rows)
+    annotate = n_cls <= 20 and n_rows <= 12
+    width = min(16.0, 2.5 + 0.55 * n_cls)
+    fig = MplFigure(figsize=(width, len(mats) * (0.9 + 0.35 * n_rows)), layout="constrained")
+    axes = fig.subplots(len(mats), 1, squeeze=False)[:, 0]
+    for ax, (metric, a) in zip(axes, mats.items(), strict=True):
+        im = ax.imshow(np.ma.masked_invalid(a), vmin=0, vmax=100, cmap="viridis",
+                       aspect="auto", interpolation="nearest")
+        ax.set_title(f"{metric} per class (%)", fontsize=10)
+        ax.set_yticks(range(n_rows), rows, fontsize=8)
+        if n_cls <= 40:
+            ax.set_xticks(range(n_cls), classes, fontsize=7, rotation=45, ha="right")
+        else:  # too many names to read: index ticks only
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(axis="x", labelsize=7)
+            ax.set_xlabel("class index", fontsize=8)
+        if annotate:
+            for (i, j), v in np.ndenumerate(a):
+                if math.isfinite(v):
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if v < 55 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
+    fig.suptitle(title, fontsize=11)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    caption = (f"{title}: per-class accuracy (%, mean over seeds) of "
+               f"{', '.join(mats)}; rows are methods, columns classes.")
+    return Figure(title=title, caption=caption,
+                  png_base64=base64.b64encode(buf.getvalue()).decode("ascii"))

@@ -18,7 +18,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from robustft.io import write_text_atomic
-from robustft.report.figures import study_figures
+from robustft.report.figures import per_class_figure, study_figures
 from robustft.stats import StudyTables, read_study_json
 
 __all__ = ["coerce_study", "render_html", "render_report"]
@@ -142,7 +142,87 @@ def _study_view(st: StudyTables) -> dict[str, Any]:
         "flagged_runs": flagged_runs,
         "runs": sorted(st.runs, key=lambda r: (r.dataset, r.backbone, r.variant, r.seed)),
         "figures": study_figures(st.runs, st.figures),
+        # printed as a visible block at the top of the study: a reader must not miss them
+        "class_warnings": [str(w.get("text", w)) for w in st.class_warnings],
+        "per_class": _per_class_view(st),
     }
+
+
+#: robust metric shown beside SA in the per-class tables, first present wins
+_ROBUST_ORDER = ("PGD10", "AA", "APGD_CE", "PGD10_worst")
+#: with more classes the per-class table is folded away (the heat map stays visible)
+PER_CLASS_TABLE_MAX = 20
+
+
+def _per_class_view(st: StudyTables) -> list[dict[str, Any]]:
+    """One block per (backbone, dataset): per-class SA and robust accuracy by method.
+
+    Rows of the table are classes, columns the methods under each metric; a cell is the mean
+    over seeds (per-seed values in its tooltip). Cells of a warning are marked.
+    """
+    rows = _records(st.per_class)
+    if not rows:
+        return []
+    present = list(dict.fromkeys(r["metric"] for r in rows))
+    robust = [m for m in _ROBUST_ORDER if m in present][:1] or [m for m in present
+                                                               if m != "SA"][:1]
+    shown = [m for m in ["SA", *robust] if m in present]
+    flagged = {(w.get("dataset"), w.get("backbone"), w.get("variant"), int(w.get("class", -1)))
+               for w in st.class_warnings if isinstance(w, Mapping)}
+    blocks: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        if r["metric"] not in shown:
+            continue
+        b = blocks.setdefault((r["backbone"], r["dataset"]), {
+            "backbone": r["backbone"], "dataset": r["dataset"], "metrics": shown,
+            "variants": {}, "classes": {}, "cells": {}})
+        b["variants"].setdefault(r["variant"], r["method"])
+        c = int(r["class"])
+        count = _num(r.get("count"))
+        b["classes"].setdefault(c, {"index": c, "name": r.get("class_name") or str(c),
+                                    "count": int(count) if math.isfinite(count) else ""})
+        mean = _num(r.get("mean"))
+        never = str(r.get("never_predicted_seeds") or "")
+        b["cells"][(r["metric"], r["variant"], c)] = {
+            "mean": fmt(mean, 1),
+            "title": f"seeds {_commas(r.get('seeds'))}: {_commas(r.get('values'))}"
+                     + (f"; never predicted in seed(s) {never.replace(';', ', ')}"
+                        if never else ""),
+            "zero": math.isfinite(mean) and mean == 0.0,
+            "flagged": r["metric"] == "SA" and (r["dataset"], r["backbone"], r["variant"],
+                                                c) in flagged,
+        }
+    out = []
+    for (backbone, dataset), b in sorted(blocks.items()):
+        variants = list(b["variants"].items())
+        classes = [b["classes"][c] for c in sorted(b["classes"])]
+        labels = [m if _same_name(m, v) else f"{m} ({v})" for v, m in variants]
+        panels = {m: [[_num((b["cells"].get((m, v, c["index"])) or {}).get("mean"))
+                       for c in classes] for v, _ in variants] for m in shown}
+        fig = per_class_figure(panels, labels, [c["name"] for c in classes],
+                               f"{dataset} · {backbone}")
+        out.append({
+            "backbone": backbone, "dataset": dataset, "metrics": shown,
+            "variants": [{"variant": v, "method": m, "label": lab}
+                         for (v, m), lab in zip(variants, labels, strict=True)],
+            "classes": classes,
+            "cells": {f"{m}|{v}|{c}": cell for (m, v, c), cell in b["cells"].items()},
+            "folded": len(classes) > PER_CLASS_TABLE_MAX,
+            "figure": fig,
+        })
+    return out
+
+
+def _commas(v: Any) -> str:
+    """``0;6`` (the tables' list spelling) as ``0, 6`` for a tooltip."""
+    return ", ".join(str(v or "").split(";"))
+
+
+def _same_name(method: str, variant: str) -> bool:
+    """``AutoLoRa`` vs ``autolora``: the variant adds nothing to the label."""
+    def norm(t: str) -> str:
+        return "".join(ch for ch in t.lower() if ch.isalnum())
+    return norm(method) == norm(variant)
 
 
 def _grouped(rows) -> list[dict[str, Any]]:
@@ -198,6 +278,7 @@ def render_html(
         presets=presets,
         fidelities=fidelities,
         any_flagged=any(v["flagged_runs"] for v in views),
+        any_class_warnings=any(v["class_warnings"] for v in views),
         generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
 

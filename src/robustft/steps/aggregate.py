@@ -18,6 +18,9 @@ grad_sim) and ``derived`` (CLAT rows read from the runs' logs and models: ``top5
 ``trainable_params``). ``--transfers`` / ``--criticality`` add CLAT Table 2 / Table 7 rows from
 the transfer and criticality jobs (:mod:`robustft.clat_tables`). With ``metrics`` given, rows
 without any of them (a run's own row in a table of derived rows) are left out.
+
+The JSON also carries the per-class accuracies and the warnings about classes a method never
+predicts while others get them right (:mod:`robustft.per_class`); the warnings are logged too.
 """
 
 from __future__ import annotations
@@ -115,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
              len(tables.cells), len(tables.comparisons), tables.test)
     for note in tables.notes:
         log.warning("%s: %s", args.study, note)
+    # a class a method never predicts (other methods do) is a bug symptom, not a detail
+    for w in tables.class_warnings:
+        log.warning("%s: %s", args.study, w["text"])
     return 0
 
 
