@@ -8,6 +8,15 @@ protocol (:mod:`robustft.evaluate_clat`, CLAT Sec. 4.1): ``PGD10`` is the lowest
 over ``restarts`` random-start runs, ``PGD10_worst`` the per-example worst case, plus
 ``APGD_CE`` (Table 8) and ``PGD_eps<ε>`` for every ε of the sweep (Figure 4). AutoAttack is
 unchanged.
+
+Per-class view (so that a method that never predicts a class cannot hide behind its overall
+accuracy): every metric carries ``per_class`` = ``{"<class index>": accuracy}`` over the
+examples of that metric (AutoAttack: its subset), computed by
+:func:`robustft.per_class.per_class_accuracy`; the top level adds ``classes`` (``names`` from
+the dataset manifest, ``counts`` of the clean-pass examples per class), ``predictions`` (the
+clean predicted label of every example, in the order of ``per_example["SA"]``) and
+``never_predicted`` (classes present in the test set that the model predicts for no example).
+``per_example`` keeps only 0/1 flags, as before.
 """
 
 from __future__ import annotations
@@ -19,10 +28,13 @@ from typing import Any
 
 import torch
 
+from robustft import rng
 from robustft.attacks import PGDConfig, eval_mode, pgd_accuracy
 from robustft.batches import eval_batches, load_split, num_classes
+from robustft.data.format import load_prepared
 from robustft.io import sha256_file
 from robustft.methods import build_method
+from robustft.per_class import class_counts, never_predicted, per_class_accuracy
 from robustft.train import resolve_device
 
 
@@ -73,20 +85,25 @@ def evaluate_run(settings: dict[str, Any], model_path: Path, data_dir: Path) -> 
     bs = settings["batch_size"]
     started = time.perf_counter()
     protocol = settings.get("protocol") or {"protocol": "standard"}
+    n_cls = num_classes(data_dir)
     if protocol["protocol"] == "clat":
-        metrics, per_example, timing = _clat_protocol(model, test, protocol, settings)
+        metrics, per_example, timing, labels, preds = _clat_protocol(model, test, protocol,
+                                                                     settings, n_cls)
     else:
-        clean, pgd_flags = [], []
+        preds, labels, pgd_flags = [], [], []
         attack = PGDConfig(**settings["eval_attack"])
-        generator = torch.Generator().manual_seed(settings["seed"])
+        generator = rng.new_generator(settings["seed"])
         for x, y in eval_batches(test, bs):
             x, y = x.to(device), y.to(device)
             with torch.no_grad(), eval_mode(model):
-                clean += (model(x).argmax(1) == y).long().tolist()
+                preds += model(x).argmax(1).tolist()
+            labels += y.tolist()
             pgd_flags += pgd_accuracy(model, x, y, attack, generator=generator).tolist()
+        clean = [int(p == t) for p, t in zip(preds, labels, strict=True)]
         # a point is PGD-robust only if it is also correct clean
         pgd_flags = [c & p for c, p in zip(clean, pgd_flags)]
-        metrics = {"SA": _metric(clean), "PGD10": _metric(pgd_flags, attack=attack.__dict__)}
+        metrics = {"SA": _metric(clean, labels, n_cls),
+                   "PGD10": _metric(pgd_flags, labels, n_cls, attack=attack.__dict__)}
         per_example = {"SA": clean, "PGD10": pgd_flags}
         timing = {"pgd_seconds": time.perf_counter() - started}
     warnings: list[str] = []
@@ -98,40 +115,62 @@ def evaluate_run(settings: dict[str, Any], model_path: Path, data_dir: Path) -> 
         result = run_autoattack(model, x.to(device), y.to(device), eps=settings["autoattack_eps"],
                                 seed=settings["seed"], batch_size=settings["autoattack_batch_size"],
                                 device=str(device))
-        metrics["AA"] = _metric(list(result.per_example), config=result.config,
+        metrics["AA"] = _metric(list(result.per_example), y.tolist(), n_cls,
+                                config=result.config,
                                 flagged=result.flagged, library=result.library)
         per_example["AA"] = list(result.per_example)
         warnings = list(result.warnings)
         timing["autoattack_seconds"] = result.seconds
+    counts = class_counts(labels, n_cls)
     return {
         "metrics": metrics, "per_example": per_example, "warnings": warnings, "timing": timing,
         "provenance": provenance(device, {"checkpoint_sha256": sha256_file(model_path),
                                           "seed": settings["seed"]}),
+        "classes": {"names": _class_names(data_dir, n_cls), "counts": counts},
+        "predictions": preds,
+        "never_predicted": never_predicted(preds, counts),
     }
 
 
+def _class_names(data_dir: Path, n_cls: int) -> list[str]:
+    """The manifest's class names, or the indices when it lists a different number."""
+    names = [str(n) for n in load_prepared(data_dir).classes]
+    return names if len(names) == n_cls else [str(c) for c in range(n_cls)]
+
+
 def _clat_protocol(model: torch.nn.Module, test, protocol: dict[str, Any],
-                   settings: dict[str, Any]) -> tuple[dict, dict, dict]:
-    """SA, PGD10 (min over restarts), PGD10_worst, APGD_CE and the ε sweep (CLAT Sec. 4.1)."""
+                   settings: dict[str, Any], n_cls: int
+                   ) -> tuple[dict, dict, dict, list[int], list[int]]:
+    """SA, PGD10 (min over restarts), PGD10_worst, APGD_CE and the ε sweep (CLAT Sec. 4.1).
+
+    Also returns the labels and clean predictions of the evaluated examples.
+    """
     from robustft import evaluate_clat as ec
 
     x, y = test.subset(protocol.get("examples")).tensors()
+    labels = y.tolist()
+
+    def metric(flags: list[int], **extra: Any) -> dict[str, Any]:
+        return _metric(flags, labels, n_cls, **extra)
+
     bs, seed = settings["batch_size"], settings["seed"]
     attack = PGDConfig(**protocol["attack"])
     timing: dict[str, float] = {}
     started = time.perf_counter()
     res = ec.pgd_restarts(model, x, y, attack=attack, restarts=protocol["restarts"], seed=seed,
                           batch_size=bs)
-    clean = ec.clean_correct(model, x, y, bs).tolist()
+    # clean predictions once; correctness as in ec.clean_correct (argmax == label, eval mode)
+    preds = _predict(model, x, bs)
+    clean = [int(p == t) for p, t in zip(preds, labels, strict=True)]
     timing["pgd_seconds"] = time.perf_counter() - started
     metrics = {
-        "SA": _metric(clean),
-        "PGD10": _metric(res.per_example_min_run, attack=attack.__dict__,
-                         restarts=protocol["restarts"], accuracies=res.accuracies,
-                         min_run=res.min_run, reported="minimum over restarts (CLAT Sec. 4.1)"),
-        "PGD10_worst": _metric(res.per_example_worst_case, attack=attack.__dict__,
-                               restarts=protocol["restarts"],
-                               reported="robust in every restart (per example)"),
+        "SA": metric(clean),
+        "PGD10": metric(res.per_example_min_run, attack=attack.__dict__,
+                        restarts=protocol["restarts"], accuracies=res.accuracies,
+                        min_run=res.min_run, reported="minimum over restarts (CLAT Sec. 4.1)"),
+        "PGD10_worst": metric(res.per_example_worst_case, attack=attack.__dict__,
+                              restarts=protocol["restarts"],
+                              reported="robust in every restart (per example)"),
     }
     per_example = {"SA": clean, "PGD10": res.per_example_min_run,
                    "PGD10_worst": res.per_example_worst_case}
@@ -139,7 +178,7 @@ def _clat_protocol(model: torch.nn.Module, test, protocol: dict[str, Any],
         started = time.perf_counter()
         apgd = ec.apgd_ce(model, x, y, eps=attack.eps, n_iter=protocol["apgd_ce_iterations"],
                           restarts=1, seed=seed, batch_size=bs)
-        metrics["APGD_CE"] = _metric(apgd["per_example"], settings=apgd["settings"])
+        metrics["APGD_CE"] = metric(apgd["per_example"], settings=apgd["settings"])
         per_example["APGD_CE"] = apgd["per_example"]
         timing["apgd_ce_seconds"] = time.perf_counter() - started
     if protocol.get("epsilons"):
@@ -152,10 +191,19 @@ def _clat_protocol(model: torch.nn.Module, test, protocol: dict[str, Any],
                                 random_start=True)
                 flags = ec.pgd_restarts(model, x, y, attack=cfg, seed=seed, batch_size=bs,
                                         restarts=protocol["sweep_restarts"]).per_example_min_run
-            metrics[sweep_metric(eps)] = _metric(flags, eps=eps,
-                                                 restarts=protocol["sweep_restarts"])
+            metrics[sweep_metric(eps)] = metric(flags, eps=eps,
+                                                restarts=protocol["sweep_restarts"])
         timing["sweep_seconds"] = time.perf_counter() - started
-    return metrics, per_example, timing
+    return metrics, per_example, timing, labels, preds
+
+
+def _predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> list[int]:
+    """Clean predicted label of every example (eval mode, no gradients)."""
+    device, out = next(model.parameters()).device, []
+    with torch.no_grad(), eval_mode(model):
+        for s in range(0, len(x), batch_size):
+            out += model(x[s:s + batch_size].to(device)).argmax(1).tolist()
+    return out
 
 
 def sweep_metric(eps: float) -> str:
@@ -163,5 +211,6 @@ def sweep_metric(eps: float) -> str:
     return f"PGD_eps{eps:g}"
 
 
-def _metric(flags: list[int], **extra: Any) -> dict[str, Any]:
-    return {"accuracy": sum(flags) / max(len(flags), 1), "n": len(flags), **extra}
+def _metric(flags: list[int], labels: list[int], n_cls: int, **extra: Any) -> dict[str, Any]:
+    return {"accuracy": sum(flags) / max(len(flags), 1), "n": len(flags), **extra,
+            "per_class": per_class_accuracy(flags, labels, n_cls)}
