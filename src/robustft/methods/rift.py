@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustft import rng
 from robustft.attacks import eval_mode, pgd
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
 
@@ -99,7 +100,7 @@ def module_robust_criticality(model: nn.Module, module: nn.Module, x_adv: torch.
             # official: the code's running max starts at 0; paper: ΔW = 0 is in C (Eq. 3)
             worst = 0.0 if max_from == "official" else clean
             for _ in range(epochs):
-                order = (torch.randperm(n, generator=generator).to(y.device) if shuffle
+                order = (rng.randperm(n, generator).to(y.device) if shuffle
                          else torch.arange(n, device=y.device))
                 for i in range(0, n, batch_size):
                     index = order[i:i + batch_size]
