@@ -90,9 +90,10 @@ def test_trades_attack_and_loss():
     m = build_method("trades")
     model, (x, y) = tiny_model(), data()
     state = snapshot(model)
-    # the official attack: x + 0.001·N(0, I), maximise Σ KL(p_clean ‖ p_adv), eval mode
+    # the official attack: x + 0.001·N(0, I) (not projected before the first gradient),
+    # maximise Σ KL(p_clean ‖ p_adv), eval mode
     g = torch.Generator().manual_seed(0)
-    x0 = (x + 0.001 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    x0 = x + 0.001 * torch.randn(x.shape, generator=g)  # first gradient here, unclipped
     model.eval()
     with torch.no_grad():
         p = F.softmax(model(x), 1)
@@ -122,7 +123,7 @@ def test_mart_batch_loss_uses_ce_attack_from_gaussian_start():
     model, (x, y) = tiny_model(), data()
     state = snapshot(model)
     g = torch.Generator().manual_seed(0)
-    x0 = (x + 0.001 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    x0 = x + 0.001 * torch.randn(x.shape, generator=g)  # first gradient here, unclipped
     model.eval()
     ref_adv = sign_ascent(lambda z: F.cross_entropy(model(z), y), x, x0, EPS, STEP, 2)
     model.train()

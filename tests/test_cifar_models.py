@@ -9,7 +9,8 @@ from robustft.models import CIFAR_ARCHS, build_model, candidate_layers, layer_in
 from robustft.models.cifar import following_batchnorm, layer_parameters
 
 TINY = {"cifar_resnet18": 4, "cifar_resnet50": 2, "cifar_preact_resnet18": 4,
-        "cifar_wrn34_10": 4, "cifar_wrn70_16": 2, "cifar_vgg19": 4, "cifar_densenet121": 2}
+        "cifar_preact_resnet18_fast": 4, "cifar_wrn34_10": 4, "cifar_wrn70_16": 2,
+        "cifar_vgg19": 4, "cifar_densenet121": 2}
 
 
 @pytest.mark.parametrize("arch", sorted(CIFAR_ARCHS))

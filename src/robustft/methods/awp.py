@@ -16,21 +16,45 @@ again. Here the perturbed weights enter the forward pass functionally
 acts on w instead of w + γ·v (a 5e-4·γ-relative effect).
 
 Variants (official defaults): ``awp`` = AT-AWP (PGD-CE examples, CE loss, γ = 0.01, no warm-up);
-``trades_awp`` = TRADES-AWP (TRADES KL attack and loss with β = 6, γ = 5e-3, AWP from epoch 10).
-CLAT's "AWP" row does not say which; spec §3.4 suggests AT-AWP with γ = 5e-3 for a 50-epoch
-pre-train (``awp`` with ``gamma: 0.005``).
+``trades_awp`` = TRADES-AWP (TRADES KL attack and loss with β = 6, γ = 5e-3, AWP from the 10th
+epoch). CLAT's "AWP" row does not say which; spec §3.4 suggests AT-AWP with γ = 5e-3 for a
+50-epoch pre-train (``awp`` with ``gamma: 0.005``).
+
+Options where this project once differed from ``csdongxian/AWP`` (defaults = preset ``official``
+= the reference scripts; the AWP paper is silent on them, so preset ``paper`` keeps them too):
+
+* ``attack_bn`` — BN mode while crafting x'. ``AT_AWP/train_cifar10.py`` calls ``attack_pgd``
+  with the model still in train mode (batch statistics; every attack forward moves the running
+  statistics): ``awp`` defaults to ``"train"``. ``trades_AWP/train_trades_cifar.py``'s
+  ``perturb_input`` switches to eval mode: ``trades_awp`` defaults to ``"eval"``. The other value
+  is the named alternative (``"eval"`` for AT-AWP was this project's earlier behaviour).
+  Not replicated from ``train_cifar10.py``: its first batch of every epoch after the first is
+  crafted in eval mode (left over from the previous epoch's test loop), and its restart-selection
+  and train-accuracy forward passes also run in train mode and move the running statistics.
+* ``epoch_origin`` — how the reference script numbers its first epoch; AWP is on once
+  ``epoch_origin + e ≥ warmup`` for the 0-based epoch ``e``. ``train_cifar10.py`` counts from 0
+  (``epoch >= args.awp_warmup``, default warm-up 0), so ``awp`` uses 0;
+  ``train_trades_cifar.py`` counts from 1 (``range(args.start_epoch=1, ...)``, same test with
+  ``--awp-warmup 10``), so AWP starts with its 10th epoch (0-based 9): ``trades_awp`` uses 1.
+  ``epoch_origin: 0`` with ``warmup: 10`` is this project's earlier, one-epoch-later start.
+* ``project_start`` (TRADES base only) — as :mod:`robustft.methods.trades`; ``perturb_input``
+  takes the first gradient at the raw start x + 0.001·N(0, I) (``false``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call
 
+from robustft.attacks import pgd
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy, kl_clean_adv
-from robustft.methods.trades import trades_attack
+from robustft.methods.trades import check_project_start, trades_attack
 
 AWP_EPS = 1e-20
 
@@ -44,17 +68,38 @@ TRADES_AWP_RECIPE = {**AT_AWP_RECIPE,
                                       "random_start": True}}
 
 
+@contextmanager
+def bn_mode(model: nn.Module, mode: str) -> Iterator[None]:
+    """Run the block with ``model`` in train (``"train"``) or eval (``"eval"``) mode, then
+    restore its previous mode."""
+    was_training = model.training
+    model.train(mode == "train")
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 class AWP(Method):
     name = "awp"
     display_name = "AT-AWP"
-    defaults: ClassVar[dict] = {"base": "at", "gamma": 0.01, "warmup": 0, "proxy_lr": 0.01, "beta": 6.0,
-                "init": "normal", "init_std": 0.001}
+    defaults: ClassVar[dict] = {"base": "at", "gamma": 0.01, "warmup": 0, "proxy_lr": 0.01,
+                                "beta": 6.0, "init": "normal", "init_std": 0.001,
+                                "project_start": False, "attack_bn": "train", "epoch_origin": 0}
     recipe: ClassVar[dict] = AT_AWP_RECIPE
 
     def __init__(self, **hparams):
         super().__init__(**hparams)
         if self.hp["base"] not in ("at", "trades"):
             raise ValueError(f"{self.name}.base must be 'at' or 'trades', got {self.hp['base']!r}")
+        if self.hp["attack_bn"] not in ("train", "eval"):
+            raise ValueError(f"{self.name}.attack_bn must be 'train' or 'eval' (BN mode while "
+                             f"crafting x'), got {self.hp['attack_bn']!r}")
+        origin = self.hp["epoch_origin"]
+        if isinstance(origin, bool) or origin not in (0, 1):
+            raise ValueError(f"{self.name}.epoch_origin must be 0 or 1 (the number the reference "
+                             f"script gives its first epoch), got {origin!r}")
+        check_project_start(self)
 
     # the base method's loss, for any forward function (proxy or perturbed model)
     def base_loss(self, forward, x, x_adv, y):
@@ -70,9 +115,20 @@ class AWP(Method):
             "train_nat_acc": accuracy(clean, y), "train_adv_acc": accuracy(adv, y)}
 
     def craft(self, model, x, y, ctx: TrainContext) -> torch.Tensor:
-        if self.hp["base"] == "at":
-            return self.attack(model, model, x, y, ctx)  # PGD-CE, uniform start, eval-mode BN
-        return trades_attack(self, model, x, ctx)
+        """x' of the base method with BN in ``attack_bn`` mode: PGD-CE from a uniform start
+        (AT) or TRADES' KL attack from the Gaussian start (TRADES)."""
+        cfg = ctx.train_attack
+        with bn_mode(model, self.hp["attack_bn"]):
+            if self.hp["base"] == "at":
+                # a lambda, not the module: pgd() would switch a module to eval mode itself
+                return pgd(lambda z: model(z), x, y, eps=cfg.eps, step=cfg.step, steps=cfg.steps,
+                           random_start=cfg.random_start, generator=ctx.generator)
+            return trades_attack(self, model, x, ctx, bn="current")
+
+    def active(self, ctx: TrainContext) -> bool:
+        """Whether AWP perturbs the weights in this epoch (``epoch_origin`` in the docstring)."""
+        return (ctx.epoch + self.hp["epoch_origin"] >= self.hp["warmup"]
+                and self.hp["gamma"] > 0)
 
     def perturbation(self, model, x, x_adv, y) -> dict[str, torch.Tensor]:
         """γ·v_l for every trainable weight with dim > 1 (steps 1-2 of the module docstring)."""
@@ -91,7 +147,7 @@ class AWP(Method):
 
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         x_adv = self.craft(model, x, y, ctx)
-        if ctx.epoch >= self.hp["warmup"] and self.hp["gamma"] > 0:
+        if self.active(ctx):
             v = self.perturbation(model, x, x_adv, y)
             params = dict(model.named_parameters())
             perturbed = {n: params[n] + dv for n, dv in v.items()}
@@ -106,5 +162,6 @@ class AWP(Method):
 class TRADESAWP(AWP):
     name = "trades_awp"
     display_name = "TRADES-AWP"
-    defaults: ClassVar[dict] = {**AWP.defaults, "base": "trades", "gamma": 5e-3, "warmup": 10}
+    defaults: ClassVar[dict] = {**AWP.defaults, "base": "trades", "gamma": 5e-3, "warmup": 10,
+                                "attack_bn": "eval", "epoch_origin": 1}
     recipe: ClassVar[dict] = TRADES_AWP_RECIPE

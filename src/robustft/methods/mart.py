@@ -5,7 +5,10 @@ With p = softmax f(x), p' = softmax f(x'), and ŷ the most probable *wrong* clas
     BCE  = CE(f(x'), y) − log(1.0001 − p'_ŷ)
     L    = BCE + β · (1/B) Σ_b KL(p_b ‖ p'_b) · (1 − p_b[y_b])
 
-x' maximises CE from x + 0.001·N(0, I) with eval-mode BN (``YisenWang/MART``). The small
+x' maximises CE from x + 0.001·N(0, I) with eval-mode BN (``YisenWang/MART``); option
+``project_start`` as in :mod:`robustft.methods.trades`: ``false`` (default, presets
+``official`` and ``paper``) takes the first gradient at the raw start as ``mart.py`` does,
+``true`` projects the start onto B_ε[x] ∩ [0, 1] first. The small
 constants keep the logs finite exactly where the official code puts them: 1e-12 inside
 log p' of the KL, 1.0001 in the boosted term, and the weight 1.0000001 − p[y].
 Official β: 5 for ResNet-18 (lr 0.01, wd 3.5e-3, 120 epochs), 6 for WRN-34-10; the default
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 from robustft.attacks import eval_mode
 from robustft.attacks.feature_pgd import ascend
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
+from robustft.methods.trades import check_project_start
 
 MART_RECIPE = {"epochs": 120, "batch_size": 128, "lr": 0.01, "momentum": 0.9,
                "weight_decay": 3.5e-3,
@@ -48,15 +52,21 @@ def mart_loss(clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Ten
 class MART(Method):
     name = "mart"
     display_name = "MART"
-    defaults: ClassVar[dict] = {"beta": 5.0, "init": "normal", "init_std": 0.001}
+    defaults: ClassVar[dict] = {"beta": 5.0, "init": "normal", "init_std": 0.001,
+                                "project_start": False}
     recipe: ClassVar[dict] = MART_RECIPE
+
+    def __init__(self, **hparams):
+        super().__init__(**hparams)
+        check_project_start(self)
 
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         cfg = ctx.train_attack
         with eval_mode(model):
             x_adv = ascend(lambda z: F.cross_entropy(model(z), y), x, eps=cfg.eps,
                            step=cfg.step, steps=cfg.steps, init=self.hp["init"],
-                           init_std=self.hp["init_std"], generator=ctx.generator)
+                           init_std=self.hp["init_std"],
+                           project_start=self.hp["project_start"], generator=ctx.generator)
         clean_logits = model(x)
         adv_logits = model(x_adv)
         loss, bce, robust = mart_loss(clean_logits, adv_logits, y, self.hp["beta"])

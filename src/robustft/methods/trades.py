@@ -8,10 +8,20 @@ sign steps of 0.007 within ε = 0.031, with the model in eval mode; clean and ad
 passes of the update run in train mode, clean first. Unlike ``vanilla_rft`` (which attacks CE,
 as TWINS/AutoLoRa do), the attack maximises the KL term itself. ε, step and the number of steps
 come from the run's ``train_attack`` (CLAT protocol: 0.03 / 0.007 / 10).
+
+Option ``project_start`` (where the first gradient is taken):
+
+* ``false`` (default, preset ``official``; also ``paper``, as neither CLAT nor the TRADES paper
+  asks for a projected start): ``trades.py`` takes the first gradient at the raw Gaussian start
+  x + 0.001·N(0, I), which may lie slightly outside [0, 1]; only the iterates after each step
+  are projected onto B_ε[x] ∩ [0, 1].
+* ``true``: the start is first projected onto B_ε[x] ∩ [0, 1] like every iterate (this
+  project's earlier behaviour; the first gradient is taken at a valid image).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import ClassVar
 
 import torch
@@ -36,17 +46,32 @@ TRADES_RECIPE = {"epochs": 76, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
                                   "random_start": True}}
 
 
-def trades_attack(method: Method, model, x: torch.Tensor, ctx: TrainContext) -> torch.Tensor:
+def trades_attack(method: Method, model, x: torch.Tensor, ctx: TrainContext, *,
+                  bn: str = "eval") -> torch.Tensor:
     """x' maximising Σ_b KL(p_clean ‖ p_adv) (summed, as the official ``size_average=False``),
-    eval-mode BN, TRADES' Gaussian start (``init``/``init_std`` hyper-parameters)."""
+    TRADES' Gaussian start (``init``/``init_std``/``project_start`` hyper-parameters of
+    ``method``). ``bn="eval"`` crafts with running BN statistics (``trades.py``); ``"current"``
+    leaves the model's mode to the caller (TRADES-AWP's ``attack_bn`` option)."""
     cfg = ctx.train_attack
-    with eval_mode(model):
+    if bn not in ("eval", "current"):
+        raise ValueError(f"trades_attack: bn must be 'eval' or 'current', got {bn!r}")
+    with eval_mode(model) if bn == "eval" else nullcontext():
         with torch.no_grad():
             p_clean = F.softmax(model(x), dim=1)
         return ascend(
             lambda z: F.kl_div(F.log_softmax(model(z), dim=1), p_clean, reduction="sum"),
             x, eps=cfg.eps, step=cfg.step, steps=cfg.steps, init=method.hp["init"],
-            init_std=method.hp["init_std"], generator=ctx.generator)
+            init_std=method.hp["init_std"], project_start=method.hp["project_start"],
+            generator=ctx.generator)
+
+
+def check_project_start(method: Method) -> None:
+    """``project_start`` must be a boolean (a YAML string such as "no" would silently count as
+    true)."""
+    value = method.hp["project_start"]
+    if not isinstance(value, bool):
+        raise TypeError(f"{method.name}.project_start must be true or false (take the attack's "
+                        f"first gradient at the projected or the raw start), got {value!r}")
 
 
 def trades_loss(clean_logits, adv_logits, y, beta: float, normaliser: int | None = None):
@@ -59,8 +84,13 @@ def trades_loss(clean_logits, adv_logits, y, beta: float, normaliser: int | None
 class TRADES(Method):
     name = "trades"
     display_name = "TRADES"
-    defaults: ClassVar[dict] = {"beta": 6.0, "init": "normal", "init_std": 0.001, "kl_normaliser": "batch"}
+    defaults: ClassVar[dict] = {"beta": 6.0, "init": "normal", "init_std": 0.001,
+                                "project_start": False, "kl_normaliser": "batch"}
     recipe: ClassVar[dict] = TRADES_RECIPE
+
+    def __init__(self, **hparams):
+        super().__init__(**hparams)
+        check_project_start(self)
 
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         x_adv = trades_attack(self, model, x, ctx)

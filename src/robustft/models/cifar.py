@@ -14,6 +14,12 @@ from the reference files only where noted:
 * WideResNet omits TRADES' unused ``sub_block1`` (it is never called in the forward pass);
 * PreAct ResNet-18 ends with BN+ReLU before pooling (``final_bn=True``), as the
   Fast-AT / robust-overfitting definition that AT papers use; kuangliu's omits it.
+* PreAct ResNet-18 comes in the two definitions AT code uses, which differ only in what a
+  block's 1×1 projection shortcut sees (same modules, parameter names and counts):
+  ``cifar_preact_resnet18`` applies it to the pre-activated input relu(bn1(x))
+  (``locuslab/robust_overfitting`` and ``csdongxian/AWP`` ``preactresnet.py``, kuangliu's);
+  ``cifar_preact_resnet18_fast`` applies it to the raw block input x
+  (``locuslab/fast_adversarial`` ``CIFAR10/preact_resnet.py``, the network of Fast-AT's rows).
 
 Every constructor takes ``width``, the channel count of the first stage (defaults in
 :data:`CIFAR_ARCHS`), so tests can build tiny models; all other widths scale with it.
@@ -191,31 +197,44 @@ class CifarResNet(CifarNet):
 
 
 # --------------------------------------------------------------------------------------------
-# PreAct ResNet-18 (He et al. 2016b; the Fast-AT / robust-overfitting definition)
+# PreAct ResNet-18 (He et al. 2016b; the robust-overfitting/AWP and the Fast-AT definitions)
+
+#: what a pre-activation block's projection shortcut is applied to (module docstring)
+PREACT_SHORTCUTS = ("preact_input", "raw_input")
 
 
 class _PreActBlock(nn.Module):
-    def __init__(self, c_in: int, planes: int, stride: int) -> None:
+    def __init__(self, c_in: int, planes: int, stride: int,
+                 shortcut: str = "preact_input") -> None:
         super().__init__()
+        if shortcut not in PREACT_SHORTCUTS:
+            raise ValueError(f"PreAct shortcut must be one of {PREACT_SHORTCUTS}, got {shortcut!r}")
         self.bn1 = nn.BatchNorm2d(c_in)
         self.conv1 = _conv3(c_in, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = _conv3(planes, planes)
-        # projection without BN, applied to the pre-activated input
+        # projection without BN; its input is the block's shortcut option
         self.shortcut = (nn.Sequential(_conv1(c_in, planes, stride))
                          if stride != 1 or c_in != planes else None)
+        self.shortcut_input = shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(x))
-        short = self.shortcut(out) if self.shortcut is not None else x
+        if self.shortcut is None:
+            short = x  # identity shortcut: the raw input in both definitions
+        else:
+            short = self.shortcut(out if self.shortcut_input == "preact_input" else x)
         out = self.conv1(out)
         out = self.conv2(F.relu(self.bn2(out)))
         return out + short
 
 
 class CifarPreActResNet(CifarNet):
+    """PreAct ResNet; ``shortcut`` selects the projection's input (``"preact_input"``:
+    robust_overfitting / AWP, ``"raw_input"``: Fast-AT), see the module docstring."""
+
     def __init__(self, layers: tuple[int, ...], num_classes: int, width: int = 64,
-                 final_bn: bool = True) -> None:
+                 final_bn: bool = True, shortcut: str = "preact_input") -> None:
         super().__init__()
         self.conv1 = _conv3(3, width)
         c_in = width
@@ -223,7 +242,8 @@ class CifarPreActResNet(CifarNet):
             planes = width * 2**i
             blocks = []
             for j in range(n):
-                blocks.append(_PreActBlock(c_in, planes, 2 if (i > 0 and j == 0) else 1))
+                blocks.append(_PreActBlock(c_in, planes, 2 if (i > 0 and j == 0) else 1,
+                                           shortcut))
                 c_in = planes
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.n_stages = len(layers)
@@ -431,6 +451,10 @@ CIFAR_ARCHS: dict[str, CifarArch] = {
     "cifar_preact_resnet18": CifarArch(
         lambda nc, w: CifarPreActResNet((2, 2, 2, 2), nc, 64 if w is None else w), 64, 1,
         "PreActRN18"),
+    # the same network as locuslab/fast_adversarial defines it (projection on the raw input)
+    "cifar_preact_resnet18_fast": CifarArch(
+        lambda nc, w: CifarPreActResNet((2, 2, 2, 2), nc, 64 if w is None else w,
+                                        shortcut="raw_input"), 64, 1, "PreActRN18"),
     "cifar_wrn34_10": CifarArch(lambda nc, w: CifarWideResNet(34, 10, nc, w), 160, 2,
                                 "WRN34-10"),
     "cifar_wrn70_16": CifarArch(lambda nc, w: CifarWideResNet(70, 16, nc, w), 256, 4,
