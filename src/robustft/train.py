@@ -29,8 +29,9 @@ from torch import nn
 from robustft import rng
 from robustft.attacks import PGDConfig, eval_mode, pgd_accuracy
 from robustft.batches import Split, eval_batches, load_split, num_classes, train_batches
-from robustft.io import atomic_path
+from robustft.io import atomic_path, move_aside
 from robustft.methods import Method, TrainContext, build_method
+from robustft.models.checkpoint import CheckpointError, load_model_state, load_torch_file
 from robustft.schedules import AutoLR, build_schedule
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,6 @@ def resolve_device(name: str, *, gpus: int = 0) -> torch.device:
 
 def load_full_model(model: nn.Module, path: Path) -> None:
     """Initialise every tensor (head included) from a previous run's ``model_best.pt``."""
-    from robustft.models.checkpoint import load_model_state
-
     state = load_model_state(path)  # a corrupt file: error naming it and what to do
     try:
         model.load_state_dict(state)
@@ -218,6 +217,11 @@ class Trainer:
     def best_path(self) -> Path:
         return self.checkpoint_dir / "best.pt"
 
+    @property
+    def _restart_hint(self) -> str:
+        return (f"Delete the run's checkpoint directory {self.checkpoint_dir} and run the "
+                "training job again (it starts over).")
+
     def save_checkpoint(self, epoch: int) -> None:
         state = {
             "epoch": epoch, "model": self.model.state_dict(),
@@ -232,8 +236,6 @@ class Trainer:
             torch.save(state, tmp)
 
     def try_resume(self) -> bool:
-        from robustft.io import move_aside
-        from robustft.models.checkpoint import CheckpointError, load_torch_file
 
         if not self.last_path.exists():
             return False
@@ -422,7 +424,7 @@ class Trainer:
         if type(self.method).finish is Method.finish or not self.best_path.exists():
             return
         self.model.load_state_dict(
-            torch.load(self.best_path, map_location=self.device, weights_only=True))
+            load_model_state(self.best_path, map_location=self.device, hint=self._restart_hint))
         info = self.method.finish(self.model, self.evaluate_epoch)
         if info is None:
             return
@@ -435,7 +437,7 @@ class Trainer:
         out_dir.mkdir(parents=True, exist_ok=True)
         source = self.final_path if self.finish_info is not None else self.best_path
         with atomic_path(out_dir / "model_best.pt") as tmp:
-            state = torch.load(source, map_location="cpu", weights_only=True)
+            state = load_model_state(source, hint=self._restart_hint)
             payload = {"state_dict": state, "best_epoch": self.best["epoch"],
                        "selection": self.cfg.selection, "config": self.cfg.__dict__}
             if self.finish_info is not None:
