@@ -57,18 +57,29 @@ def provenance(device: torch.device, extra: dict[str, Any] | None = None) -> dic
 
 def load_trained(settings: dict[str, Any], model_path: Path, data_dir: Path,
                  device: torch.device) -> torch.nn.Module:
-    """Rebuild the run's model and load its selected weights (inference drops the LoRA branch).
+    """The run's model with its selected weights (inference drops the LoRA branch).
 
-    An unreadable ``model_best.pt`` raises :class:`robustft.models.checkpoint.CheckpointError`
-    naming the file and what to do (the shared loader of every saved model).
+    A ``model_best.pt`` describes its own model (:class:`robustft.models.checkpoint.ModelSpec`)
+    and is rebuilt from that; ``settings`` (arch, width, method, ...) only rebuild files
+    written before models described themselves. An unreadable file raises
+    :class:`robustft.models.checkpoint.CheckpointError` naming it and what to do.
     """
     from robustft.models import build_model
-    from robustft.models.checkpoint import RETRAIN_HINT, CheckpointError, load_model_state
+    from robustft.models.checkpoint import (
+        RETRAIN_HINT,
+        CheckpointError,
+        load_torch_file,
+        model_from_payload,
+        state_dict_of,
+    )
 
+    payload = load_torch_file(model_path, hint=RETRAIN_HINT)
+    if isinstance(payload, dict) and "model" in payload:
+        return model_from_payload(payload, model_path)[0].to(device).eval()
     method = build_method(settings["method"], **settings["method_params"])
     model = build_model(settings["arch"], num_classes(data_dir), width=settings["width"],
                         input_size=settings["input_size"], **method.model_kwargs())
-    state = load_model_state(model_path)
+    state = state_dict_of(payload, model_path)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

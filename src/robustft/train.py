@@ -31,7 +31,12 @@ from robustft.attacks import PGDConfig, eval_mode, pgd_accuracy
 from robustft.batches import Split, eval_batches, load_split, num_classes, train_batches
 from robustft.io import atomic_path, move_aside
 from robustft.methods import Method, TrainContext, build_method
-from robustft.models.checkpoint import CheckpointError, load_model_state, load_torch_file
+from robustft.models.checkpoint import (
+    CheckpointError,
+    ModelSpec,
+    load_model_state,
+    load_torch_file,
+)
 from robustft.schedules import AutoLR, build_schedule
 
 log = logging.getLogger(__name__)
@@ -158,7 +163,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, data_dir: Path, backbone: Path | None,
                  checkpoint_dir: Path) -> None:
-        from robustft.models import build_model, load_backbone
+        from robustft.models import load_backbone
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
@@ -169,8 +174,10 @@ class Trainer:
         self.val = load_split(data_dir, "val").subset(cfg.val_examples)
         self.test = load_split(data_dir, "test").subset(cfg.test_examples)
         self.method: Method = build_method(cfg.method, **cfg.method_params)
-        self.model = build_model(cfg.arch, num_classes(data_dir), input_size=cfg.input_size,
-                                 width=cfg.width, **self.method.model_kwargs())
+        self.model_spec = ModelSpec.of(cfg.arch, num_classes(data_dir), cfg.method,
+                                       input_size=cfg.input_size, width=cfg.width,
+                                       **self.method.model_kwargs())
+        self.model = self.model_spec.build()
         if backbone is not None:
             if cfg.init_from == "model":
                 load_full_model(self.model, backbone)
@@ -438,7 +445,9 @@ class Trainer:
         source = self.final_path if self.finish_info is not None else self.best_path
         with atomic_path(out_dir / "model_best.pt") as tmp:
             state = load_model_state(source, hint=self._restart_hint)
-            payload = {"state_dict": state, "best_epoch": self.best["epoch"],
+            # self-describing: later steps rebuild the model from "model", not from settings
+            payload = {"state_dict": state, "model": self.model_spec.as_dict(),
+                       "best_epoch": self.best["epoch"],
                        "selection": self.cfg.selection, "config": self.cfg.__dict__}
             if self.finish_info is not None:
                 payload["finish"] = self.finish_info

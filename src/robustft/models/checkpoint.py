@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,71 @@ class CheckpointError(ValueError):
 
 class BackboneError(CheckpointError):
     """A backbone file cannot be used: unreadable, unsafe, incomplete or mis-shaped."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a trained model *is*, stored inside its ``model_best.pt``.
+
+    Later steps (evaluation, transfer, criticality, parameter counts) rebuild the model from
+    this description and never from the training configuration, so they cannot disagree with
+    the run about the architecture, the LoRA branch or the dual BatchNorm.
+    """
+
+    arch: str
+    num_classes: int
+    method: str
+    width: int | None = None
+    input_size: int | None = None
+    lora: dict[str, Any] | None = None  # LoraConfig fields (AutoLoRa's LoRA branch)
+    dual_bn: str | None = None  # TWINS' dual BatchNorm mode
+
+    @classmethod
+    def of(cls, arch: str, num_classes: int, method: str, *, width: int | None = None,
+           input_size: int | None = None, lora: Any = None, dual_bn: str | None = None
+           ) -> ModelSpec:
+        """From the arguments of :func:`robustft.models.build_model` (``lora`` a LoraConfig)."""
+        return cls(arch=arch, num_classes=num_classes, method=method, width=width,
+                   input_size=input_size, lora=asdict(lora) if lora is not None else None,
+                   dual_bn=dual_bn)
+
+    def build(self) -> nn.Module:
+        from . import LoraConfig, build_model
+
+        lora = LoraConfig(**self.lora) if self.lora is not None else None
+        return build_model(self.arch, self.num_classes, width=self.width,
+                           input_size=self.input_size, lora=lora, dual_bn=self.dual_bn)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_model(path: str | os.PathLike[str], *, map_location: Any = "cpu",
+               hint: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """A self-describing model file (``model_best.pt``): the rebuilt model with its weights,
+    and the file's other entries (best epoch, selection, finish record)."""
+    hint = hint or RETRAIN_HINT
+    return model_from_payload(load_torch_file(path, map_location=map_location, hint=hint), path,
+                              hint)
+
+
+def model_from_payload(payload: Any, path: str | os.PathLike[str], hint: str | None = None
+                       ) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`load_model` on an already loaded file (``path`` names it in errors)."""
+    hint = hint or RETRAIN_HINT
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("model"), Mapping):
+        raise CheckpointError(f"{path}: does not describe its model (no 'model' entry; written "
+                              f"by an older version of robustft?). {hint}")
+    try:
+        spec = ModelSpec(**payload["model"])
+        model = spec.build()
+        model.load_state_dict(state_dict_of(payload, path, hint))
+    except (TypeError, ValueError, RuntimeError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: its weights do not fit the model it describes "
+                              f"({payload['model']}): {e}. {hint}") from e
+    return model, {k: v for k, v in payload.items() if k not in ("state_dict", "model")}
 
 
 #: what to do about an unreadable ``model_best.pt`` (the train rule's output)
@@ -79,7 +145,12 @@ def load_model_state(path: str | os.PathLike[str], *, map_location: Any = "cpu",
                      hint: str = RETRAIN_HINT) -> dict[str, torch.Tensor]:
     """The state dict of a run's saved model: ``model_best.pt`` (``{"state_dict": ...,
     "best_epoch": ...}``) or a bare state dict (``best.pt`` / ``final.pt``)."""
-    payload = load_torch_file(path, map_location=map_location, hint=hint)
+    return state_dict_of(load_torch_file(path, map_location=map_location, hint=hint), path, hint)
+
+
+def state_dict_of(payload: Any, path: str | os.PathLike[str], hint: str = RETRAIN_HINT
+                  ) -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded model file (see :func:`load_model_state`)."""
     state = payload.get("state_dict", payload) if isinstance(payload, Mapping) else payload
     if not isinstance(state, Mapping) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
