@@ -7,7 +7,7 @@ Usage (the first thing to run on a new GPU node)::
     python -m robustft.selfcheck --device cuda   # exit code 2 if there is no CUDA device
     python -m robustft.selfcheck --methods clat,rift --skip-attacks
 
-What runs, all on a seeded tiny model (``resnet_mini``, width 8, 10 classes, 32 px) and a seeded
+What runs, all on a seeded tiny model (``resnet_mini``, width 8, 10 classes, 16 px) and a seeded
 synthetic batch, so the whole check takes seconds to a minute:
 
 * **one training step of every method in** :data:`robustft.methods.METHODS`, driven as
