@@ -11,8 +11,8 @@ What runs, all on a seeded tiny model (``resnet_mini``, width 8, 10 classes, 16 
 synthetic batch, so the whole check takes seconds to a minute:
 
 * **one training step of every method in** :data:`robustft.methods.METHODS`, driven as
-  :class:`robustft.train.Trainer` drives it — ``prepare_model`` after the model is on the
-  device, SGD over ``trainable_parameters`` (rebuilt if ``start_epoch`` changed the set),
+  :class:`robustft.train.Trainer` drives it — ``prepare_model`` on the CPU, then the move to
+  the device, SGD over ``trainable_parameters`` (rebuilt if ``start_epoch`` changed the set),
   ``start_epoch``, ``batch_loss`` (+ the gradient similarity of AutoLoRa Eq. 3/4 when the method
   returns its two objectives), backward, ``step``, ``end_epoch`` — with the ``TrainConfig``
   defaults (lr, momentum, weight decay, training PGD). The run generator is a CPU
@@ -141,14 +141,13 @@ def synthetic_data(seed: int = SEED) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _build(method: Method, device: torch.device, seed: int) -> nn.Module:
-    """The Trainer's order: seed, build on the CPU, move, then ``prepare_model``."""
+    """The Trainer's order: seed, build on the CPU, ``prepare_model``, then move."""
     from robustft.models import build_model
 
     torch.manual_seed(seed)
     model = build_model(ARCH, CLASSES, width=WIDTH, **method.model_kwargs())
-    model.to(device)
     method.prepare_model(model)
-    return model
+    return model.to(device)
 
 
 def _warm_up(device: torch.device) -> None:

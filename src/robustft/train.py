@@ -185,8 +185,10 @@ class Trainer:
                 load_backbone(self.model, backbone)
             else:
                 raise ValueError(f"init_from must be 'backbone' or 'model', got {cfg.init_from!r}")
-        self.model.to(self.device)
+        # prepare before moving: tensors a method creates (LoRA-FT's factors) are drawn on the
+        # CPU from the seeded global RNG, so every device starts from the same weights
         self.method.prepare_model(self.model)
+        self.model.to(self.device)
         self.params: list[nn.Parameter] = []
         self._refresh_optimizer()
         self.finish_info: dict[str, Any] | None = None
