@@ -1,9 +1,11 @@
-"""PGD as the official AutoLoRa/TWINS code runs it (spec §4)."""
+"""PGD as the official AutoLoRa/TWINS code runs it (spec §4); the one ascent loop behind it;
+the one correctness loop (clean and robust accuracy)."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from robustft.attacks import PGDConfig, pgd, pgd_accuracy
+from robustft.attacks import PGDConfig, ascend, correct, pgd, pgd_accuracy, predict
 from robustft.models import build_model
 
 
@@ -64,3 +66,41 @@ def test_robust_accuracy_is_at_most_clean_and_zero_eps_equals_clean(model, batch
     big = pgd_accuracy(model, x, y, PGDConfig(eps=0.5, step=0.1, steps=20))
     assert big.sum() <= clean.sum()
     assert PGDConfig() == PGDConfig(eps=8 / 255, step=2 / 255, steps=10, random_start=False)
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+def test_pgd_is_the_ascent_loop_on_the_cross_entropy_in_eval_mode(model, batch, random_start):
+    """One loop: PGD = ``ascend`` on the mean CE from x or a projected uniform start."""
+    x, y = batch
+    a = pgd(model, x, y, eps=8 / 255, step=2 / 255, steps=4, random_start=random_start,
+            generator=torch.Generator().manual_seed(3))
+    model.eval()
+    b = ascend(lambda z: F.cross_entropy(model(z), y), x, eps=8 / 255, step=2 / 255, steps=4,
+               init="uniform" if random_start else "zero",
+               generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_correct_is_argmax_in_eval_mode_over_any_batches(model, batch):
+    x, y = batch
+    running = model.bn1.running_mean.clone()
+    flags = correct(model, zip(x.split(4), y.split(4)))
+    assert model.training and torch.equal(model.bn1.running_mean, running)
+    model.eval()
+    with torch.no_grad():
+        expected = (model(x).argmax(1) == y).long()
+    model.train()
+    assert flags.dtype == torch.long and torch.equal(flags, expected)
+    # a branch through ``forward``; the batches are consumed once, in order
+    seen = []
+
+    def branch(z):
+        seen.append(len(z))
+        return -model(z)
+
+    preds, labels = predict(model, iter([(x[:5], y[:5]), (x[5:], y[5:])]), forward=branch)
+    assert seen == [5, 1] and torch.equal(labels, y)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(preds, (-model(x)).argmax(1))
+    assert correct(model, []).numel() == 0

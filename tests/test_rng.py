@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from robustft import rng
-from robustft.attacks import pgd
-from robustft.attacks.feature_pgd import ascend
+from robustft.attacks import ascend, pgd
 from robustft.batches import Split, train_batches
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "robustft"

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from robustft import rng
-from robustft.attacks import PGDConfig, eval_mode, pgd
+from robustft.attacks import PGDConfig, correct, eval_mode, pgd
 
 #: CLAT Sec. 4.1: the threat model of training and evaluation
 CLAT_EVAL = PGDConfig(eps=0.03, step=0.007, steps=10, random_start=True)
@@ -41,12 +41,8 @@ def _device(model: nn.Module) -> torch.device:
 
 def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   batch_size: int = 256) -> torch.Tensor:
-    """Per-example 0/1 clean correctness."""
-    dev, out = _device(model), []
-    with torch.no_grad(), eval_mode(model):
-        for xb, yb in _batches(x, y, batch_size):
-            out.append((model(xb.to(dev)).argmax(1).cpu() == yb).long())
-    return torch.cat(out)
+    """Per-example 0/1 clean correctness (:func:`robustft.attacks.correct` over batches)."""
+    return correct(model, _batches(x, y, batch_size))
 
 
 def _pgd_examples(model, x, y, attack: PGDConfig, generator, batch_size):

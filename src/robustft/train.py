@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from robustft import rng
-from robustft.attacks import PGDConfig, eval_mode, pgd_accuracy
+from robustft.attacks import PGDConfig, correct, pgd_accuracy
 from robustft.batches import Split, eval_batches, load_split, num_classes, train_batches
 from robustft.io import atomic_path, move_aside
 from robustft.methods import Method, TrainContext, build_method
@@ -124,17 +124,6 @@ def load_full_model(model: nn.Module, path: Path) -> None:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"{path}: cannot initialise the model from this file: {e}") from e
-
-
-def accuracy_on(model: nn.Module, split: Split, batch_size: int, device: torch.device,
-                forward=None) -> float:
-    """Natural accuracy of ``forward`` (default: the model) on a split, eval mode."""
-    forward = forward or model
-    correct = 0
-    with torch.no_grad(), eval_mode(model):
-        for x, y in eval_batches(split, batch_size):
-            correct += int((forward(x.to(device)).argmax(1).cpu() == y).sum())
-    return correct / max(len(split), 1)
 
 
 def pgd_accuracy_on(model: nn.Module, split: Split, attack: PGDConfig, batch_size: int,
@@ -283,13 +272,10 @@ class Trainer:
     # --- one epoch ---------------------------------------------------------------------------
     def _context(self, epoch: int) -> TrainContext:
         def measure(forward) -> float:
-            correct = seen = 0
-            with torch.no_grad(), eval_mode(self.model):
-                for x, y in train_batches(self.train, self.cfg.eval_batch_size, self.generator,
-                                          augment=self.cfg.augment):
-                    correct += int((forward(x.to(self.device)).argmax(1).cpu() == y).sum())
-                    seen += len(y)
-            return correct / max(seen, 1)
+            flags = correct(self.model, train_batches(self.train, self.cfg.eval_batch_size,
+                                                      self.generator, augment=self.cfg.augment),
+                            forward=forward)
+            return int(flags.sum()) / max(len(flags), 1)
 
         def examples(n: int) -> tuple[torch.Tensor, torch.Tensor]:
             index = rng.randperm(len(self.train), self.generator)[:n]
@@ -351,7 +337,8 @@ class Trainer:
     def evaluate_split(self, name: str) -> dict[str, float]:
         """Natural and PGD accuracy on ``val`` or ``test`` (the per-epoch subsets)."""
         split, bs, dev = getattr(self, name), self.cfg.eval_batch_size, self.device
-        return {f"{name}_nat_acc": accuracy_on(self.model, split, bs, dev),
+        clean = correct(self.model, eval_batches(split, bs))
+        return {f"{name}_nat_acc": int(clean.sum()) / max(len(split), 1),
                 f"{name}_pgd_acc": pgd_accuracy_on(self.model, split, self.eval_attack, bs, dev)}
 
     def evaluate_epoch(self) -> dict[str, float]:

@@ -1,15 +1,30 @@
-"""L∞ projected gradient descent (Madry et al., 2018) as the AutoLoRa/TWINS code runs it.
+"""L∞ projected gradient ascent: the one PGD loop of the project (Madry et al., 2018).
 
-Spec (autolora_twins_official_code.md §4): maximise the mean cross-entropy with the *true*
-labels, signed-gradient steps, projection onto the ε-ball and [0, 1] after each step, the last
-iterate is returned. BatchNorm uses running statistics during the attack (the model is put in
-eval mode and restored afterwards), so attacking never changes the model's statistics.
+Owns :class:`PGDConfig` (an attack's budget), :func:`ascend` (the loop: signed-gradient ascent
+on any scalar objective of the input, from a chosen start, projected onto ``B_eps[x] ∩ [0, 1]^d``)
+and :func:`pgd` (the classification attack every method and evaluation uses, expressed through
+:func:`ascend`), plus :func:`pgd_accuracy` (per-example robust correctness).
+
+Every attack of the project is :func:`ascend` with an objective and a start:
+
+* PGD as the AutoLoRa/TWINS code runs it (spec autolora_twins_official_code.md §4): maximise
+  the mean cross-entropy with the *true* labels from ``x`` or a uniform start, projection onto
+  the ε-ball and [0, 1] after each step, the last iterate is returned, BatchNorm on running
+  statistics (:func:`pgd` puts a module in eval mode and restores it);
+* TRADES' and MART's official attacks start at ``x + 0.001·N(0, I)`` and take the first
+  gradient there, before any projection (``project_start=False``; TRADES maximises the KL to
+  the clean prediction, MART the cross-entropy);
+* Fast-AT takes one step of 1.25ε from a uniform start (FGSM-RS);
+* CLAT's inner maximisation (CLAT Eq. 8) maximises the summed feature distance of the critical
+  layers (:mod:`robustft.attacks.feature_pgd`).
+
+Random starts are drawn through :mod:`robustft.rng` from the caller's generator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustft import rng
+from robustft.attacks.accuracy import correct, eval_mode
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Objective = Callable[[torch.Tensor], torch.Tensor]
+INITS = ("zero", "uniform", "normal")
+
+__all__ = ["INITS", "PGDConfig", "ascend", "eval_mode", "pgd", "pgd_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -31,15 +51,61 @@ class PGDConfig:
     random_start: bool = False
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily switch to eval mode (BN running statistics), restoring the previous mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
+def ascend(
+    objective: Objective,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    step: float,
+    steps: int,
+    init: str = "uniform",
+    init_std: float = 0.001,
+    project_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Return ``x_adv ∈ B_eps[x] ∩ [0, 1]^d`` after ``steps`` signed-gradient ascent steps.
+
+    ``objective(x_adv)`` returns a scalar to maximise. ``init``: ``"zero"`` (start at x),
+    ``"uniform"`` (x + U(−ε, ε), Madry / Fast-AT) or ``"normal"`` (x + init_std·N(0, I),
+    TRADES / MART).
+
+    ``project_start``: with ``True`` the start is projected onto the ball and [0, 1] like every
+    iterate, so the first gradient is taken at a valid image. ``False`` takes the first gradient
+    at the raw start, as ``yaodongyu/TRADES`` ``trades.py`` and ``YisenWang/MART`` ``mart.py``
+    do (a pixel at 0 with a negative noise draw is evaluated slightly below 0); every later
+    iterate, and the result, is projected either way.
+
+    The loop never touches the model's train/eval mode: the caller chooses the BN mode, which
+    differs between recipes (:func:`pgd` uses eval mode).
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    x = x.detach()
+    if init == "uniform":
+        noise = rng.uniform(x, generator)
+        x_adv = x + (2 * noise - 1) * eps
+    elif init == "normal":
+        x_adv = x + init_std * rng.normal(x, generator)
+    else:
+        x_adv = x.clone()
+    if project_start:
+        x_adv = _project(x_adv, x, eps)
+    with torch.enable_grad():
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            (grad,) = torch.autograd.grad(objective(x_adv), x_adv)
+            x_adv = _project(x_adv.detach() + step * grad.sign(), x, eps)
+    # with steps = 0 an unprojected start must still come back as a valid image
+    return _project(x_adv.detach(), x, eps)
+
+
+def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Projection onto ``B_eps[x] ∩ [0, 1]^d`` (ball first, then the image box)."""
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+
+
+def _mean_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, target)
 
 
 def pgd(
@@ -54,34 +120,19 @@ def pgd(
     loss_fn: Loss | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Return an adversarial batch inside ``B_eps[x] ∩ [0, 1]^d``.
+    """Return an adversarial batch inside ``B_eps[x] ∩ [0, 1]^d`` (PGD on the logits).
 
     ``loss_fn(logits, y)`` defaults to mean cross-entropy with the true labels; TRADES-style
     attacks pass a KL loss against the clean prediction instead. ``model`` may be any callable
     mapping images to logits (e.g. a lambda selecting a branch); if it is an ``nn.Module`` it is
-    run in eval mode.
+    run in eval mode. The start is ``x`` or, with ``random_start``, ``x + U(−ε, ε)`` projected
+    onto the ball and [0, 1] (:func:`ascend` with ``init="uniform"``).
     """
-    loss_fn = loss_fn or (lambda logits, target: F.cross_entropy(logits, target))
-    x = x.detach()
-    if random_start:
-        noise = rng.uniform(x, generator)
-        x_adv = (x + (2 * noise - 1) * eps).clamp(0, 1)
-    else:
-        x_adv = x.clone()
-    module = model if isinstance(model, nn.Module) else None
-    with torch.enable_grad(), (eval_mode(module) if module is not None else _null()):
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            loss = loss_fn(model(x_adv), y)
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = x_adv.detach() + step * grad.sign()
-            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
-    return x_adv.detach()
-
-
-@contextmanager
-def _null() -> Iterator[None]:
-    yield None
+    loss = loss_fn or _mean_ce
+    mode = eval_mode(model) if isinstance(model, nn.Module) else nullcontext()
+    with mode:
+        return ascend(lambda z: loss(model(z), y), x, eps=eps, step=step, steps=steps,
+                      init="uniform" if random_start else "zero", generator=generator)
 
 
 def pgd_accuracy(
@@ -92,10 +143,9 @@ def pgd_accuracy(
     *,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Per-example 0/1 robust correctness under PGD (evaluation: the model's default branch)."""
+    """Per-example 0/1 robust correctness (int64, CPU) under PGD on the model's default branch."""
     x_adv = pgd(
         model, x, y, eps=config.eps, step=config.step, steps=config.steps,
         random_start=config.random_start, generator=generator,
     )
-    with torch.no_grad(), eval_mode(model):
-        return (model(x_adv).argmax(1) == y).long()
+    return correct(model, [(x_adv, y)])
