@@ -163,7 +163,7 @@ def test_eval_settings_carry_the_clat_protocol(cfg):
 def _synthetic_rows(cfg, study):
     """What the aggregate step would see for a study, with made-up numbers."""
     from robustft import clat_tables
-    from robustft.stats import RunRecord
+    from robustft.tables.records import RunRecord
 
     spec = study_spec.aggregate_spec(cfg, study)
     log = {**{f"clat_top{k}": [float(k)] for k in range(1, 6)}, "clat_trainable_params": [9.0]}
@@ -210,7 +210,7 @@ def _synthetic_rows(cfg, study):
     ("clat_table7", {"CRIT", "TIME_S"}), ("clat_table8", {"APGD_CE"}),
 ])
 def test_every_reproduced_cell_finds_its_paper_value(cfg, study, printed):
-    from robustft.stats import aggregate_study
+    from robustft.tables.assemble import aggregate_study
 
     spec, rows = _synthetic_rows(cfg, study)
     cells = aggregate_study(study, rows, spec["comparisons"], spec["paper"],
@@ -346,7 +346,8 @@ def test_transfer_step_on_two_tiny_models(tmp_path, tiny32):
 
 def test_criticality_step_and_derived_rows(tmp_path, tiny32):
     from robustft import clat_tables
-    from robustft.stats import aggregate_study, load_run_record
+    from robustft.tables.assemble import aggregate_study
+    from robustft.tables.records import load_run_record
     from robustft.steps import criticality
 
     model, ms = _tiny_model(tmp_path, "cifar_resnet18", 0, tiny32)

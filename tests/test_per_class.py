@@ -11,14 +11,16 @@ import pytest
 import torch
 from test_stats import write_run
 
-from robustft.per_class import (
+from robustft.report import render_report
+from robustft.tables.assemble import aggregate_study
+from robustft.tables.per_class import (
     class_counts,
     class_warnings,
     never_predicted,
     per_class_accuracy,
 )
-from robustft.report import render_report
-from robustft.stats import aggregate_study, load_run_record, read_study_json, write_study_tables
+from robustft.tables.records import load_run_record
+from robustft.tables.serialise import read_study_json, write_study_tables
 
 NAMES = ["airplane", "automobile", "bird", "cat"]
 

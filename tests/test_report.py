@@ -17,8 +17,10 @@ from test_per_class import _visible_position, add_per_class
 from test_stats import write_run
 
 from robustft.report import render_report, study_figures
-from robustft.stats import aggregate_study, load_run_record, write_study_tables
 from robustft.steps import render_report as render_step
+from robustft.tables.assemble import aggregate_study
+from robustft.tables.records import load_run_record
+from robustft.tables.serialise import write_study_tables
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 EVIL = "<script>alert('x')</script>"

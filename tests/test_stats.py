@@ -1,4 +1,5 @@
-"""Aggregation over seeds, t-tests and paper-value lookup, on hand-made run directories."""
+"""robustft.tables: aggregation over seeds, t-tests and paper-value lookup, on hand-made run
+directories; the aggregate step."""
 
 from __future__ import annotations
 
@@ -12,17 +13,14 @@ import pytest
 import yaml
 from scipy import stats as sps
 
-from robustft import paper_values
-from robustft.stats import (
-    Comparison,
-    PaperRef,
-    StudyTables,
-    aggregate_study,
-    load_run_record,
-    read_study_json,
-    t_test,
-)
 from robustft.steps import aggregate as aggregate_step
+from robustft.tables import paper
+from robustft.tables.assemble import Comparison, aggregate_study
+from robustft.tables.paper import PaperRef
+from robustft.tables.records import RunRecord, load_run_record
+from robustft.tables.schema import StudyTables
+from robustft.tables.serialise import read_study_json
+from robustft.tables.significance import t_test
 
 
 def write_run(root: Path, dataset: str, backbone: str, variant: str, seed: int,
@@ -53,8 +51,6 @@ def write_run(root: Path, dataset: str, backbone: str, variant: str, seed: int,
 
 
 def rec(variant, seed, sa, method=None, dataset="cifar10", backbone="resnet18", **metrics):
-    from robustft.stats import RunRecord
-
     m = {"SA": {"accuracy": sa, "n": 100}}
     m.update({k: {"accuracy": v, "n": 100} for k, v in metrics.items()})
     return RunRecord(dataset=dataset, backbone=backbone, method=method or variant,
@@ -184,30 +180,30 @@ def test_paired_uses_common_seeds_and_constant_groups_are_undefined():
 
 
 def test_paper_value_lookup():
-    assert paper_values.lookup("AutoLoRa", 1, "ResNet-18", "CIFAR-10", "AutoLoRa", "",
-                               "SA") == pytest.approx(84.20)
+    assert paper.lookup("AutoLoRa", 1, "ResNet-18", "CIFAR-10", "AutoLoRa", "",
+                        "SA") == pytest.approx(84.20)
     # pipeline spellings resolve to the printed ones
-    assert paper_values.lookup("AutoLoRa", 1, "resnet18", "cifar10", "AutoLoRa", None,
-                               "SA") == pytest.approx(84.20)
-    e = paper_values.lookup_entry("AutoLoRa", 8, "ResNet-18", "CIFAR-100", "AutoLoRa", "",
-                                  "p_value_vs_vanilla_PGD10")
+    assert paper.lookup("AutoLoRa", 1, "resnet18", "cifar10", "AutoLoRa", None,
+                        "SA") == pytest.approx(84.20)
+    e = paper.lookup_entry("AutoLoRa", 8, "ResNet-18", "CIFAR-100", "AutoLoRa", "",
+                           "p_value_vs_vanilla_PGD10")
     assert e is not None and e.text == "8e-05" and e.value == pytest.approx(8e-5)
-    assert paper_values.lookup("AutoLoRa", 3, "resnet18", "cifar10", "AutoLoRa", "rank=2",
-                               "RA") == pytest.approx(52.71)
-    assert paper_values.lookup("CLAT", 1, "resnet18", "cifar10", "PGD-AT", "",
-                               "clean") is not None  # RN18 alias
+    assert paper.lookup("AutoLoRa", 3, "resnet18", "cifar10", "AutoLoRa", "rank=2",
+                        "RA") == pytest.approx(52.71)
+    assert paper.lookup("CLAT", 1, "resnet18", "cifar10", "PGD-AT", "",
+                        "clean") is not None  # RN18 alias
     # absent -> None
-    assert paper_values.lookup("AutoLoRa", 1, "ResNet-18", "CIFAR-10", "AutoLoRa", "",
-                               "FGSM") is None
-    assert paper_values.lookup("AutoLoRa", 1, "ResNet-18", "MNIST", "AutoLoRa", "", "SA") is None
-    assert paper_values.lookup("AutoLoRa", 2, "ResNet-18", "CIFAR-10", "AutoLoRa", "",
-                               "SA") is None
+    assert paper.lookup("AutoLoRa", 1, "ResNet-18", "CIFAR-10", "AutoLoRa", "",
+                        "FGSM") is None
+    assert paper.lookup("AutoLoRa", 1, "ResNet-18", "MNIST", "AutoLoRa", "", "SA") is None
+    assert paper.lookup("AutoLoRa", 2, "ResNet-18", "CIFAR-10", "AutoLoRa", "",
+                        "SA") is None
     # table=None: unique across tables
-    assert paper_values.lookup("AutoLoRa", None, "ResNet-50", "CIFAR-10", "AutoLoRa", "",
-                               "SA") == paper_values.lookup("AutoLoRa", 2, "ResNet-50",
-                                                            "CIFAR-10", "AutoLoRa", "", "SA")
-    assert len(paper_values.load_paper_values("AutoLoRa")) == 400
-    assert len(paper_values.hparams()) == 12
+    assert paper.lookup("AutoLoRa", None, "ResNet-50", "CIFAR-10", "AutoLoRa", "",
+                        "SA") == paper.lookup("AutoLoRa", 2, "ResNet-50", "CIFAR-10",
+                                              "AutoLoRa", "", "SA")
+    assert len(paper.load_paper_values("AutoLoRa")) == 400
+    assert len(paper.hparams()) == 12
 
 
 def test_study_mirroring_autolora_table1_shows_paper_values_diffs_and_p():
@@ -336,3 +332,30 @@ def test_run_identity_from_path_when_run_yaml_is_silent(tmp_path):
     r = load_run_record(d)
     assert (r.dataset, r.backbone, r.variant, r.seed, r.method) == (
         "cifar100", "resnet50", "twins", 6, "TWINS")
+
+
+def test_read_study_json_names_a_file_that_is_not_a_study(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match=r"broken.json: not valid JSON.*robustft.steps.aggregate"):
+        read_study_json(broken)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"metrics": {}}))
+    with pytest.raises(ValueError, match=r"other.json: not a study table"):
+        read_study_json(other)
+
+
+def test_packaged_paper_values_are_package_data():
+    """Every package-data pattern of pyproject.toml matches files, the paper values among
+    them, so an installed (non-editable) robustft still finds what the report compares with."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["robustft"]
+    package = root / "src" / "robustft"
+    for pattern in patterns:
+        assert list(package.glob(pattern)), f"package-data {pattern!r} matches no file"
+    csvs = {p.name for pattern in patterns for p in package.glob(pattern)}
+    assert {"autolora.csv", "clat.csv", "autolora_hparams.csv"} <= csvs
+    assert paper.PAPERS == {"AutoLoRa": "autolora.csv", "CLAT": "clat.csv"}

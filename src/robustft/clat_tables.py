@@ -1,5 +1,6 @@
-"""CLAT table rows that are not one run's ``eval.json``: extra :class:`~robustft.stats.RunRecord`
-rows for the generic aggregation (:func:`robustft.stats.aggregate_study`).
+"""CLAT table rows that are not one run's ``eval.json``: extra
+:class:`~robustft.tables.records.RunRecord` rows for the generic aggregation
+(:func:`robustft.tables.assemble.aggregate_study`).
 
 * **Table 2** (black-box transfer, :func:`transfer_records`): each ``results/transfer/...json``
   (one pair of backbones, both directions) becomes one row per (victim, attacker): backbone =
@@ -17,7 +18,7 @@ rows for the generic aggregation (:func:`robustft.stats.aggregate_study`).
   ``TIME_S``), plus the measured run's mean epoch time (``EPOCH_S``, the caption's reference).
 
 Non-accuracy metrics are stored as ``{"value": x, "unit": ...}`` so the aggregation keeps them
-as they are (see :meth:`robustft.stats.RunRecord.value`).
+as they are (see :meth:`robustft.tables.records.RunRecord.value`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from robustft.stats import RunRecord
+from robustft.tables.records import RunRecord
 
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 

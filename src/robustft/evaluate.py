@@ -12,8 +12,8 @@ unchanged.
 Per-class view (so that a method that never predicts a class cannot hide behind its overall
 accuracy): every metric carries ``per_class`` = ``{"<class index>": accuracy}`` over the
 examples of that metric (AutoAttack: its subset), computed by
-:func:`robustft.per_class.per_class_accuracy`; the top level adds ``classes`` (``names`` from
-the dataset manifest, ``counts`` of the clean-pass examples per class), ``predictions`` (the
+:func:`robustft.tables.per_class.per_class_accuracy`; the top level adds ``classes`` (``names``
+from the dataset manifest, ``counts`` of the clean-pass examples per class), ``predictions`` (the
 clean predicted label of every example, in the order of ``per_example["SA"]``) and
 ``never_predicted`` (classes present in the test set that the model predicts for no example).
 ``per_example`` keeps only 0/1 flags, as before.
@@ -34,7 +34,7 @@ from robustft.batches import eval_batches, load_split, num_classes
 from robustft.data.format import load_prepared
 from robustft.io import sha256_file
 from robustft.methods import build_method
-from robustft.per_class import class_counts, never_predicted, per_class_accuracy
+from robustft.tables.per_class import class_counts, never_predicted, per_class_accuracy
 from robustft.train import resolve_device
 
 

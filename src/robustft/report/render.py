@@ -19,7 +19,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from robustft.io import write_text_atomic
 from robustft.report.figures import per_class_figure, study_figures
-from robustft.stats import StudyTables, read_study_json
+from robustft.tables.schema import StudyTables
+from robustft.tables.serialise import read_study_json, study_from_json
 
 __all__ = ["coerce_study", "render_html", "render_report"]
 
@@ -59,7 +60,7 @@ def coerce_study(obj: StudyTables | Mapping[str, Any] | str | Path) -> StudyTabl
     if isinstance(obj, StudyTables):
         return obj
     if isinstance(obj, Mapping):
-        return StudyTables.from_json_dict(obj)
+        return study_from_json(obj)
     return read_study_json(obj)
 
 
@@ -292,8 +293,8 @@ def render_report(
 ) -> Path:
     """Write one self-contained HTML page: a section per study, provenance at the end.
 
-    ``studies`` are :class:`~robustft.stats.StudyTables`, their JSON dicts or JSON paths (the
-    ``--out-json`` of the aggregate step). ``provenance`` is free-form (git commit, config
+    ``studies`` are :class:`~robustft.tables.schema.StudyTables`, their JSON dicts or JSON paths
+    (the ``--out-json`` of the aggregate step). ``provenance`` is free-form (git commit, config
     hash, package versions, device, fidelity preset, ...); nested mappings are flattened.
     The file is written atomically.
     """

@@ -1,4 +1,5 @@
-"""Aggregate one study's runs into its table (CSV) and the report's input (JSON).
+"""Step of rule ``aggregate``: one study's runs into its table (CSV) and the report's input
+(JSON), through :mod:`robustft.tables`.
 
 By hand (e.g. to debug a study)::
 
@@ -11,16 +12,17 @@ By hand (e.g. to debug a study)::
 ``--spec`` is a JSON object or the path of a JSON/YAML file with the keys (all optional)
 ``title``, ``description``, ``metrics``, ``test`` (welch|student|paired), ``alpha``,
 ``variants`` (``{variant: {"method": display name, "labels": {...}}}``), ``comparisons``
-(list of :class:`robustft.stats.Comparison` fields) or ``reference`` (the variant compared
-with every other one), ``paper`` (the fields of :class:`robustft.stats.PaperRef`, or null when
-the study mirrors no paper table), ``figures`` (panel groups: accuracy, lr, lambda,
-grad_sim) and ``derived`` (CLAT rows read from the runs' logs and models: ``top5_criticality``,
+(list of :class:`robustft.tables.assemble.Comparison` fields) or ``reference`` (the variant
+compared with every other one), ``paper`` (the fields of :class:`robustft.tables.paper.PaperRef`,
+or null when the study mirrors no paper table), ``figures`` (panel groups: accuracy, lr,
+lambda, grad_sim) and ``derived`` (CLAT rows read from the runs' logs and models: ``top5_criticality``,
 ``trainable_params``). ``--transfers`` / ``--criticality`` add CLAT Table 2 / Table 7 rows from
 the transfer and criticality jobs (:mod:`robustft.clat_tables`). With ``metrics`` given, rows
 without any of them (a run's own row in a table of derived rows) are left out.
 
 The JSON also carries the per-class accuracies and the warnings about classes a method never
-predicts while others get them right (:mod:`robustft.per_class`); the warnings are logged too.
+predicts while others get them right (:mod:`robustft.tables.per_class`); the warnings are
+logged too.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ from typing import Any
 
 import yaml
 
-from robustft.stats import TESTS, aggregate_study, load_run_record, write_study_tables
+from robustft.tables.assemble import aggregate_study
+from robustft.tables.records import load_run_record
+from robustft.tables.serialise import write_study_tables
+from robustft.tables.significance import TESTS
 
 log = logging.getLogger("robustft.steps.aggregate")
 
