@@ -22,6 +22,7 @@ from robustft.tables.per_class import (
 from robustft.tables.records import load_run_record
 from robustft.tables.serialise import read_study_json, write_study_tables
 
+TEMPLATES = Path(__file__).resolve().parents[1] / "report" / "templates"
 NAMES = ["airplane", "automobile", "bird", "cat"]
 
 
@@ -236,7 +237,8 @@ def _visible_position(html: str, needle: str) -> int:
 
 def test_report_shows_the_warning_at_the_top_of_the_study(tmp_path):
     tables = _study(tmp_path, twins_bug=True)
-    html = render_report([tables], tmp_path / "index.html").read_text(encoding="utf-8")
+    out = render_report([tables], tmp_path / "index.html", templates=TEMPLATES)
+    html = out.read_text(encoding="utf-8")
     text = "TWINS never predicts class 2 (bird) on cifar10, seeds 0, 6"
     assert html.count(text) == 1
     assert f'title="{text}' not in html  # not (only) a tooltip
@@ -256,6 +258,7 @@ def test_report_shows_the_warning_at_the_top_of_the_study(tmp_path):
 
 def test_report_without_a_never_predicted_class_has_no_warning(tmp_path):
     tables = _study(tmp_path, twins_bug=False)
-    html = render_report([tables], tmp_path / "index.html").read_text(encoding="utf-8")
+    out = render_report([tables], tmp_path / "index.html", templates=TEMPLATES)
+    html = out.read_text(encoding="utf-8")
     assert "never predicts" not in html and 'class="warn class-warn"' not in html
     assert 'class="per-class"' in html  # the per-class table is still there

@@ -1,4 +1,5 @@
-"""The HTML report: content, escaping, self-containment, figures, and a real browser render."""
+"""The HTML report: content, escaping, self-containment, figures, a real browser render, the
+templates and captions of the workflow's report/ folder, and the render step."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -23,6 +25,9 @@ from robustft.tables.records import load_run_record
 from robustft.tables.serialise import write_study_tables
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "report" / "templates"
+CAPTIONS = ROOT / "report" / "captions"
 EVIL = "<script>alert('x')</script>"
 TOO_LONG = "Warning: the list of target classes is too long"
 # the per-class warning of the fixture: a baseline seed that never predicts class 1
@@ -105,7 +110,8 @@ PROVENANCE = {"git_commit": "0123abc", "config_hash": "sha256:feedbeef", "device
 @pytest.fixture(scope="module")
 def report(studies, tmp_path_factory):
     """The report file, rendered once for the content tests and the browser."""
-    return render_report(studies, tmp_path_factory.mktemp("html") / "index.html", PROVENANCE)
+    return render_report(studies, tmp_path_factory.mktemp("html") / "index.html", PROVENANCE,
+                         templates=TEMPLATES)
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +187,73 @@ def test_render_step(studies, tmp_path):
     prov.write_text(json.dumps(PROVENANCE))
     out = tmp_path / "r" / "index.html"
     assert render_step.main(["--tables", *map(str, studies), "--out", str(out),
-                             "--provenance", str(prov)]) == 0
+                             "--provenance", str(prov), "--templates", str(TEMPLATES)]) == 0
     text = out.read_text()
     assert "0123abc" in text and "AutoLoRa Table 1 (ResNet-18)" in text
+    assert text.startswith("<!DOCTYPE html>")  # the template's leading comment leaves no trace
     assert [p.name for p in out.parent.iterdir()] == ["index.html"]
+
+
+def test_render_step_finds_the_templates_next_to_the_workflow(studies, tmp_path, monkeypatch):
+    # Snakemake runs the step in the workflow directory: report/templates there is the default
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "index.html"
+    assert render_step.main(["--tables", str(studies[0]), "--out", str(out)]) == 0
+    assert "AutoLoRa Table 1 (ResNet-18)" in out.read_text()
+
+
+def test_render_step_without_templates_names_the_expected_path(studies, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "index.html"
+    expected = tmp_path.resolve() / "report" / "templates" / "report.html"
+    with pytest.raises(SystemExit, match=re.escape(str(expected))):
+        render_step.main(["--tables", str(studies[0]), "--out", str(out)])
+    with pytest.raises(SystemExit, match="pass --templates"):
+        render_step.main(["--tables", str(studies[0]), "--out", str(out),
+                          "--templates", str(tmp_path / "nowhere")])
+    assert not out.exists()
+    with pytest.raises(FileNotFoundError, match="nowhere/report.html does not exist"):
+        render_report(studies, out, templates=tmp_path / "nowhere")
+
+
+def test_an_edited_template_changes_the_report(studies, tmp_path):
+    """The templates are read from the directory given, not from a copy inside the package:
+    editing the workflow's template (a rule input) is what the next render shows."""
+    edited = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, edited)
+    page = edited / "report.html"
+    page.write_text(page.read_text().replace("<h1>{{ title }}</h1>",
+                                             "<h1>{{ title }} (edited)</h1>"))
+    out = render_report(studies, tmp_path / "index.html", templates=edited)
+    assert "<h1>robustft — reproduction report (edited)</h1>" in out.read_text()
+
+
+#: what the pipeline produces that Snakemake's --report can show, and the caption of each
+CAPTION_KINDS = {"study_table", "per_class_table", "per_class_heatmap", "training_curves",
+                 "html_report"}
+
+
+@pytest.mark.parametrize("study", ["demo", "autolora_table1", None])
+def test_captions_render_as_snakemake_renders_them(study):
+    """Every caption is a Jinja2 template over Snakemake's ``snakemake`` object that gives
+    valid reStructuredText, with and without a ``{study}`` wildcard."""
+    import yaml
+    from docutils.core import publish_parts
+    from jinja2 import Environment
+
+    assert {p.stem for p in CAPTIONS.glob("*.rst")} == CAPTION_KINDS
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    wildcards = SimpleNamespace(**({"study": study} if study else {}))
+    for path in sorted(CAPTIONS.glob("*.rst")) + [ROOT / "report" / "workflow.rst"]:
+        text = Environment(trim_blocks=True, lstrip_blocks=True).from_string(
+            path.read_text()).render(snakemake=SimpleNamespace(wildcards=wildcards,
+                                                               config=config))
+        # halt_level 2: a reStructuredText warning (bad markup) is an error here
+        html = publish_parts(text, writer="html",
+                             settings_overrides={"halt_level": 2, "report_level": 5})["body"]
+        assert len(html) > 100, path.name
+        if path.stem == "study_table" and study:
+            assert study in html and config["studies"][study]["description"].split()[0] in html
 
 
 def _chromium() -> str | None:

@@ -1,11 +1,14 @@
-"""Training-curve figures of a study, drawn from the runs' ``train_log.csv`` columns.
+"""The report's figures: training curves from ``train_log.csv`` and per-class heat maps.
 
-One figure per (dataset, backbone) of a study, with one panel per quantity that at least one
-run logged: natural accuracy, robust (PGD) accuracy, learning rate, the λ1/λ2 schedule of
-AutoLoRa (Eq. 6-7) and the cosine similarity between the natural and adversarial gradients
-(AutoLoRa Fig. 1). Each variant is one colour; the line is the mean over seeds and the band
-the min–max over seeds. Columns a method does not log (or logs as NaN) are skipped, and a
-figure with no data at all is not drawn.
+Training curves (:func:`study_figures`): one figure per (dataset, backbone) of a study, with
+one panel per quantity that at least one run logged: natural accuracy, robust (PGD) accuracy,
+learning rate, the λ1/λ2 schedule of AutoLoRa (Eq. 6-7) and the cosine similarity between the
+natural and adversarial gradients (AutoLoRa Fig. 1). Each variant is one colour; the line is
+the mean over seeds and the band the min–max over seeds. Columns a method does not log (or
+logs as NaN) are skipped, and a figure with no data at all is not drawn.
+
+Per-class heat maps (:func:`per_class_figure`): one per (dataset, backbone), methods ×
+classes, one panel per metric.
 
 Figures are PNG rendered headless (matplotlib's Agg canvas) and returned base64-encoded, so
 the report embeds them as ``data:`` URIs and stays a single offline file.

@@ -1,5 +1,11 @@
 """Render the studies' tables and training curves into one self-contained HTML file.
 
+Owns the HTML report: reshaping :class:`~robustft.tables.schema.StudyTables` into rows a
+template prints without logic, and rendering the Jinja2 templates. The templates are not part
+of the library: they live in the workflow's ``report/templates/`` (next to the Snakefile, beside
+the captions of Snakemake's own ``--report``) and their directory is an argument, so editing a
+template is a change of a rule input and re-renders the report.
+
 The page must be readable offline and from an archive years later, so everything is inline:
 CSS in a ``<style>`` element, figures as base64 PNG ``data:`` URIs, no scripts, fonts or
 links to other hosts. Jinja2 autoescaping is on for ``.html`` templates, so study, method or
@@ -15,21 +21,32 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from robustft.io import write_text_atomic
 from robustft.report.figures import per_class_figure, study_figures
 from robustft.tables.schema import StudyTables
 from robustft.tables.serialise import read_study_json, study_from_json
 
-__all__ = ["coerce_study", "render_html", "render_report"]
+__all__ = ["TEMPLATE", "coerce_study", "render_html", "render_report", "template_environment"]
 
-_ENV = Environment(
-    loader=PackageLoader("robustft.report", "templates"),
-    autoescape=select_autoescape(["html"]),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+#: the page template inside the templates directory (it includes ``style.css.html``)
+TEMPLATE = "report.html"
+
+
+def template_environment(templates: str | Path) -> Environment:
+    """A Jinja2 environment over the templates directory, checked to hold :data:`TEMPLATE`."""
+    directory = Path(templates)
+    if not (directory / TEMPLATE).is_file():
+        raise FileNotFoundError(
+            f"report templates: {directory / TEMPLATE} does not exist; pass the workflow's "
+            "report/templates directory (it holds report.html and style.css.html)")
+    return Environment(
+        loader=FileSystemLoader(directory),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def _num(v: Any) -> float:
@@ -266,13 +283,15 @@ def render_html(
     studies: Sequence[StudyTables | Mapping[str, Any] | str | Path],
     provenance: Mapping[str, Any] | None = None,
     *,
+    templates: str | Path,
     title: str = "robustft — reproduction report",
 ) -> str:
     """The report as an HTML string (see :func:`render_report`)."""
+    env = template_environment(templates)
     views = [_study_view(coerce_study(s)) for s in studies]
     presets = sorted({p for v in views for r in v["runs"] for p in [r.preset] if p})
     fidelities = sorted({f for v in views for r in v["runs"] for f in [r.fidelity] if f})
-    return _ENV.get_template("report.html").render(
+    return env.get_template(TEMPLATE).render(
         title=title,
         studies=views,
         provenance=_provenance_rows(provenance),
@@ -289,14 +308,16 @@ def render_report(
     out_html: str | Path,
     provenance: Mapping[str, Any] | None = None,
     *,
+    templates: str | Path,
     title: str = "robustft — reproduction report",
 ) -> Path:
     """Write one self-contained HTML page: a section per study, provenance at the end.
 
-    ``studies`` are :class:`~robustft.tables.schema.StudyTables`, their JSON dicts or JSON paths
-    (the ``--out-json`` of the aggregate step). ``provenance`` is free-form (git commit, config
-    hash, package versions, device, fidelity preset, ...); nested mappings are flattened.
-    The file is written atomically.
+    ``studies`` are :class:`~robustft.tables.schema.StudyTables`, their JSON dicts or JSON
+    paths (the ``--out-json`` of the aggregate step). ``provenance`` is free-form (git commit,
+    config hash, package versions, device, fidelity preset, ...); nested mappings are
+    flattened. ``templates`` is the directory of ``report.html`` (the workflow's
+    ``report/templates``). The file is written atomically.
     """
-    html = render_html(studies, provenance, title=title)
+    html = render_html(studies, provenance, templates=templates, title=title)
     return write_text_atomic(out_html, html)
