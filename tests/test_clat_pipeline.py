@@ -346,9 +346,9 @@ def test_transfer_step_on_two_tiny_models(tmp_path, tiny32):
 
 def test_criticality_step_and_derived_rows(tmp_path, tiny32):
     from robustft import clat_tables
+    from robustft.steps import criticality
     from robustft.tables.assemble import aggregate_study
     from robustft.tables.records import load_run_record
-    from robustft.steps import criticality
 
     model, ms = _tiny_model(tmp_path, "cifar_resnet18", 0, tiny32)
     log = tmp_path / "train_log.csv"
