@@ -18,7 +18,7 @@ from robustft.attacks import PGDConfig
 from robustft.methods import TrainContext, build_method
 from robustft.methods.mart import mart_loss
 from robustft.methods.rift import interpolate, module_robust_criticality
-from robustft.models import build_model
+from robustft.models import LoraConv2d, build_model
 from robustft.schedules import CosineLR, CyclicLR
 
 EPS, STEP = 8 / 255, 2 / 255
@@ -234,7 +234,8 @@ def test_lora_ft_reparametrises_trains_factors_and_merges():
     convs = [mod for mod in plain.modules() if isinstance(mod, torch.nn.Conv2d)]
     assert n_lora == sum(2 * c.kernel_size[0] ** 2 * (c.in_channels + c.out_channels) for c in convs)
     # a non-zero update: the plain forward sees W0 + s·(B A)
-    deltas = [mod for mod in model.modules() if type(mod).__name__ == "LowRankDelta"]
+    deltas = [mod for mod in model.modules() if isinstance(mod, LoraConv2d)]
+    assert all(d.always_on and d.init == "kaiming" for d in deltas)
     torch.manual_seed(5)
     with torch.no_grad():
         for d in deltas:

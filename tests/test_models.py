@@ -230,6 +230,48 @@ def test_lora_shapes_and_scaling():
     torch.testing.assert_close(lc(x, lora=True), F.conv2d(x, conv.weight + delta, padding=1))
 
 
+def test_one_lora_conv_serves_the_branch_and_the_reparametrisation():
+    """AutoLoRa's branch (update only for lora=True) and LoRA fine-tuning's always-on update
+    are the same module; ``init`` picks the draw of A; ``merge_lora`` gives plain convs."""
+    from robustft.models.lora import add_lora, merge_lora
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1),
+                              torch.nn.Sequential(torch.nn.Conv2d(4, 2, 1)))
+    plain = copy.deepcopy(net)
+    torch.manual_seed(7)
+    added = add_lora(net, ["0", "1.0"], LoraConfig(rank=2, alpha=4.0), init="kaiming",
+                     always_on=True)
+    assert [type(m) for m in (net[0], net[1][0])] == [LoraConv2d, LoraConv2d] == \
+        [type(m) for m in added]
+    torch.manual_seed(7)  # the draws of A: Kaiming-uniform, conv by conv in the given order
+    a0 = torch.empty(6, 9)
+    torch.nn.init.kaiming_uniform_(a0, a=5 ** 0.5)
+    assert torch.equal(net[0].lora_A, a0)
+    x = torch.rand(2, 3, 5, 5)
+    with torch.no_grad():
+        for m in added:
+            m.lora_B.normal_(0, 0.1)
+        expected = net(x)  # always on: the plain forward, and lora=False too, see W0 + BA
+        assert torch.equal(net[0](x, lora=False), net[0](x, lora=True))
+        assert not torch.allclose(expected, plain(x), atol=1e-4)
+    assert merge_lora(net) == 2
+    assert [type(m) for m in (net[0], net[1][0])] == [torch.nn.Conv2d, torch.nn.Conv2d]
+    assert set(net.state_dict()) == set(plain.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), expected)
+    # a branch conv (AutoLoRa) is never merged, and N(0, 1) is its draw of A
+    conv = torch.nn.Conv2d(3, 4, 3)
+    torch.manual_seed(3)
+    branch = LoraConv2d(conv, LoraConfig(rank=1))
+    torch.manual_seed(3)
+    assert torch.equal(branch.lora_A, torch.randn(3, 9)) and not branch.always_on
+    holder = torch.nn.Sequential(branch)
+    assert merge_lora(holder) == 0 and holder[0] is branch
+    with pytest.raises(ValueError, match="init"):
+        LoraConv2d(torch.nn.Conv2d(3, 4, 3), LoraConfig(rank=1), init="uniform")
+
+
 @pytest.mark.parametrize(("rank", "paper"), [(2, 1.30), (4, 2.49), (8, 4.87), (16, 9.62)])
 def test_lora_param_ratio_table3(rank, paper):
     rep = lora_parameter_report(build_model("resnet18", 10, lora=LoraConfig(rank=rank)))
