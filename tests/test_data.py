@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 import robustft
+from robustft.batches import eval_batches, load_split, train_batches
 from robustft.data import (
     DATASETS,
     ChecksumError,
@@ -622,40 +623,44 @@ def small(tmp_path_factory) -> Path:
                                     "val_fraction": 0.2})
 
 
-def test_array_dataset_tensors(small):
+def test_split_tensors_through_the_one_reader(small):
     ds = load_prepared(small)
     assert ds.num_classes == 4 and ds.resolution == 32 and ds.counts["val"] == 8
-    tr = ds.split("train")
-    img, lab = tr[3]
-    assert img.shape == (3, 32, 32) and img.dtype == torch.float32 and isinstance(lab, int)
-    assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0
+    tr = load_split(small, "train")
     x, y = ds.arrays("train")
-    np.testing.assert_allclose(img.permute(1, 2, 0).numpy() * 255.0, x[3], atol=1e-4)
-    assert lab == int(y[3])
-    xt, yt = ds.as_tensors("test")
+    img, lab = tr.tensors(np.array([3]))
+    assert img.shape == (1, 3, 32, 32) and img.dtype == torch.float32 and lab.dtype == torch.int64
+    assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0
+    np.testing.assert_allclose(img[0].permute(1, 2, 0).numpy() * 255.0, x[3], atol=1e-4)
+    assert int(lab[0]) == int(y[3])
+    xt, yt = load_split(small, "test").tensors()
     assert xt.shape == (12, 3, 32, 32) and yt.dtype == torch.int64
-    torch.testing.assert_close(xt[5], ds.split("test")[5][0])
-    assert ds.as_tensors("test", limit=4)[0].shape[0] == 4
-    # pickles without its memory maps (DataLoader workers), still works after
-    clone = pickle.loads(pickle.dumps(tr))
-    torch.testing.assert_close(clone[3][0], img)
-    loader = torch.utils.data.DataLoader(tr, batch_size=16)
-    xb, yb = next(iter(loader))
-    assert xb.shape == (16, 3, 32, 32) and yb.dtype == torch.int64
+    batches = list(eval_batches(load_split(small, "test"), 5))
+    assert [len(b[1]) for b in batches] == [5, 5, 2]
+    torch.testing.assert_close(torch.cat([b[0] for b in batches]), xt)
     with pytest.raises(KeyError):
-        ds.split("holdout")
+        load_split(small, "holdout")
+
+
+def test_augmentations_live_in_transforms_not_in_the_format():
+    import robustft.data.format as fmt
+    from robustft.data import transforms
+
+    assert not any(hasattr(fmt, n) for n in ("random_crop_flip", "AUGMENTATIONS", "ArrayDataset"))
+    assert transforms.AUGMENTATIONS == {"crop_flip": random_crop_flip,
+                                        "resized_crop_flip": random_resized_crop_flip}
+    assert transforms.augmentation("none") is None
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'"):
+        transforms.augmentation("mixup")
 
 
 def test_augmentation_seeded_and_valid(small):
-    ds = load_prepared(small)
-    a = ds.split("train", augment=True, generator=torch.Generator().manual_seed(7))
-    b = ds.split("train", augment="crop_flip", generator=torch.Generator().manual_seed(7))
-    imgs_a = [a[i][0] for i in range(6)]
-    imgs_b = [b[i][0] for i in range(6)]
-    for u, v in zip(imgs_a, imgs_b, strict=True):
-        torch.testing.assert_close(u, v)
-    plain = ds.split("train")
-    assert any(not torch.equal(u, plain[i][0]) for i, u in enumerate(imgs_a))
+    split = load_split(small, "train")
+    a = next(train_batches(split, 6, torch.Generator().manual_seed(7), augment="crop_flip"))
+    b = next(train_batches(split, 6, torch.Generator().manual_seed(7), augment="crop_flip"))
+    plain = next(train_batches(split, 6, torch.Generator().manual_seed(7), augment="none"))
+    torch.testing.assert_close(a, b)
+    assert torch.equal(a[1], plain[1]) and not torch.equal(a[0], plain[0])
     # crop+flip: every output is a (possibly flipped) shifted copy with zero fill
     x = torch.rand(3, 8, 8) * 0.9 + 0.1
     g = torch.Generator().manual_seed(0)
@@ -669,7 +674,7 @@ def test_augmentation_seeded_and_valid(small):
     rrc = random_resized_crop_flip(torch.rand(2, 3, 16, 16), torch.Generator().manual_seed(1))
     assert rrc.shape == (2, 3, 16, 16) and 0 <= float(rrc.min()) and float(rrc.max()) <= 1
     with pytest.raises(ValueError, match="unknown augmentation"):
-        ds.split("train", augment="mixup")
+        next(train_batches(split, 6, g, augment="mixup"))
 
 
 def test_verify_names_tampered_file(tmp_path, small):

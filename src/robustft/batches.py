@@ -1,4 +1,10 @@
-"""Minibatches straight from the prepared uint8 arrays (see ARCHITECTURE.md, Data).
+"""The one reader of prepared data: splits as tensors, and the minibatches of an epoch.
+
+Owns :class:`Split` (one split's arrays; rows as float NCHW tensors in [0, 1]),
+:func:`load_split` (a split of a prepared directory, read through the format's verified
+:meth:`robustft.data.format.PreparedDataset.arrays`), :func:`train_batches` (shuffled,
+augmented) and :func:`eval_batches` (in order). Training, evaluation, transfer and criticality
+all read data through here (see ARCHITECTURE.md, Data).
 
 The arrays are memory-mapped, so a batch reads only its own rows; no DataLoader workers are
 needed for the small images this project trains on, and every random choice (order, crop,
@@ -16,7 +22,8 @@ import numpy as np
 import torch
 
 from robustft import rng
-from robustft.data.format import AUGMENTATIONS, load_prepared
+from robustft.data.format import load_prepared
+from robustft.data.transforms import augmentation
 
 
 @dataclass
@@ -70,6 +77,7 @@ def load_split(data_dir: str | Path, name: str) -> Split:
 
 
 def num_classes(data_dir: str | Path) -> int:
+    """Size of the classifier head of a prepared dataset (its manifest's ``num_classes``)."""
     return load_prepared(data_dir).num_classes
 
 
@@ -79,10 +87,10 @@ def train_batches(
     """Shuffled, augmented minibatches for one epoch (the last one may be short), each in
     the random order of the epoch's permutation (see :meth:`Split.tensors`).
 
-    ``augment`` names a transform of :data:`robustft.data.format.AUGMENTATIONS` (the CIFAR
+    ``augment`` names a transform of :data:`robustft.data.transforms.AUGMENTATIONS` (the CIFAR
     crop+flip, or the official high-resolution RandomResizedCrop+flip) or ``"none"``.
     """
-    transform = None if augment == "none" else AUGMENTATIONS[augment]
+    transform = augmentation(augment)
     order = rng.randperm(len(split), generator).numpy()
     for start in range(0, len(order), batch_size):
         x, y = split.tensors(order[start : start + batch_size])
@@ -90,5 +98,6 @@ def train_batches(
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The split in its stored order, ``batch_size`` rows at a time, without augmentation."""
     for start in range(0, len(split), batch_size):
         yield split.tensors(slice(start, start + batch_size))

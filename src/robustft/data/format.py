@@ -1,4 +1,4 @@
-"""The one on-disk format every later step reads, and its torch views.
+"""The one on-disk format every later step reads: writing it, opening it, verifying it.
 
 A prepared dataset directory holds::
 
@@ -11,45 +11,42 @@ Images are stored already resized (short side + centre crop) so that training ne
 JPEGs: a CPU epoch then costs only the model. When the validation set *is* the test set (the
 official DTD / Caltech-256 protocol) ``val_*.npy`` are hard links to ``test_*.npy``.
 
-Every read through :meth:`PreparedDataset.arrays` / :meth:`PreparedDataset.split` first checks
-the files it is about to read against the manifest's sha256 (:func:`check_prepared_file`), once
-per process and file: a same-size corruption would otherwise be trained and evaluated on
-silently, and a truncated file would fail deep inside ``np.load`` without naming itself.
+Owns the files: :func:`write_prepared` (atomic), :func:`load_prepared` /
+:class:`PreparedDataset` (manifest, counts, classes) and the verification of what is read.
+Every read goes through :meth:`PreparedDataset.arrays`, which first checks the files it is
+about to read against the manifest's sha256 (:func:`check_prepared_file`), once per process and
+file: a same-size corruption would otherwise be trained and evaluated on silently, and a
+truncated file would fail deep inside ``np.load`` without naming itself. Turning the arrays
+into batches of tensors is :mod:`robustft.batches` (the one reader); augmentations are
+:mod:`robustft.data.transforms`. This module imports no torch.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from robustft import rng
 from robustft.io import atomic_dir, sha256_file, write_json_atomic
 
 __all__ = [
     "FORMAT_VERSION",
     "SPLITS",
-    "ArrayDataset",
     "ManifestError",
     "PreparedDataset",
     "SplitData",
     "check_prepared_file",
     "load_image",
     "load_prepared",
-    "random_crop_flip",
-    "random_resized_crop_flip",
     "resize_center_crop",
     "write_prepared",
 ]
@@ -290,155 +287,7 @@ def write_prepared(out_dir: str | os.PathLike[str], *, name: str, classes: Seque
 
 
 # --------------------------------------------------------------------------------------------
-# augmentation (torch ops on tensors, driven by an explicit generator)
-
-
-def _as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    if x.dim() == 3:
-        return x.unsqueeze(0), True
-    if x.dim() == 4:
-        return x, False
-    raise ValueError(f"expected CHW or NCHW, got shape {tuple(x.shape)}")
-
-
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, *,
-                     padding: int = 4, flip: bool = True) -> torch.Tensor:
-    """``RandomCrop(size, padding, fill=0)`` + ``RandomHorizontalFlip`` for CHW or NCHW.
-
-    Each image of a batch gets its own offset and flip. All randomness comes from
-    ``generator`` (CPU), so a seeded generator reproduces the same augmentation stream.
-    """
-    xb, single = _as_batch(x)
-    n, _, h, w = xb.shape
-    padded = F.pad(xb, (padding, padding, padding, padding), value=0.0)
-    offs = rng.randint(0, 2 * padding + 1, (n, 2), generator)
-    flips = rng.coin(n, generator) if flip else torch.zeros(n, dtype=torch.bool)
-    out = torch.empty_like(xb)
-    for i in range(n):
-        dy, dx = int(offs[i, 0]), int(offs[i, 1])
-        crop = padded[i, :, dy:dy + h, dx:dx + w]
-        out[i] = crop.flip(-1) if flips[i] else crop
-    return out[0] if single else out
-
-
-def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, *,
-                             scale: tuple[float, float] = (0.08, 1.0),
-                             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
-    """torchvision's ``RandomResizedCrop`` (same parameter sampling, 10 tries then centre
-    fallback) back to the stored size, then a horizontal flip; the official high-resolution
-    training transform applied to the stored images."""
-    xb, single = _as_batch(x)
-    n, _, h, w = xb.shape
-    area = h * w
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    out = torch.empty_like(xb)
-    for i in range(n):
-        box = None
-        for _ in range(10):
-            target = area * rng.uniform_scalar(scale[0], scale[1], generator)
-            ar = math.exp(rng.uniform_scalar(*log_ratio, generator))
-            cw = round(math.sqrt(target * ar))
-            ch = round(math.sqrt(target / ar))
-            if 0 < cw <= w and 0 < ch <= h:
-                top = int(rng.randint(0, h - ch + 1, (1,), generator))
-                left = int(rng.randint(0, w - cw + 1, (1,), generator))
-                box = (top, left, ch, cw)
-                break
-        if box is None:  # fallback: central crop with the ratio clamped
-            in_ratio = w / h
-            if in_ratio < ratio[0]:
-                cw, ch = w, round(w / ratio[0])
-            elif in_ratio > ratio[1]:
-                ch, cw = h, round(h * ratio[1])
-            else:
-                cw, ch = w, h
-            box = ((h - ch) // 2, (w - cw) // 2, ch, cw)
-        top, left, ch, cw = box
-        crop = xb[i:i + 1, :, top:top + ch, left:left + cw]
-        crop = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False,
-                             antialias=True).clamp_(0.0, 1.0)
-        if bool(rng.coin(1, generator)):
-            crop = crop.flip(-1)
-        out[i] = crop[0]
-    return out[0] if single else out
-
-
-AUGMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
-    "crop_flip": random_crop_flip,
-    "resized_crop_flip": random_resized_crop_flip,
-}
-
-
-# --------------------------------------------------------------------------------------------
 # reading
-
-
-class ArrayDataset(torch.utils.data.Dataset):
-    """A torch ``Dataset`` over one split: ``(float CHW tensor in [0, 1], int label)``.
-
-    The arrays are opened with ``np.load(mmap_mode="r")`` lazily (on first access, also in
-    each DataLoader worker), so the dataset pickles cheaply and never loads the whole split.
-
-    ``augment`` is ``None``, ``"crop_flip"`` (4-px zero-padded random crop + horizontal flip,
-    the CIFAR recipe; ``True`` means this) or ``"resized_crop_flip"`` (official high-res
-    recipe). Randomness comes only from ``generator``; with DataLoader workers each worker
-    holds a copy of it, so seed per worker (``worker_init_fn``) if exact streams matter.
-    """
-
-    def __init__(self, x_path: str | os.PathLike[str], y_path: str | os.PathLike[str], *,
-                 augment: str | bool | None = None, generator: torch.Generator | None = None,
-                 padding: int = 4) -> None:
-        self.x_path = Path(x_path)
-        self.y_path = Path(y_path)
-        if augment is True:
-            augment = "crop_flip"
-        if augment not in (None, False) and augment not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {augment!r}; choose from "
-                             f"{sorted(AUGMENTATIONS)}")
-        self.augment = augment or None
-        self.generator = generator
-        self.padding = padding
-        self._x: np.ndarray | None = None
-        self._y: np.ndarray | None = None
-        self._len = int(np.load(self.y_path, mmap_mode="r").shape[0])
-
-    def _open(self) -> None:
-        if self._x is None:
-            self._x = np.load(self.x_path, mmap_mode="r")
-            self._y = np.load(self.y_path, mmap_mode="r")
-
-    @property
-    def x(self) -> np.ndarray:
-        """The uint8 N x H x W x 3 memory map."""
-        self._open()
-        return self._x  # type: ignore[return-value]
-
-    @property
-    def y(self) -> np.ndarray:
-        """The int64 label memory map."""
-        self._open()
-        return self._y  # type: ignore[return-value]
-
-    @property
-    def targets(self) -> np.ndarray:
-        return np.asarray(self.y)
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_x"] = state["_y"] = None
-        return state
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        self._open()
-        img = torch.from_numpy(np.array(self._x[index])).permute(2, 0, 1).float().div_(255.0)
-        if self.augment == "crop_flip":
-            img = random_crop_flip(img, self.generator, padding=self.padding)
-        elif self.augment == "resized_crop_flip":
-            img = random_resized_crop_flip(img, self.generator)
-        return img, int(self._y[index])
 
 
 @dataclass
@@ -489,33 +338,11 @@ class PreparedDataset:
         for path in self._paths(split):
             check_prepared_file(self.root, self.manifest, path.name)
 
-    def split(self, name: str, *, augment: str | bool | None = None,
-              generator: torch.Generator | None = None) -> ArrayDataset:
-        """The ``train`` / ``val`` / ``test`` split as an :class:`ArrayDataset`."""
-        self.check(name)
-        x, y = self._paths(name)
-        for path in (x, y):  # a truncated file fails here, naming itself, not in a worker
-            _load_array(path, self.root)
-        return ArrayDataset(x, y, augment=augment, generator=generator)
-
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Raw memory maps ``(uint8 NHWC, int64 N)`` of files checked against the manifest."""
         self.check(split)
         x, y = self._paths(split)
         return _load_array(x, self.root), _load_array(y, self.root)
-
-    def as_tensors(self, split: str, limit: int | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Whole split (or its first ``limit`` items) as ``(float NCHW in [0, 1], int64 N)``.
-
-        Meant for small evaluation sets (AutoAttack wants everything at once); it holds the
-        float copy in memory, 12 bytes per pixel.
-        """
-        x, y = self.arrays(split)
-        if limit is not None:
-            x, y = x[:limit], y[:limit]
-        xt = torch.from_numpy(np.array(x, dtype=np.uint8)).permute(0, 3, 1, 2).float().div_(255.0)
-        return xt.contiguous(), torch.from_numpy(np.array(y, dtype=np.int64))
 
     def verify(self) -> None:
         """Recompute the sha256 of every array and compare with the manifest.
