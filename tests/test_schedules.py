@@ -1,8 +1,10 @@
 """The LR schedules and the λ schedule on hand-made accuracy sequences."""
 
+from types import SimpleNamespace
+
 import pytest
 
-from robustft.schedules import AutoLR, MultiStepLR, lambda_weights
+from robustft.schedules import AutoLR, MultiStepLR, Schedule, build_schedule, lambda_weights
 
 
 def test_lambda_weights_eq6_eq7():
@@ -86,3 +88,26 @@ def test_state_round_trip():
 def test_unknown_variant_rejected():
     with pytest.raises(ValueError, match="auto_lr variant"):
         AutoLR(variant="apgd")
+
+
+@pytest.mark.parametrize("spec", [
+    {"type": "multistep", "milestones": [2], "factor": 0.1},
+    {"type": "auto", "variant": "official", "every": 4},
+    {"type": "cosine", "per_step": True},
+    {"type": "cosine"},
+    {"type": "cyclic"},
+])
+def test_every_schedule_speaks_the_one_protocol(spec):
+    """The loop calls lr_for_epoch, lr_for_step and end_epoch on every schedule alike."""
+    s = build_schedule(SimpleNamespace(lr=0.1, epochs=10, lr_schedule=spec))
+    assert isinstance(s, Schedule)
+    per_step = spec["type"] == "cyclic" or spec.get("per_step", False)
+    if not per_step:  # an epoch-wise schedule keeps the epoch's LR at every step
+        assert [s.lr_for_step(3, k, 7) for k in range(7)] == [s.lr_for_epoch(3)] * 7
+    else:
+        assert s.lr_for_step(3, 5, 7) != s.lr_for_epoch(3)
+    decision = s.end_epoch(0, 0.5)
+    assert not (decision.reload_best or decision.stop or decision.halved)
+    # only the scheduler that reacts to validation accuracy adds the lr_event column
+    assert decision.log() == ({"lr_event": ""} if spec["type"] == "auto" else {})
+    s.load_state_dict(s.state_dict())

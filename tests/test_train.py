@@ -128,3 +128,41 @@ def test_auto_lr_halves_and_reloads_best_validation_weights(tmp_path, tiny_data,
     assert all(torch.equal(snapshots["start2"][k], snapshots["end0"][k]) for k in snapshots["end0"])
     assert not all(torch.equal(snapshots["start2"][k], snapshots["end1"][k])
                    for k in snapshots["end1"])
+
+
+def test_the_loop_drives_any_schedule_through_the_protocol(tmp_path, tiny_data, tiny_backbone,
+                                                            monkeypatch):
+    """No special case for AutoLR: a schedule the loop has never heard of gets its per-step LR
+    applied, and its end-of-epoch decision (reload the best-val weights, stop) is carried out
+    and logged."""
+    from robustft import train as train_module
+    from robustft.schedules import LRDecision, Schedule
+
+    class Scripted(Schedule):
+        def lr_for_epoch(self, epoch):
+            return 0.01 * (epoch + 1)
+
+        def lr_for_step(self, epoch, step, steps_per_epoch):
+            return 0.001 * (step + 1) / steps_per_epoch
+
+        def end_epoch(self, epoch, val_robust_acc):
+            return LRDecision(lr=0.0, reload_best=epoch == 1, stop=epoch == 1,
+                              reason="scripted", logged=True)
+
+    monkeypatch.setattr(train_module, "build_schedule", lambda cfg: Scripted())
+    trainer = Trainer(config(epochs=3), tiny_data, tiny_backbone, tmp_path / "ck")
+    step_lrs = []
+    step = trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        step_lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.optimizer, "step", recording_step)
+    rows = trainer.fit()
+    assert len(rows) == 2 and trainer.stopped  # stopped after epoch 1, not 3 epochs
+    assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.02])
+    assert step_lrs == pytest.approx([0.001 / 3, 0.002 / 3, 0.001] * 2)  # 36 examples / 12
+    assert [r["lr_event"] for r in rows] == ["", "scripted"]
+    best = trainer.best_val["state"]
+    assert all(torch.equal(v, best[k]) for k, v in trainer.model.state_dict().items())

@@ -1,4 +1,11 @@
-"""Learning-rate and loss-weight schedules.
+"""Learning-rate schedules behind one protocol, and AutoLoRa's loss-weight schedule.
+
+Owns :class:`Schedule` -- what the training loop (:mod:`robustft.train`) asks of every LR
+schedule, the same way for all of them: the LR of an epoch (:meth:`Schedule.lr_for_epoch`) and of
+an optimiser step (:meth:`Schedule.lr_for_step`), and a decision after each epoch's validation
+(:meth:`Schedule.end_epoch` -> :class:`LRDecision`: keep, halve and reload the best-validation
+weights, or stop) -- the schedules themselves, :func:`build_schedule` (the ``lr_schedule``
+setting) and :func:`lambda_weights`.
 
 * ``MultiStepLR`` — the baselines' schedule (AutoLoRa Appendix A.1 / TWINS code): ×0.1 at
   epochs 30 and 50 of 60.
@@ -15,6 +22,9 @@
   robust accuracy, i.e. almost always; the code counts increases like APGD does. Both are kept.
 * ``CosineLR`` (CLAT) and ``CyclicLR`` (Fast-AT), stepped per iteration where asked.
 * ``lambda_weights`` — AutoLoRa Eq. 6/7.
+
+Only ``AutoLR`` reacts to validation accuracy; the others keep the default decision (carry on)
+and log nothing, so their ``train_log.csv`` has no ``lr_event`` column.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 
 def lambda_weights(train_sa: float, alpha: float = 1.0, scale: float = 6.0) -> tuple[float, float]:
@@ -34,7 +44,59 @@ def lambda_weights(train_sa: float, alpha: float = 1.0, scale: float = 6.0) -> t
 
 
 @dataclass
-class MultiStepLR:
+class LRDecision:
+    """What a schedule decided at the end of an epoch.
+
+    ``logged``: the schedule reports its decisions in ``train_log.csv`` (``lr_event``: the
+    reason of a halving or a stop, empty otherwise); schedules that never decide anything do
+    not add the column.
+    """
+
+    lr: float
+    halved: bool = False
+    reload_best: bool = False
+    stop: bool = False
+    reason: str = ""
+    logged: bool = False
+
+    def log(self) -> dict[str, str]:
+        """The ``train_log.csv`` entries of this decision."""
+        if not self.logged:
+            return {}
+        return {"lr_event": self.reason if self.halved or self.stop else ""}
+
+
+@runtime_checkable
+class Schedule(Protocol):
+    """The LR schedule the training loop drives, identically for every schedule.
+
+    Per epoch the loop sets ``lr_for_epoch(epoch)`` (the LR logged for the epoch), then before
+    every optimiser step ``lr_for_step(epoch, step, steps_per_epoch)``, and after the epoch's
+    validation calls ``end_epoch(epoch, val_robust_acc)`` and applies the decision (reload the
+    best-validation weights, stop). ``epoch`` is 0-based. ``state_dict`` / ``load_state_dict``
+    go into the resumable checkpoint. Subclasses inherit the defaults below: an LR constant
+    within an epoch, no reaction to validation accuracy, no state.
+    """
+
+    def lr_for_epoch(self, epoch: int) -> float: ...
+
+    def lr_for_step(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        """LR of optimiser step ``step`` of ``epoch`` (default: the epoch's LR)."""
+        return self.lr_for_epoch(epoch)
+
+    def end_epoch(self, epoch: int, val_robust_acc: float) -> LRDecision:
+        """Decision after ``epoch`` given its robust validation accuracy (default: carry on)."""
+        return LRDecision(lr=self.lr_for_epoch(epoch + 1))
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
+
+
+@dataclass
+class MultiStepLR(Schedule):
     """η(e) = η0 · factor^(number of milestones ≤ e); ``e`` is the 0-based epoch about to run."""
 
     lr0: float
@@ -44,26 +106,9 @@ class MultiStepLR:
     def lr_for_epoch(self, epoch: int) -> float:
         return self.lr0 * self.factor ** sum(epoch >= m for m in self.milestones)
 
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
 
 @dataclass
-class LRDecision:
-    """What the automatic scheduler decided at the end of an epoch."""
-
-    lr: float
-    halved: bool = False
-    reload_best: bool = False
-    stop: bool = False
-    reason: str = ""
-
-
-@dataclass
-class AutoLR:
+class AutoLR(Schedule):
     """AutoLoRa's automatic LR scheduler (Algorithm 1 lines 12-19).
 
     Feed it the robust validation accuracy after every epoch with :meth:`end_epoch`; it returns
@@ -108,6 +153,7 @@ class AutoLR:
         if self.lr < self.min_lr:
             decision.stop = True
             decision.reason += f"; lr {self.lr:.3g} < {self.min_lr:g}: stop"
+        decision.logged = True  # every decision of the automatic scheduler is logged
         return decision
 
     def _check(self, epoch: int) -> LRDecision:
@@ -145,7 +191,7 @@ class AutoLR:
 
 
 @dataclass
-class CosineLR:
+class CosineLR(Schedule):
     """η = η0 · ½(1 + cos(π·t / total)), t = offset + epoch (+ step fraction if ``per_step``).
 
     CLAT (Sec. 4.1: lr 0.1, cosine decay). ``offset``/``total`` let the two chained jobs of
@@ -168,15 +214,9 @@ class CosineLR:
     def _at(self, t: float) -> float:
         return self.lr0 * 0.5 * (1.0 + math.cos(math.pi * min(t, self.total) / self.total))
 
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
 
 @dataclass
-class CyclicLR:
+class CyclicLR(Schedule):
     """Triangular 0 → η_max → 0 over all iterations, updated every step (Fast-AT's recipe,
     ``torch.optim.lr_scheduler.CyclicLR`` with step_size_up = step_size_down = T/2)."""
 
@@ -193,14 +233,9 @@ class CyclicLR:
             return self.lr0 * t / self.peak
         return self.lr0 * max(0.0, (1.0 - t) / (1.0 - self.peak))
 
-    def state_dict(self) -> dict:
-        return {}
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-def build_schedule(cfg: Any) -> MultiStepLR | AutoLR | CosineLR | CyclicLR:
+def build_schedule(cfg: Any) -> Schedule:
+    """The schedule of a run's ``lr_schedule`` setting (``type`` plus its options)."""
     spec = dict(cfg.lr_schedule)
     kind = spec.pop("type")
     if kind == "multistep":

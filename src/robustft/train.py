@@ -1,7 +1,9 @@
 """The one training loop every method runs through.
 
-It owns what all methods share — seeding, minibatches, SGD, the LR schedule (multi-step or
-AutoLoRa's automatic scheduler), per-epoch natural/PGD-10 evaluation, best-checkpoint selection,
+It owns what all methods share — seeding, minibatches, SGD, driving the LR schedule (every
+schedule the same way, through :class:`robustft.schedules.Schedule`: per-epoch and per-step LR,
+the end-of-epoch decision to halve/reload/stop), the order of the epoch end (AutoLoRa paper vs
+official), per-epoch natural/PGD-10 evaluation, best-checkpoint selection,
 gradient similarity, NaN detection and checkpoint/resume — and asks the method (see
 :mod:`robustft.methods`) only for the per-batch loss and its epoch hook.
 
@@ -37,7 +39,7 @@ from robustft.models.checkpoint import (
     load_model_state,
     load_torch_file,
 )
-from robustft.schedules import AutoLR, build_schedule
+from robustft.schedules import build_schedule
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +300,6 @@ class Trainer:
             row["optimizer_rebuilt"] = 1.0
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        per_step = getattr(self.schedule, "lr_for_step", None)
         steps_per_epoch = math.ceil(len(self.train) / cfg.batch_size)
         self.model.train()
         sums: dict[str, float] = {}
@@ -310,9 +311,9 @@ class Trainer:
                 log.info("%s epoch %d: batch %d/%d", cfg.run_name, epoch, step + 1,
                          steps_per_epoch)
             x, y = x.to(self.device), y.to(self.device)
-            if per_step is not None:  # per-iteration schedules (Fast-AT's cyclic LR)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = per_step(epoch, step, steps_per_epoch)
+            step_lr = self.schedule.lr_for_step(epoch, step, steps_per_epoch)  # Fast-AT: cyclic
+            for group in self.optimizer.param_groups:
+                group["lr"] = step_lr
             out = self.method.batch_loss(self.model, x, y, ctx)
             if not torch.isfinite(out.loss):
                 raise NonFiniteLossError(
@@ -360,12 +361,11 @@ class Trainer:
             row.update(self.evaluate_split("test"))
             self._select(epoch, row)
         self._track_best_val(row)
-        if isinstance(self.schedule, AutoLR):
-            decision = self.schedule.end_epoch(epoch, row["val_pgd_acc"])
-            row["lr_event"] = decision.reason if decision.halved or decision.stop else ""
-            if decision.reload_best and self.best_val["state"] is not None:
-                self.model.load_state_dict(self.best_val["state"])
-            self.stopped = decision.stop
+        decision = self.schedule.end_epoch(epoch, row["val_pgd_acc"])  # AutoLR: halve, reload
+        row.update(decision.log())
+        if decision.reload_best and self.best_val["state"] is not None:
+            self.model.load_state_dict(self.best_val["state"])
+        self.stopped = decision.stop
         if official:
             row.update(self.evaluate_split("test"))
             self._select(epoch, row)
