@@ -1,4 +1,8 @@
-"""Registry of training methods: one module per method behind :class:`Method`."""
+"""Registry of training methods: one module per method behind :class:`Method`.
+
+Owns :data:`METHODS` (name -> class, the one registry; a new method is added to it here) and
+:func:`build_method`.
+"""
 
 from __future__ import annotations
 
@@ -22,16 +26,10 @@ METHODS.update({m.name: m for m in (TRADES, MART, AWP, TRADESAWP, FastAT, RiFT, 
 METHODS.update({m.name: m for m in (CLAT, CLATFast, CLATND, CLATRandom)})
 
 
-def register(method: type[Method]) -> type[Method]:
-    """Add a method class to the registry (used by the CLAT and adversarial-training modules)."""
-    METHODS[method.name] = method
-    return method
-
-
 def build_method(name: str, **hparams) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}")
     return METHODS[name](**hparams)
 
 
-__all__ = ["METHODS", "BatchOutput", "Method", "TrainContext", "build_method", "register"]
+__all__ = ["METHODS", "BatchOutput", "Method", "TrainContext", "build_method"]

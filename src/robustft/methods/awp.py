@@ -39,6 +39,14 @@ Options where this project once differed from ``csdongxian/AWP`` (defaults = pre
   ``epoch_origin: 0`` with ``warmup: 10`` is this project's earlier, one-epoch-later start.
 * ``project_start`` (TRADES base only) — as :mod:`robustft.methods.trades`; ``perturb_input``
   takes the first gradient at the raw start x + 0.001·N(0, I) (``false``).
+
+The reference training runs (not applied here; a run's schedule comes from its config): 200
+epochs, SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 128, ε 8/255, step 2/255, 10 steps,
+LR ×0.1 at epoch 100 and ×0.01 at 150. AT-AWP's piecewise LR counts epochs from 0 (spec §3.4),
+so 0-based milestones ``[100, 150]``; TRADES-AWP's ``adjust_learning_rate`` tests
+``epoch >= 100`` on epochs counted from 1 (as its warm-up, above), i.e. 0-based ``[99, 149]``
+(this module's former recipe constant said ``[100, 150]`` for both, one epoch late for
+TRADES-AWP).
 """
 
 from __future__ import annotations
@@ -57,15 +65,6 @@ from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy, k
 from robustft.methods.trades import check_project_start, trades_attack
 
 AWP_EPS = 1e-20
-
-AT_AWP_RECIPE = {"epochs": 200, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
-                 "weight_decay": 5e-4,
-                 "lr_schedule": {"type": "multistep", "milestones": [100, 150], "factor": 0.1},
-                 "train_attack": {"eps": 8 / 255, "step": 2 / 255, "steps": 10,
-                                  "random_start": True}}
-TRADES_AWP_RECIPE = {**AT_AWP_RECIPE,
-                     "train_attack": {"eps": 8 / 255, "step": 2 / 255, "steps": 10,
-                                      "random_start": True}}
 
 
 @contextmanager
@@ -86,7 +85,6 @@ class AWP(Method):
     defaults: ClassVar[dict] = {"base": "at", "gamma": 0.01, "warmup": 0, "proxy_lr": 0.01,
                                 "beta": 6.0, "init": "normal", "init_std": 0.001,
                                 "project_start": False, "attack_bn": "train", "epoch_origin": 0}
-    recipe: ClassVar[dict] = AT_AWP_RECIPE
 
     def __init__(self, **hparams):
         super().__init__(**hparams)
@@ -164,4 +162,3 @@ class TRADESAWP(AWP):
     display_name = "TRADES-AWP"
     defaults: ClassVar[dict] = {**AWP.defaults, "base": "trades", "gamma": 5e-3, "warmup": 10,
                                 "attack_bn": "eval", "epoch_origin": 1}
-    recipe: ClassVar[dict] = TRADES_AWP_RECIPE

@@ -1,8 +1,14 @@
-"""The interface every fine-tuning / adversarial-training method implements.
+"""The interface every fine-tuning / adversarial-training method implements, and its helpers.
+
+Owns :class:`Method` (the interface), :class:`TrainContext` (what a method may use from the loop),
+:class:`BatchOutput` and the pieces several methods share (the training PGD on a branch, the
+TRADES-style KL of AutoLoRa Eq. 1/5, freezing parameters for a forward pass, batch accuracy).
 
 The shared loop (:mod:`robustft.train`) owns data, optimiser, schedules, evaluation and
 checkpoints; a method only says how to build its model, which parameters train, and how one
-batch turns into a loss. Each method's difference from the others lives in its own module.
+batch turns into a loss. Each method's difference from the others lives in its own module; a
+method's published training recipe (epochs, LR schedule, ...) is documented in that module's
+docstring and set by the config, never by the method.
 """
 
 from __future__ import annotations
@@ -54,9 +60,6 @@ class Method:
     display_name: ClassVar[str] = ""
     #: hyper-parameters with their defaults; the config layer validates overrides against these
     defaults: ClassVar[dict[str, Any]] = {}
-    #: the method's official training recipe as ``TrainConfig`` settings (epochs, lr, schedule,
-    #: weight decay, attack), for reference by the config layer; never applied implicitly
-    recipe: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **hparams: Any) -> None:
         unknown = set(hparams) - set(self.defaults)

@@ -30,6 +30,12 @@ N_{L−1}/N_L (8192/10 for RN18 on CIFAR-10): it ranked first on every model we 
 after one PGD-AT epoch on the test data), while it appears in none of the paper's Table 3 top-5
 lists (RN18, RN50, DN121, ...). ``include_head: true`` restores the spec's proposal. This should
 be re-checked on a properly pre-trained CIFAR model.
+
+Training recipe (CLAT Sec. 4.1 + spec A8/A9; a run's schedule comes from its config): the second
+job of "X + CLAT" runs 50 epochs with SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 128,
+and takes epochs 50-99 of one cosine over the 50 + 50 epochs (``lr_schedule: {type: cosine,
+total_epochs: 100, offset: 50}``); training and evaluation attack: ε 0.03, step 0.007, 10 steps,
+random start.
 """
 
 from __future__ import annotations
@@ -46,14 +52,6 @@ from robustft.attacks.feature_pgd import feature_distance, feature_pgd
 from robustft.clat.criticality import FeatureTap, default_k, layer_criticality, tap_modules
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
 from robustft.models.cifar import candidate_layers, layer_parameters
-
-CLAT_ATTACK = {"eps": 0.03, "step": 0.007, "steps": 10, "random_start": True}
-#: CLAT Sec. 4.1 + spec A8/A9: SGD 0.1, one cosine over the 50 + 50 epochs (this is the second
-#: job: epochs 50-99 of it), momentum 0.9, wd 5e-4, batch 128, ε 0.03 / α 0.007 / 10 steps
-CLAT_RECIPE = {"epochs": 50, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
-               "weight_decay": 5e-4,
-               "lr_schedule": {"type": "cosine", "total_epochs": 100, "offset": 50},
-               "train_attack": CLAT_ATTACK, "eval_attack": CLAT_ATTACK, "init_from": "model"}
 
 _CHOICES = {
     "selection": ("critical", "random"),
@@ -90,7 +88,6 @@ class CLAT(Method):
         "criticality_batches": 1,     # average C over this many such batches
         "detach_clean": False,        # spec §1.4 default: gradient through both branches
     }
-    recipe: ClassVar[dict[str, Any]] = CLAT_RECIPE
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)

@@ -3,9 +3,10 @@
     δ ~ U(−ε, ε) (x + δ clipped to [0, 1]);  δ ← clip_ε(δ + α·sign ∇_δ CE(f(x + δ), y));
     L = CE(f(x + δ), y),  α = 1.25 ε
 
-Official recipe (``locuslab/fast_adversarial``, PreAct ResNet-18): 15 epochs, cyclic LR
-0 → 0.2 → 0 updated every iteration (``lr_schedule: {type: cyclic}`` in the shared loop),
-SGD momentum 0.9, wd 5e-4, batch 128. The official code keeps the model in train mode while
+Official recipe (``locuslab/fast_adversarial``, PreAct ResNet-18; not applied here, a run's
+schedule comes from its config): 15 epochs, cyclic LR 0 → 0.2 → 0 updated every iteration
+(``lr_schedule: {type: cyclic}`` in the shared loop), SGD momentum 0.9, wd 5e-4, batch 128,
+ε 8/255 with α = 10/255. The official code keeps the model in train mode while
 crafting δ (``attack_bn: train``; BN statistics see the attack's forward pass too); ``eval``
 crafts with running statistics like the other methods here. Not implemented: the optional
 early stop on a PGD-5 probe and mixed precision.
@@ -17,14 +18,8 @@ from typing import ClassVar
 
 import torch.nn.functional as F
 
-from robustft.attacks import eval_mode
-from robustft.attacks.feature_pgd import ascend
+from robustft.attacks import ascend, eval_mode
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
-
-FAST_AT_RECIPE = {"epochs": 15, "batch_size": 128, "lr": 0.2, "momentum": 0.9,
-                  "weight_decay": 5e-4, "lr_schedule": {"type": "cyclic", "peak": 0.5},
-                  "train_attack": {"eps": 8 / 255, "step": 10 / 255, "steps": 1,
-                                   "random_start": True}}
 
 
 def fgsm_rs(model, x, y, *, eps: float, alpha: float, generator=None):
@@ -37,7 +32,6 @@ class FastAT(Method):
     name = "fast_at"
     display_name = "Fast-AT"
     defaults: ClassVar[dict] = {"alpha_factor": 1.25, "attack_bn": "train"}
-    recipe: ClassVar[dict] = FAST_AT_RECIPE
 
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         eps = ctx.train_attack.eps

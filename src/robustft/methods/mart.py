@@ -13,6 +13,13 @@ constants keep the logs finite exactly where the official code puts them: 1e-12 
 log p' of the KL, 1.0001 in the boosted term, and the weight 1.0000001 − p[y].
 Official β: 5 for ResNet-18 (lr 0.01, wd 3.5e-3, 120 epochs), 6 for WRN-34-10; the default
 here is the ResNet-18 value, since CLAT's MART rows are ResNet-18.
+
+The reference's ResNet-18 training run (not applied here; a run's schedule comes from its
+config): SGD lr 0.01, momentum 0.9, weight decay 3.5e-3, batch 128, 120 epochs, attack ε 0.031 /
+step 0.007 / 10 steps, LR ×0.1 at epoch 75, ×0.01 at 90, ×0.001 at 100 counted from 1
+(``epoch >= 75`` in a loop over ``1..epochs``), i.e. 0-based milestones ``[74, 89, 99]`` for
+``lr_schedule: multistep`` (this module's former recipe constant said ``[75, 90, 100]``, one
+epoch late).
 """
 
 from __future__ import annotations
@@ -22,15 +29,9 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from robustft.attacks import eval_mode
-from robustft.attacks.feature_pgd import ascend
+from robustft.attacks import ascend, eval_mode
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
 from robustft.methods.trades import check_project_start
-
-MART_RECIPE = {"epochs": 120, "batch_size": 128, "lr": 0.01, "momentum": 0.9,
-               "weight_decay": 3.5e-3,
-               "lr_schedule": {"type": "multistep", "milestones": [75, 90, 100], "factor": 0.1},
-               "train_attack": {"eps": 0.031, "step": 0.007, "steps": 10, "random_start": True}}
 
 
 def mart_loss(clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Tensor,
@@ -54,7 +55,6 @@ class MART(Method):
     display_name = "MART"
     defaults: ClassVar[dict] = {"beta": 5.0, "init": "normal", "init_std": 0.001,
                                 "project_start": False}
-    recipe: ClassVar[dict] = MART_RECIPE
 
     def __init__(self, **hparams):
         super().__init__(**hparams)

@@ -37,6 +37,10 @@ Differences from the official code, on purpose: the adversarial set is drawn fro
 split (the code uses the test split) and its attack step is the run's (the code's 2/225 is a
 typo for 2/255). Like the code, L_adv uses examples fixed at θ_AT rather than re-attacking every
 perturbed θ + ΔW (the inner max of the paper's robust loss).
+
+The official fine-tuning run (spec §2; not applied here, a run's schedule comes from its
+config): 10 epochs, SGD lr 1e-3, momentum 0.9, weight decay 5e-4, batch 128, LR ×0.1 at epoch
+5, keeping the checkpoint with the best clean test accuracy (``selection: test_nat``).
 """
 
 from __future__ import annotations
@@ -50,11 +54,6 @@ from torch import nn
 from robustft import rng
 from robustft.attacks import eval_mode, pgd
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
-
-RIFT_RECIPE = {"epochs": 10, "batch_size": 128, "lr": 1e-3, "momentum": 0.9,
-               "weight_decay": 5e-4,
-               "lr_schedule": {"type": "multistep", "milestones": [5], "factor": 0.1},
-               "selection": "test_nat"}  # the official code keeps the best clean test accuracy
 
 
 def rift_candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -140,7 +139,6 @@ class RiFT(Method):
                                 "mrc_epochs": 10, "mrc_lr": 1.0, "mrc_radius": 0.1,
                                 "mrc_max": "official", "alphas": 11, "tolerance": 0.001,
                                 "select_split": "val"}
-    recipe: ClassVar[dict] = RIFT_RECIPE
 
     def __init__(self, **hparams):
         super().__init__(**hparams)

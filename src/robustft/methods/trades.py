@@ -17,6 +17,13 @@ Option ``project_start`` (where the first gradient is taken):
   are projected onto B_ε[x] ∩ [0, 1].
 * ``true``: the start is first projected onto B_ε[x] ∩ [0, 1] like every iterate (this
   project's earlier behaviour; the first gradient is taken at a valid image).
+
+The reference's own training run (not applied here; a run's schedule comes from its config):
+CIFAR-10 WRN-34-10, SGD lr 0.1, momentum 0.9, weight decay 2e-4, batch 128, 76 epochs, LR ×0.1
+at epoch 75, ×0.01 at 90, ×0.001 at 100 counted from 1 (``train_trades_cifar10.py``:
+``if epoch >= 75`` in ``for epoch in range(1, epochs + 1)``), i.e. 0-based milestones
+``[74, 89, 99]`` for ``lr_schedule: multistep`` (this module's former recipe constant said
+``[75, 90, 100]``, one epoch late).
 """
 
 from __future__ import annotations
@@ -27,8 +34,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from robustft.attacks import eval_mode
-from robustft.attacks.feature_pgd import ascend
+from robustft.attacks import ascend, eval_mode
 from robustft.methods.base import (
     BatchOutput,
     Method,
@@ -37,13 +43,6 @@ from robustft.methods.base import (
     kl_clean_adv,
     kl_normaliser,
 )
-
-#: TrainConfig settings of the official CIFAR-10 WRN-34-10 run (76 epochs, ×0.1 at 75)
-TRADES_RECIPE = {"epochs": 76, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
-                 "weight_decay": 2e-4,
-                 "lr_schedule": {"type": "multistep", "milestones": [75, 90, 100], "factor": 0.1},
-                 "train_attack": {"eps": 0.031, "step": 0.007, "steps": 10,
-                                  "random_start": True}}
 
 
 def trades_attack(method: Method, model, x: torch.Tensor, ctx: TrainContext, *,
@@ -86,7 +85,6 @@ class TRADES(Method):
     display_name = "TRADES"
     defaults: ClassVar[dict] = {"beta": 6.0, "init": "normal", "init_std": 0.001,
                                 "project_start": False, "kl_normaliser": "batch"}
-    recipe: ClassVar[dict] = TRADES_RECIPE
 
     def __init__(self, **hparams):
         super().__init__(**hparams)
