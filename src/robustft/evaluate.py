@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from robustft import rng
-from robustft.attacks import PGDConfig, eval_mode, pgd_accuracy
+from robustft.attacks import PGDConfig, pgd_accuracy, predict
 from robustft.batches import eval_batches, load_split, num_classes
 from robustft.data.format import load_prepared
 from robustft.io import sha256_file
@@ -101,15 +101,14 @@ def evaluate_run(settings: dict[str, Any], model_path: Path, data_dir: Path) -> 
         metrics, per_example, timing, labels, preds = _clat_protocol(model, test, protocol,
                                                                      settings, n_cls)
     else:
-        preds, labels, pgd_flags = [], [], []
+        predicted, truth = predict(model, eval_batches(test, bs))  # the one clean loop
+        preds, labels = predicted.tolist(), truth.tolist()
         attack = PGDConfig(**settings["eval_attack"])
         generator = rng.new_generator(settings["seed"])
+        pgd_flags = []
         for x, y in eval_batches(test, bs):
-            x, y = x.to(device), y.to(device)
-            with torch.no_grad(), eval_mode(model):
-                preds += model(x).argmax(1).tolist()
-            labels += y.tolist()
-            pgd_flags += pgd_accuracy(model, x, y, attack, generator=generator).tolist()
+            pgd_flags += pgd_accuracy(model, x.to(device), y.to(device), attack,
+                                      generator=generator).tolist()
         clean = [int(p == t) for p, t in zip(preds, labels, strict=True)]
         # a point is PGD-robust only if it is also correct clean
         pgd_flags = [c & p for c, p in zip(clean, pgd_flags)]
@@ -171,7 +170,7 @@ def _clat_protocol(model: torch.nn.Module, test, protocol: dict[str, Any],
     res = ec.pgd_restarts(model, x, y, attack=attack, restarts=protocol["restarts"], seed=seed,
                           batch_size=bs)
     # clean predictions once; correctness as in ec.clean_correct (argmax == label, eval mode)
-    preds = _predict(model, x, bs)
+    preds = predict(model, zip(x.split(bs), y.split(bs)))[0].tolist()
     clean = [int(p == t) for p, t in zip(preds, labels, strict=True)]
     timing["pgd_seconds"] = time.perf_counter() - started
     metrics = {
@@ -206,15 +205,6 @@ def _clat_protocol(model: torch.nn.Module, test, protocol: dict[str, Any],
                                                 restarts=protocol["sweep_restarts"])
         timing["sweep_seconds"] = time.perf_counter() - started
     return metrics, per_example, timing, labels, preds
-
-
-def _predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> list[int]:
-    """Clean predicted label of every example (eval mode, no gradients)."""
-    device, out = next(model.parameters()).device, []
-    with torch.no_grad(), eval_mode(model):
-        for s in range(0, len(x), batch_size):
-            out += model(x[s:s + batch_size].to(device)).argmax(1).tolist()
-    return out
 
 
 def sweep_metric(eps: float) -> str:
