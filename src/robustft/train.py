@@ -21,7 +21,6 @@ import csv
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from torch import nn
 from robustft import rng
 from robustft.attacks import PGDConfig, correct, pgd_accuracy
 from robustft.batches import Split, eval_batches, load_split, num_classes, train_batches
+from robustft.contracts import TrainConfig
 from robustft.io import atomic_path, move_aside
 from robustft.methods import Method, TrainContext, build_method
 from robustft.models.checkpoint import (
@@ -46,55 +46,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; no model is written."""
-
-
-@dataclass
-class TrainConfig:
-    """Resolved hyper-parameters of one run (the ``train`` rule's ``params``)."""
-
-    run_name: str
-    method: str
-    arch: str
-    seed: int
-    method_params: dict[str, Any] = field(default_factory=dict)
-    width: int | None = None
-    input_size: int | None = None
-    epochs: int = 60
-    batch_size: int = 128
-    lr: float = 0.01
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    lr_schedule: dict[str, Any] = field(
-        default_factory=lambda: {"type": "multistep", "milestones": [30, 50], "factor": 0.1})
-    train_attack: dict[str, Any] = field(
-        default_factory=lambda: {"eps": 8 / 255, "step": 2 / 255, "steps": 10,
-                                 "random_start": True})
-    eval_attack: dict[str, Any] = field(
-        default_factory=lambda: {"eps": 8 / 255, "step": 2 / 255, "steps": 10,
-                                 "random_start": False})
-    selection: str = "test_pgd"
-    # what the ``backbone`` file is: "backbone" = conv/BN tensors (load_backbone), "model" = a
-    # previous run's complete model_best.pt, head included (CLAT's "X + CLAT" second phase)
-    init_from: str = "backbone"
-    val_examples: int | None = None
-    test_examples: int | None = None
-    eval_batch_size: int = 256
-    augment: str = "crop_flip"
-    grad_sim_batches: int = 0
-    # What happens after an epoch under a reloading LR schedule (AutoLoRa's AutoLR): "paper"
-    # (Algorithm 1: evaluate val and test, select, then halve and reload the best-val weights)
-    # or "official" (the AutoLoRa code: evaluate val, halve and reload, then evaluate the test
-    # set and select, so a reload epoch reports the reloaded weights). See Trainer.end_epoch.
-    epoch_end_order: str = "paper"
-    device: str = "cpu"
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {sorted(unknown)}")
-        return cls(**values)
 
 
 def resolve_device(name: str, *, gpus: int = 0) -> torch.device:

@@ -1,14 +1,19 @@
-"""Shared start-up of the step scripts: logging, thread count, JSON settings."""
+"""Shared start-up of the step scripts: logging, thread count, GPU claim, and the ``--settings``
+JSON parsed into the step's contract."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+from typing import TypeVar
 
 import torch
 
+from robustft.contracts import ContractError
 from robustft.devices import claim_gpus
+
+T = TypeVar("T")
 
 # The GPU claim (a flock per device) must live as long as the job's process.
 _gpu_claim = None
@@ -33,3 +38,12 @@ def start(args: argparse.Namespace) -> None:
 def settings(text: str) -> dict:
     """Settings arrive as one JSON string (the rule's ``params``)."""
     return json.loads(text)
+
+
+def read_settings(contract: type[T], text: str) -> T:
+    """``--settings`` JSON as the step's contract (:mod:`robustft.contracts`): an unknown or
+    missing setting stops the step with a message naming it, before any work."""
+    try:
+        return contract.from_dict(settings(text))
+    except (ContractError, json.JSONDecodeError) as e:
+        raise SystemExit(f"--settings: {e}") from e
