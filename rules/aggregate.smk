@@ -1,22 +1,22 @@
 # Per study: mean ± std over seeds, the paper's value beside each reproduced one, differences
-# and t-test p-values (robustft.stats). Cheap, so it runs on the submit host.
+# and t-test p-values (robustft.tables). Cheap, so it runs on the submit host.
 
 
 rule aggregate:
     input:
-        evals=lambda wc: study_inputs(wc, "eval.json"),
-        logs=lambda wc: study_inputs(wc, "train_log.csv"),
+        evals=study_files("eval"),
+        logs=study_files("train_log"),
         models=study_models,
         transfers=study_transfers,
         criticality=study_criticality,
     output:
-        csv="results/tables/{study}.csv",
-        json="results/tables/{study}.json",
+        csv=paths.TABLE_CSV,
+        json=paths.TABLE_JSON,
     params:
         runs=study_run_dirs,
-        spec=lambda wc: as_json(study_spec.aggregate_spec(CFG, wc.study)),
+        spec=aggregate_spec,
     log:
-        "logs/aggregate/{study}.log",
+        paths.log("aggregate", "{study}"),
     conda:
         "../envs/robustft.yaml"
     shell:

@@ -4,16 +4,16 @@
 
 rule fetch_backbone:
     output:
-        "results/backbones/{backbone}.pt",
+        paths.BACKBONE,
     params:
-        arch=lambda wc: CFG["backbones"][wc.backbone]["arch"],
-        eps=lambda wc: CFG["backbones"][wc.backbone]["eps_pt"],
+        arch=fetch_param("arch"),
+        eps=fetch_param("eps_pt"),
     log:
-        "logs/fetch_backbone/{backbone}.log",
+        paths.log("fetch_backbone", "{backbone}"),
     conda:
         "../envs/robustft.yaml"
     wildcard_constraints:
-        backbone="|".join(b for b, s in CFG["backbones"].items() if s["source"] == "salman") or "^$",
+        backbone=SALMAN_BACKBONES,
     shell:
         "python -m robustft.steps.fetch_backbone --arch {params.arch} --eps-pt {params.eps} "
         "--out {output} > {log} 2>&1"
@@ -21,18 +21,18 @@ rule fetch_backbone:
 
 rule pretrain_backbone:
     input:
-        unpack(backbone_rule_input),
+        unpack(pretrain_input),
     output:
-        "results/backbones/{backbone}.pt",
+        paths.BACKBONE,
     params:
-        settings=lambda wc: as_json(rcfg.backbone_settings(CFG, wc.backbone)),
-        checkpoints="results/checkpoints/backbones/{backbone}",
+        settings=pretrain_settings,
+        checkpoints=paths.BACKBONE_CHECKPOINTS,
     log:
-        "logs/pretrain_backbone/{backbone}.log",
+        paths.log("pretrain_backbone", "{backbone}"),
     conda:
         "../envs/robustft.yaml"
     wildcard_constraints:
-        backbone="|".join(b for b, s in CFG["backbones"].items() if s["source"] == "pretrain") or "^$",
+        backbone=PRETRAINED_BACKBONES,
     # nothing else can run before the backbone exists: use the whole machine (capped by --cores)
     threads: 4
     resources:

@@ -7,21 +7,21 @@ rule transfer:
     input:
         unpack(transfer_inputs),
     output:
-        "results/transfer/{fidelity}/{dataset}/{variant}/seed{seed}/{first}/{second}.json",
+        paths.TRANSFER,
     params:
         settings=transfer_settings,
     log:
-        "logs/transfer/{fidelity}/{dataset}/{variant}/seed{seed}/{first}/{second}.log",
+        paths.log("transfer", paths.PAIR),
     conda:
         "../envs/robustft.yaml"
     wildcard_constraints:
-        first="|".join(CFG["backbones"]),
-        second="|".join(CFG["backbones"]),
+        first=ANY_BACKBONE,
+        second=ANY_BACKBONE,
     threads: 1
     resources:
-        gpu=resources_of("eval_resources")("gpu", 0),
-        mem_mb=resources_of("eval_resources")("mem_mb", 4000),
-        runtime=resources_of("eval_resources")("runtime", 60),
+        gpu=resources_of("eval_resources")("gpu"),
+        mem_mb=resources_of("eval_resources")("mem_mb"),
+        runtime=resources_of("eval_resources")("runtime"),
     shell:
         "python -m robustft.steps.transfer --settings {params.settings:q} --data {input.data} "
         "--models {wildcards.first}={input.first} {wildcards.second}={input.second} "
@@ -32,18 +32,18 @@ rule criticality:
     input:
         unpack(criticality_inputs),
     output:
-        "results/criticality/{fidelity}/{dataset}/{backbone}/{variant}/seed{seed}.json",
+        paths.CRITICALITY,
     params:
         settings=criticality_settings,
     log:
-        "logs/criticality/{fidelity}/{dataset}/{backbone}/{variant}/seed{seed}.log",
+        paths.log("criticality", paths.RUN),
     conda:
         "../envs/robustft.yaml"
     threads: 1
     resources:
-        gpu=resources_of("eval_resources")("gpu", 0),
-        mem_mb=resources_of("eval_resources")("mem_mb", 4000),
-        runtime=resources_of("eval_resources")("runtime", 60),
+        gpu=resources_of("eval_resources")("gpu"),
+        mem_mb=resources_of("eval_resources")("mem_mb"),
+        runtime=resources_of("eval_resources")("runtime"),
     shell:
         "python -m robustft.steps.criticality --settings {params.settings:q} "
         "--data {input.data} --model {input.model} --train-log {input.log} --out {output} "

@@ -1,30 +1,36 @@
-# Turns config.yaml into targets; every input function and wildcard constraint lives here.
-# The logic is in robustft.config so that plain pytest can test it.
+# Turns config.yaml into targets: every input, params and resources function and every wildcard
+# constraint lives here, each a one-line question to robustft.plan (torch-free, tested in plain
+# pytest); the rule files only wire them up. Every path is a template of robustft.plan.paths.
 import json
 import os
 import sys
 
-from robustft import config as rcfg
-from robustft import study_spec
+from robustft import plan
+from robustft.plan import paths
 
 # Validation runs while the workflow is parsed, i.e. before any job starts; a ConfigError
 # names the offending key.
-CFG = rcfg.validate(config)
-TARGETS = CFG["targets"]
-RUNS = rcfg.all_runs(CFG, TARGETS)
+PLAN = plan.Plan(config)
+CFG = PLAN.config
+TARGETS = PLAN.targets
 # Step scripts run as `python -m robustft.steps.<x>` with the interpreter running Snakemake
 # (the project's venv) first on PATH, locally and in cluster jobs alike.
 os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.defpath]) + os.pathsep
                   + os.environ.get("PATH", ""))
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly these names (nothing if there are none)."""
+    return "|".join(names) or "^$"
+
+
 wildcard_constraints:
-    fidelity="|".join(CFG["fidelities"]),
-    dataset="|".join(CFG["datasets"]),
-    backbone="|".join(CFG["backbones"]),
+    fidelity=one_of(CFG["fidelities"]),
+    dataset=one_of(CFG["datasets"]),
+    backbone=one_of(CFG["backbones"]),
     variant="[A-Za-z0-9_.+-]+",
     seed=r"\d+",
-    study="|".join(CFG["studies"]),
+    study=one_of(CFG["studies"]),
 
 
 localrules:
@@ -34,44 +40,76 @@ localrules:
     render_report,
 
 
-RUN_DIR = "results/runs/{fidelity}/{dataset}/{backbone}/{variant}/seed{seed}"
-RUN_LOG = "{fidelity}/{dataset}/{backbone}/{variant}/seed{seed}"
-
-
-def run_of(wc):
-    return rcfg.Run(wc.fidelity, wc.dataset, wc.backbone, wc.variant, int(wc.seed))
+SALMAN_BACKBONES = one_of(PLAN.backbones("salman"))
+PRETRAINED_BACKBONES = one_of(PLAN.backbones("pretrain"))
+ANY_BACKBONE = one_of(PLAN.backbones())
 
 
 def as_json(value):
-    return json.dumps(value, sort_keys=True)
+    """A job's settings as its ``params`` string (a contract of robustft.contracts or data)."""
+    return json.dumps(value.to_dict() if hasattr(value, "to_dict") else value, sort_keys=True)
 
 
-def train_settings(wc):
-    return as_json(rcfg.train_settings(CFG, run_of(wc)))
+def run_of(wc):
+    return plan.Run(wc.fidelity, wc.dataset, wc.backbone, wc.variant, int(wc.seed))
 
 
-def run_identity(wc):
-    return as_json(rcfg.run_identity(CFG, run_of(wc)))
+def pair_of(wc):
+    return plan.TransferPair(wc.fidelity, wc.dataset, wc.variant, int(wc.seed), wc.first,
+                             wc.second)
 
 
-def eval_settings(wc):
-    run = run_of(wc)
-    return as_json(rcfg.eval_settings(CFG, run, rcfg.needs_autoattack(CFG, run, TARGETS)))
+def final_targets():
+    return PLAN.final_targets()
 
 
 def resources_of(kind):
-    """Portable resources (gpu, mem_mb, runtime) from the run's fidelity."""
+    """Portable resources (gpu, mem_mb, runtime) of the job's fidelity (train/eval_resources)."""
 
-    def pick(key, default):
-        return lambda wc: CFG["fidelities"][wc.fidelity].get(kind, {}).get(key, default)
+    def pick(key):
+        return lambda wc: PLAN.resources(wc.fidelity, kind)[key]
 
     return pick
+
+
+# --- data ------------------------------------------------------------------------------------
+def prepare_param(key):
+    """kind, resolution, split_seed or raw_dir of the dataset entry."""
+    return lambda wc: getattr(PLAN.prepare(wc.dataset), key)
+
+
+def prepare_options(wc):
+    """Dataset options plus the workflow preset for datasets that have paper/official splits."""
+    return as_json(PLAN.prepare(wc.dataset).options)
+
+
+# --- backbones -------------------------------------------------------------------------------
+def fetch_param(key):
+    """arch or eps_pt of a downloaded backbone."""
+    return lambda wc: getattr(PLAN.fetch_settings(wc.backbone), key)
+
+
+def pretrain_input(wc):
+    return {"data": paths.data_dir(PLAN.pretrain_dataset(wc.backbone))}
+
+
+def pretrain_settings(wc):
+    return as_json(PLAN.pretrain_settings(wc.backbone))
+
+
+# --- one run ---------------------------------------------------------------------------------
+def train_settings(wc):
+    return as_json(PLAN.train_settings(run_of(wc)))
+
+
+def run_identity(wc):
+    return as_json(PLAN.run_identity(run_of(wc)))
 
 
 def backbone_file(wc):
     """The run's initial weights: the upstream run's model_best.pt for a chained variant
     ("X + CLAT"), the backbone file, or nothing for a scratch backbone (random init)."""
-    path = rcfg.backbone_input(CFG, run_of(wc))
+    path = PLAN.backbone_input(run_of(wc))
     return [] if path is None else path
 
 
@@ -79,74 +117,58 @@ def backbone_arg(wc, input):
     return f"--backbone {input.backbone}" if input.backbone else ""
 
 
-def dataset_dir(name):
-    return f"results/data/{name}"
+def eval_settings(wc):
+    return as_json(PLAN.eval_settings(run_of(wc)))
 
 
-def study_inputs(wc, filename):
-    return [f"{run.directory}/{filename}" for run in rcfg.study_runs(CFG, wc.study)]
-
-
-def final_targets():
-    return [f"results/tables/{s}.json" for s in TARGETS] + ["results/report/index.html"]
-
-
-def dataset_options(wc):
-    """Dataset options plus the workflow preset for datasets that have paper/official splits."""
-    from robustft.data import get_spec
-
-    ds = CFG["datasets"][wc.dataset]
-    options = dict(ds.get("options", {}))
-    if get_spec(ds["kind"]).presets:
-        options.setdefault("preset", CFG["preset"])
-    return as_json(options)
-
-
-def backbone_rule_input(wc):
-    bb = CFG["backbones"][wc.backbone]
-    return {"data": dataset_dir(bb["dataset"])} if bb["source"] == "pretrain" else {}
+# --- one study -------------------------------------------------------------------------------
+def study_files(kind):
+    """``model``, ``train_log`` or ``eval`` of every run of the study."""
+    return lambda wc: PLAN.study_files(wc.study, kind)
 
 
 def study_run_dirs(wc):
-    return [run.directory for run in rcfg.study_runs(CFG, wc.study)]
+    return PLAN.study_run_dirs(wc.study)
 
 
 def study_models(wc):
     """Trained models the aggregation reads itself (CLAT Table 6: total parameter counts)."""
-    if "trainable_params" not in CFG["studies"][wc.study].get("derived", []):
-        return []
-    return study_inputs(wc, "model_best.pt")
+    return PLAN.study_models(wc.study)
 
 
-# CLAT Table 2: black-box transfer, one job per pair of backbones (both directions)
-def pair_of(wc):
-    return rcfg.TransferPair(wc.fidelity, wc.dataset, wc.variant, int(wc.seed), wc.first,
-                             wc.second)
+def aggregate_spec(wc):
+    return as_json(PLAN.aggregate_spec(wc.study))
 
 
+def report_tables(wc):
+    return [paths.table_json(s) for s in TARGETS]
+
+
+def report_provenance(wc):
+    return as_json(PLAN.report_provenance(workflow.basedir))
+
+
+# --- CLAT Table 2: black-box transfer, one job per pair of backbones (both directions) --------
 def transfer_inputs(wc):
-    pair = pair_of(wc)
-    return {"data": dataset_dir(wc.dataset),
-            "first": f"{pair.run(wc.first).directory}/model_best.pt",
-            "second": f"{pair.run(wc.second).directory}/model_best.pt"}
+    return {"data": paths.data_dir(wc.dataset), **PLAN.transfer_models(pair_of(wc))}
 
 
 def transfer_settings(wc):
-    return as_json(rcfg.transfer_settings(CFG, pair_of(wc)))
+    return as_json(PLAN.transfer_settings(pair_of(wc)))
 
 
 def study_transfers(wc):
-    return [pair.path for pair in rcfg.transfer_pairs(CFG, wc.study)]
+    return PLAN.study_transfers(wc.study)
 
 
-# CLAT Table 7: criticality vs. batch size, on the model a CLAT run starts from
+# --- CLAT Table 7: criticality vs. batch size, on the model a CLAT run starts from ------------
 def criticality_inputs(wc):
-    return {"data": dataset_dir(wc.dataset), **rcfg.criticality_inputs(CFG, run_of(wc))}
+    return {"data": paths.data_dir(wc.dataset), **PLAN.criticality_inputs(run_of(wc))}
 
 
 def criticality_settings(wc):
-    return as_json(rcfg.criticality_settings(CFG, run_of(wc)))
+    return as_json(PLAN.criticality_settings(run_of(wc)))
 
 
 def study_criticality(wc):
-    return [rcfg.criticality_path(run) for run in rcfg.criticality_runs(CFG, wc.study)]
+    return PLAN.study_criticality(wc.study)

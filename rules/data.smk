@@ -4,15 +4,15 @@
 
 rule prepare_data:
     output:
-        directory("results/data/{dataset}"),
+        directory(paths.DATA_DIR),
     params:
-        kind=lambda wc: CFG["datasets"][wc.dataset]["kind"],
-        resolution=lambda wc: CFG["datasets"][wc.dataset]["resolution"],
-        seed=lambda wc: CFG["datasets"][wc.dataset].get("split_seed", 0),
-        options=dataset_options,
-        raw=lambda wc: f"resources/raw/{CFG['datasets'][wc.dataset]['kind']}",
+        kind=prepare_param("kind"),
+        resolution=prepare_param("resolution"),
+        seed=prepare_param("split_seed"),
+        options=prepare_options,
+        raw=prepare_param("raw_dir"),
     log:
-        "logs/prepare_data/{dataset}.log",
+        paths.log("prepare_data", "{dataset}"),
     conda:
         "../envs/robustft.yaml"
     shell:

@@ -1,23 +1,24 @@
-# PGD-10 and AutoAttack evaluation of each trained run, with per-example outcomes.
+# PGD-10 and AutoAttack evaluation of each trained run, with per-example outcomes. The model
+# file describes itself, so the settings say only how to attack it.
 
 
 rule evaluate:
     input:
-        data=lambda wc: dataset_dir(wc.dataset),
-        model=f"{RUN_DIR}/model_best.pt",
+        data=paths.DATA_DIR,
+        model=paths.MODEL,
     output:
-        f"{RUN_DIR}/eval.json",
+        paths.EVAL,
     params:
         settings=eval_settings,
     log:
-        f"logs/evaluate/{RUN_LOG}.log",
+        paths.log("evaluate", paths.RUN),
     conda:
         "../envs/robustft.yaml"
     threads: 1
     resources:
-        gpu=resources_of("eval_resources")("gpu", 0),
-        mem_mb=resources_of("eval_resources")("mem_mb", 4000),
-        runtime=resources_of("eval_resources")("runtime", 60),
+        gpu=resources_of("eval_resources")("gpu"),
+        mem_mb=resources_of("eval_resources")("mem_mb"),
+        runtime=resources_of("eval_resources")("runtime"),
     shell:
         "python -m robustft.steps.evaluate --settings {params.settings:q} "
         "--model {input.model} --data {input.data} --out {output} --threads {threads} "

@@ -3,13 +3,13 @@
 
 rule render_report:
     input:
-        tables=expand("results/tables/{study}.json", study=TARGETS),
+        tables=report_tables,
     output:
-        "results/report/index.html",
+        paths.REPORT,
     params:
-        provenance=lambda wc: as_json(study_spec.report_provenance(CFG, workflow.basedir)),
+        provenance=report_provenance,
     log:
-        "logs/render_report/report.log",
+        paths.log("render_report", "report"),
     conda:
         "../envs/robustft.yaml"
     shell:

@@ -7,27 +7,27 @@
 
 rule train:
     input:
-        data=lambda wc: dataset_dir(wc.dataset),
+        data=paths.DATA_DIR,
         backbone=backbone_file,
     output:
-        model=f"{RUN_DIR}/model_best.pt",
-        log_csv=f"{RUN_DIR}/train_log.csv",
-        run=f"{RUN_DIR}/run.yaml",
+        model=paths.MODEL,
+        log_csv=paths.TRAIN_LOG,
+        run=paths.RUN_RECORD,
     params:
         settings=train_settings,
-        checkpoints=lambda wc: run_of(wc).checkpoint_directory,
-        out=RUN_DIR,
+        checkpoints=paths.RUN_CHECKPOINTS,
+        out=paths.RUN_DIR,
         identity=run_identity,
         backbone=backbone_arg,
     log:
-        f"logs/train/{RUN_LOG}.log",
+        paths.log("train", paths.RUN),
     conda:
         "../envs/robustft.yaml"
     threads: 1
     resources:
-        gpu=resources_of("train_resources")("gpu", 0),
-        mem_mb=resources_of("train_resources")("mem_mb", 4000),
-        runtime=resources_of("train_resources")("runtime", 60),
+        gpu=resources_of("train_resources")("gpu"),
+        mem_mb=resources_of("train_resources")("mem_mb"),
+        runtime=resources_of("train_resources")("runtime"),
     shell:
         "python -m robustft.steps.train --settings {params.settings:q} --data {input.data} "
         "{params.backbone} --checkpoints {params.checkpoints} --out {params.out} "

@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from robustft import config as rcfg
-from robustft import study_spec
+from robustft import plan
+from robustft.contracts import ClatProtocol
 from tests.conftest import write_tiny_dataset
 from tests.test_workflow import job_counts, snakemake, workflow_copy
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def cfg():
-    return rcfg.load_config(ROOT / "config.yaml")
+    return plan.load_config(ROOT / "config.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +59,10 @@ def test_every_clat_study_is_tested(cfg):
 @pytest.mark.parametrize("study", sorted(CLAT_STUDIES))
 def test_clat_study_sizes_without_snakemake(cfg, study):
     expected = CLAT_STUDIES[study]
-    assert len(rcfg.all_training_runs(cfg, [study])) == expected["train"]
-    assert len(rcfg.study_runs(cfg, study)) == expected["evaluate"]
-    assert len(rcfg.transfer_pairs(cfg, study)) == expected.get("transfer", 0)
-    assert len(rcfg.criticality_runs(cfg, study)) == expected.get("criticality", 0)
+    assert len(plan.all_training_runs(cfg, [study])) == expected["train"]
+    assert len(plan.study_runs(cfg, study)) == expected["evaluate"]
+    assert len(plan.transfer_pairs(cfg, study)) == expected.get("transfer", 0)
+    assert len(plan.criticality_runs(cfg, study)) == expected.get("criticality", 0)
 
 
 @pytest.mark.parametrize("study", sorted(CLAT_STUDIES))
@@ -78,16 +78,16 @@ def test_chained_runs_share_the_pretraining_job_across_studies(paper_wf, cfg):
     counts = job_counts(out)
     # Table 1 (228) + Table 4's CLAT(ND) (RN50, DN121 × 3 seeds) + Table 5's random-layer CLAT
     # (DN121, RN50, RN18 × 3); Table 8 only re-uses Table 1's runs and their pre-trainings
-    assert counts["train"] == 228 + 6 + 9 == len(rcfg.all_training_runs(cfg, studies))
+    assert counts["train"] == 228 + 6 + 9 == len(plan.all_training_runs(cfg, studies))
     pre = "results/runs/clat_paper/cifar10_32/cifar_rn50/pgd_at-pre50/seed0/model_best.pt"
     producing = [block for block in out.split("\n\n") if "rule train:" in block
                  and f"output: {pre}" in block.replace("\n   ", " ")]
     assert len(producing) == 1
     # ...and it is the `backbone` input of each chained variant that starts from it
     for variant in ("pgd_at+clat", "pgd_at+clat_nd", "pgd_at+clat_random"):
-        run = rcfg.Run("clat_paper", "cifar10_32", "cifar_rn50", variant, 0)
-        assert rcfg.backbone_input(cfg, run) == pre
-        assert rcfg.train_settings(cfg, run)["init_from"] == "model"
+        run = plan.Run("clat_paper", "cifar10_32", "cifar_rn50", variant, 0)
+        assert plan.backbone_input(cfg, run) == pre
+        assert plan.train_settings(cfg, run).init_from == "model"
 
 
 def test_demo_and_clat_demo_together(paper_wf):
@@ -104,60 +104,59 @@ def test_clat_demo_is_not_a_default_target(cfg):
 
 # --- resolution ------------------------------------------------------------------------------
 def test_chain_settings_follow_the_clat_protocol(cfg):
-    run = rcfg.Run("clat_paper", "cifar10_32", "cifar_rn18", "pgd_at+clat", 1)
-    up = rcfg.upstream_run(cfg, run)
-    assert up == rcfg.Run("clat_paper", "cifar10_32", "cifar_rn18", "pgd_at-pre50", 1)
-    pre, clat = rcfg.train_settings(cfg, up), rcfg.train_settings(cfg, run)
+    run = plan.Run("clat_paper", "cifar10_32", "cifar_rn18", "pgd_at+clat", 1)
+    up = plan.upstream_run(cfg, run)
+    assert up == plan.Run("clat_paper", "cifar10_32", "cifar_rn18", "pgd_at-pre50", 1)
+    pre, clat = plan.train_settings(cfg, up), plan.train_settings(cfg, run)
     # one cosine over 100 epochs: epochs 0-49 in the first job, 50-99 in the second (spec A8)
-    assert pre["epochs"] == 50 and pre["selection"] == "last"
-    assert pre["lr_schedule"] == {"type": "cosine", "total_epochs": 100}
-    assert clat["epochs"] == 50 and clat["lr_schedule"] == {"type": "cosine",
-                                                            "total_epochs": 100, "offset": 50}
+    assert pre.epochs == 50 and pre.selection == "last"
+    assert pre.lr_schedule == {"type": "cosine", "total_epochs": 100}
+    assert clat.epochs == 50 and clat.lr_schedule == {"type": "cosine", "total_epochs": 100,
+                                                      "offset": 50}
     for s in (pre, clat):
-        assert s["lr"] == 0.1 and s["weight_decay"] == 5e-4 and s["batch_size"] == 128
-        assert s["train_attack"] == {"eps": 0.03, "step": 0.007, "steps": 10,
-                                     "random_start": True}
-        assert s["input_size"] is None and s["arch"] == "cifar_resnet18"
-    assert pre["init_from"] == "backbone" and rcfg.backbone_input(cfg, up) is None  # scratch
-    assert rcfg.run_chain(cfg, run) == [up, run]
-    baseline = rcfg.train_settings(cfg, rcfg.Run("clat_paper", "cifar10_32", "cifar_rn18",
+        assert s.lr == 0.1 and s.weight_decay == 5e-4 and s.batch_size == 128
+        assert s.train_attack == {"eps": 0.03, "step": 0.007, "steps": 10, "random_start": True}
+        assert s.input_size is None and s.arch == "cifar_resnet18"
+    assert pre.init_from == "backbone" and plan.backbone_input(cfg, up) is None  # scratch
+    assert plan.run_chain(cfg, run) == [up, run]
+    baseline = plan.train_settings(cfg, plan.Run("clat_paper", "cifar10_32", "cifar_rn18",
                                                  "pgd_at", 1))
-    assert baseline["epochs"] == 100  # the equal-budget PGD-AT row (spec A13)
-    rift = rcfg.Run("clat_paper", "cifar10_32", "cifar_rn18", "pgd_at+rift", 0)
-    assert rcfg.upstream_run(cfg, rift).variant == "pgd_at"
-    assert rcfg.train_settings(cfg, rift)["selection"] == "val_nat"
+    assert baseline.epochs == 100  # the equal-budget PGD-AT row (spec A13)
+    rift = plan.Run("clat_paper", "cifar10_32", "cifar_rn18", "pgd_at+rift", 0)
+    assert plan.upstream_run(cfg, rift).variant == "pgd_at"
+    assert plan.train_settings(cfg, rift).selection == "val_nat"
 
 
 def test_printed_method_names_follow_the_chain(cfg):
-    spec = study_spec.aggregate_spec(cfg, "clat_table1")
-    methods = {v: s["method"] for v, s in spec["variants"].items()}
+    spec = plan.aggregate_spec(cfg, "clat_table1")
+    methods = {v: s["method"] for v, s in spec.variants.items()}
     assert methods["pgd_at+clat"] == "PGD-AT+CLAT"
     assert methods["at-awp+clat"] == "AWP+CLAT" and methods["at-awp+rift"] == "AWP+RiFT"
     assert methods["fast_at+clat_fast"] == "Fast-AT+CLAT(Fast)"
     assert methods["pgd_at+lora"] == "PGD-AT+LoRA"
-    assert spec["paper"]["backbones"]["cifar_preact_rn18"] == "PreactRN18"
-    assert spec["paper"]["datasets"] == {"cifar10_32": "CIFAR-10", "cifar100_32": "CIFAR-100"}
-    assert {"ours": "mart+clat", "baseline": "mart"} in spec["comparisons"]
-    t5 = study_spec.aggregate_spec(cfg, "clat_table5")["variants"]
+    assert spec.paper["backbones"]["cifar_preact_rn18"] == "PreactRN18"
+    assert spec.paper["datasets"] == {"cifar10_32": "CIFAR-10", "cifar100_32": "CIFAR-100"}
+    assert {"ours": "mart+clat", "baseline": "mart"} in spec.comparisons
+    t5 = plan.aggregate_spec(cfg, "clat_table5").variants
     assert t5["pgd_at+clat_random"] == {"method": "PGD-AT+CLAT", "labels": {"layers": "random"}}
     assert t5["pgd_at+clat"]["labels"] == {"layers": "critical"}
-    assert study_spec.aggregate_spec(cfg, "clat_table4")["variants"]["pgd_at+clat_nd"]["method"] == \
+    assert plan.aggregate_spec(cfg, "clat_table4").variants["pgd_at+clat_nd"]["method"] == \
         "PGD-AT+CLAT(ND)"
-    t6 = study_spec.aggregate_spec(cfg, "clat_table6")
-    assert t6["paper"]["datasets"] == {"cifar10_32": ""}
-    assert t6["variants"]["pgd_at+clat"]["method"] == "CLAT"
+    t6 = plan.aggregate_spec(cfg, "clat_table6")
+    assert t6.paper["datasets"] == {"cifar10_32": ""}
+    assert t6.variants["pgd_at+clat"]["method"] == "CLAT"
 
 
 def test_eval_settings_carry_the_clat_protocol(cfg):
-    run = rcfg.Run("clat_paper", "cifar100_32", "cifar_vgg19", "pgd_at", 2)
-    s = rcfg.eval_settings(cfg, run, autoattack=True)
-    assert s["protocol"]["protocol"] == "clat" and s["protocol"]["restarts"] >= 10
-    assert s["protocol"]["attack"] == {"eps": 0.03, "step": 0.007, "steps": 10,
-                                       "random_start": True}
-    assert s["protocol"]["apgd_ce"] and s["autoattack_eps"] == 0.03
-    autolora = rcfg.eval_settings(cfg, rcfg.Run("paper", "dtd", "resnet18_eps4", "autolora", 0),
+    run = plan.Run("clat_paper", "cifar100_32", "cifar_vgg19", "pgd_at", 2)
+    s = plan.eval_settings(cfg, run, autoattack=True)
+    assert s.protocol.protocol == "clat" and s.protocol.restarts >= 10
+    assert s.protocol.attack == {"eps": 0.03, "step": 0.007, "steps": 10, "random_start": True}
+    assert s.protocol.apgd_ce and s.autoattack_eps == 0.03
+    autolora = plan.eval_settings(cfg, plan.Run("paper", "dtd", "resnet18_eps4", "autolora", 0),
                                   autoattack=True)
-    assert "protocol" not in autolora  # AutoLoRa studies evaluate as before
+    assert autolora.protocol is None  # AutoLoRa studies evaluate as before
+    assert "protocol" not in autolora.to_dict()
 
 
 def _synthetic_rows(cfg, study):
@@ -165,29 +164,29 @@ def _synthetic_rows(cfg, study):
     from robustft import clat_tables
     from robustft.tables.records import RunRecord
 
-    spec = study_spec.aggregate_spec(cfg, study)
+    spec = plan.aggregate_spec(cfg, study)
     log = {**{f"clat_top{k}": [float(k)] for k in range(1, 6)}, "clat_trainable_params": [9.0]}
     rows = []
-    for run in rcfg.study_runs(cfg, study):
-        v = spec["variants"][run.variant]
+    for run in plan.study_runs(cfg, study):
+        v = spec.variants[run.variant]
         metrics = {m: {"accuracy": 0.5, "n": 10} for m in ("SA", "PGD10", "APGD_CE", "AA")}
-        if "trainable_params" in spec.get("derived", []):
+        if "trainable_params" in spec.derived:
             metrics.update(PARAMS={"value": 9, "unit": "count"},
                            PARAMS_TOTAL={"value": 90, "unit": "count"},
                            PARAMS_PCT={"value": 10, "unit": "percent"})
         rows.append(RunRecord(dataset=run.dataset, backbone=run.backbone, method=v["method"],
                               variant=run.variant, seed=run.seed, labels=v["labels"],
                               metrics=metrics, train_log=log))
-    if "top5_criticality" in spec.get("derived", []):
+    if "top5_criticality" in spec.derived:
         rows += clat_tables.top5_records(rows)
-    for p in rcfg.transfer_pairs(cfg, study):
+    for p in plan.transfer_pairs(cfg, study):
         for src, tgt in ((p.first, p.second), (p.second, p.first)):
             rows.append(RunRecord(
-                dataset=p.dataset, backbone=tgt, method=spec["variants"][p.variant]["method"],
+                dataset=p.dataset, backbone=tgt, method=spec.variants[p.variant]["method"],
                 variant=f"{p.variant}<{src}", seed=p.seed,
-                labels={"attacker": clat_tables._printed(spec, src)},
+                labels={"attacker": clat_tables._printed(spec.to_dict(), src)},
                 metrics={"BB": {"accuracy": 0.5, "n": 1}}))
-    for run in rcfg.criticality_runs(cfg, study):
+    for run in plan.criticality_runs(cfg, study):
         for bs in (10, 30, 50, 100):
             rows.append(RunRecord(dataset=run.dataset, backbone=run.backbone, method="CLAT",
                                   variant=f"v@{bs}", seed=run.seed, labels={"batch_size": bs},
@@ -197,8 +196,8 @@ def _synthetic_rows(cfg, study):
                                labels={"batch_size": bs, "position": k},
                                metrics={"CRIT": {"value": 1.0, "unit": "layer_index"}})
                      for k in range(1, 6)]
-    if spec.get("metrics"):
-        rows = [r for r in rows if set(spec["metrics"]) & set(r.metrics)]
+    if spec.metrics:
+        rows = [r for r in rows if set(spec.metrics) & set(r.metrics)]
     return spec, rows
 
 
@@ -213,8 +212,8 @@ def test_every_reproduced_cell_finds_its_paper_value(cfg, study, printed):
     from robustft.tables.assemble import aggregate_study
 
     spec, rows = _synthetic_rows(cfg, study)
-    cells = aggregate_study(study, rows, spec["comparisons"], spec["paper"],
-                            metrics=spec.get("metrics")).cells
+    cells = aggregate_study(study, rows, spec.comparisons, spec.paper,
+                            metrics=spec.metrics).cells
     wanted = cells[cells.metric.isin(printed)]
     assert len(wanted) and wanted.paper_value.notna().all(), \
         wanted[wanted.paper_value.isna()][["backbone", "dataset", "method", "labels", "metric"]]
@@ -253,17 +252,17 @@ def broken(cfg, mutate):
      "config key 'backbones.cifar_rn18.eps_pt'"),
 ])
 def test_bad_clat_config_names_the_key(cfg, mutate, message):
-    with pytest.raises(rcfg.ConfigError) as err:
-        rcfg.validate(broken(cfg, mutate))
+    with pytest.raises(plan.ConfigError) as err:
+        plan.validate(broken(cfg, mutate))
     assert message in str(err.value)
 
 
 def test_init_from_model_without_upstream_is_an_error(cfg):
     bad = broken(cfg, lambda c: c["variants"].update(
         lonely={"method": "clat", "training": {"init_from": "model"}}))
-    with pytest.raises(rcfg.ConfigError, match="variants.lonely.init"):
-        rcfg.train_settings(rcfg.validate(bad),
-                            rcfg.Run("clat_paper", "cifar10_32", "cifar_rn18", "lonely", 0))
+    with pytest.raises(plan.ConfigError, match="variants.lonely.init"):
+        plan.train_settings(plan.validate(bad),
+                            plan.Run("clat_paper", "cifar10_32", "cifar_rn18", "lonely", 0))
 
 
 def test_bad_init_stops_the_workflow_before_any_job(tmp_path):
@@ -411,7 +410,7 @@ def test_evaluate_run_with_the_clat_protocol(tmp_path, tiny32):
     from robustft.evaluate import evaluate_run
 
     model, ms = _tiny_model(tmp_path, "cifar_resnet18", 0, tiny32)
-    protocol = {**rcfg.CLAT_EVALUATION, "restarts": 3, "apgd_ce_iterations": 5,
+    protocol = {**ClatProtocol().to_dict(), "restarts": 3, "apgd_ce_iterations": 5,
                 "epsilons": [0.0, 0.03]}
     settings = {**ms, "eval_attack": protocol["attack"], "autoattack": False,
                 "batch_size": 8, "seed": 0, "device": "cpu", "protocol": protocol}

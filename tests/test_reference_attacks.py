@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustft import config as rcfg
+from robustft import plan
 from robustft.attacks import PGDConfig
 from robustft.methods import METHODS, TrainContext, build_method
 from robustft.models import build_model, candidate_layers
@@ -183,7 +183,7 @@ def test_awp_options_are_checked(params, key):
 
 # --- presets: official = the reference code, and the method defaults agree --------------------
 def test_official_preset_and_defaults_are_the_reference_choices():
-    official = rcfg.PRESETS["official"]["methods"]
+    official = plan.PRESETS["official"]["methods"]
     expected = {"trades": {"project_start": False}, "mart": {"project_start": False},
                 "awp": {"attack_bn": "train", "epoch_origin": 0},
                 "trades_awp": {"project_start": False, "attack_bn": "eval", "epoch_origin": 1}}
@@ -193,13 +193,13 @@ def test_official_preset_and_defaults_are_the_reference_choices():
 
 
 def test_clat_baseline_runs_resolve_the_reference_choices():
-    cfg = rcfg.load_config(ROOT / "config.yaml")
+    cfg = plan.load_config(ROOT / "config.yaml")
     assert cfg["preset"] == "official"
     for variant, options in [("trades", {"project_start": False}),
                              ("mart", {"project_start": False}),
                              ("at-awp", {"attack_bn": "train", "epoch_origin": 0})]:
-        run = rcfg.Run("clat_paper", "cifar10_32", "cifar_rn18", variant, 0)
-        params = rcfg.train_settings(cfg, run)["method_params"]
+        run = plan.Run("clat_paper", "cifar10_32", "cifar_rn18", variant, 0)
+        params = plan.train_settings(cfg, run).method_params
         assert {k: params[k] for k in options} == options, variant
 
 
@@ -266,7 +266,7 @@ def test_preact_variants_share_parameters_and_layer_numbering():
 
 
 def test_fast_at_definition_is_selectable_from_the_config():
-    cfg = rcfg.load_config(ROOT / "config.yaml")
+    cfg = plan.load_config(ROOT / "config.yaml")
     assert cfg["backbones"]["cifar_preact_rn18_fast"]["arch"] == "cifar_preact_resnet18_fast"
     # the CLAT table keeps robust_overfitting's definition unless a study names the other
     table = cfg["studies"]["clat_table1"]["grids"]

@@ -57,8 +57,11 @@ def train_config(**kw):
 
 
 def eval_settings() -> dict:
-    return {**TRAIN, "method_params": {}, "input_size": None, "device": "cpu", "batch_size": 12,
-            "autoattack": False}
+    """Evaluation settings (robustft.contracts.EvaluateSettings) of a model file that does not
+    describe itself: the legacy arch/width/method keys rebuild it."""
+    return {"eval_attack": TRAIN["eval_attack"], "arch": TRAIN["arch"], "width": TRAIN["width"],
+            "method": TRAIN["method"], "method_params": {}, "input_size": None, "device": "cpu",
+            "batch_size": 12, "autoattack": False}
 
 
 def save_model(path: Path) -> Path:

@@ -3,7 +3,8 @@
 Every metric keeps its per-example outcomes; a point is robust under AutoAttack only if it is
 classified correctly clean and under every attack of the cascade (reference semantics).
 
-``settings["protocol"]`` (from ``fidelities.<f>.evaluation``) switches the PGD part to CLAT's
+``settings.protocol`` (:class:`robustft.contracts.ClatProtocol`, from
+``fidelities.<f>.evaluation``) switches the PGD part to CLAT's
 protocol (:mod:`robustft.evaluate_clat`, CLAT Sec. 4.1): ``PGD10`` is the lowest robust accuracy
 over ``restarts`` random-start runs, ``PGD10_worst`` the per-example worst case, plus
 ``APGD_CE`` (Table 8) and ``PGD_eps<ε>`` for every ε of the sweep (Figure 4). AutoAttack is
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ import torch
 from robustft import rng
 from robustft.attacks import PGDConfig, pgd_accuracy, predict
 from robustft.batches import eval_batches, load_split, num_classes
+from robustft.contracts import ClatProtocol, EvaluateSettings, sweep_metric
 from robustft.data.format import load_prepared
 from robustft.io import sha256_file
 from robustft.methods import build_method
@@ -55,13 +58,15 @@ def provenance(device: torch.device, extra: dict[str, Any] | None = None) -> dic
     return {**info, **(extra or {})}
 
 
-def load_trained(settings: dict[str, Any], model_path: Path, data_dir: Path,
+def load_trained(settings: Mapping[str, Any] | None, model_path: Path, data_dir: Path,
                  device: torch.device) -> torch.nn.Module:
     """The run's model with its selected weights (inference drops the LoRA branch).
 
     A ``model_best.pt`` describes its own model (:class:`robustft.models.checkpoint.ModelSpec`)
-    and is rebuilt from that; ``settings`` (arch, width, method, ...) only rebuild files
-    written before models described themselves. An unreadable file raises
+    and is rebuilt from that; ``settings`` are not read. A file written before models described
+    themselves is rebuilt from ``settings`` (a mapping with ``arch``, ``width``, ``input_size``,
+    ``method``, ``method_params``, e.g. the run's training settings) or, without them, from the
+    ``run.yaml`` its training job wrote beside it. An unreadable file raises
     :class:`robustft.models.checkpoint.CheckpointError` naming it and what to do.
     """
     from robustft.models import build_model
@@ -76,35 +81,59 @@ def load_trained(settings: dict[str, Any], model_path: Path, data_dir: Path,
     payload = load_torch_file(model_path, hint=RETRAIN_HINT)
     if isinstance(payload, dict) and "model" in payload:
         return model_from_payload(payload, model_path)[0].to(device).eval()
-    method = build_method(settings["method"], **settings["method_params"])
-    model = build_model(settings["arch"], num_classes(data_dir), width=settings["width"],
-                        input_size=settings["input_size"], **method.model_kwargs())
+    legacy = _legacy_model_settings(settings, model_path)
+    method = build_method(legacy["method"], **(legacy.get("method_params") or {}))
+    model = build_model(legacy["arch"], num_classes(data_dir), width=legacy.get("width"),
+                        input_size=legacy.get("input_size"), **method.model_kwargs())
     state = state_dict_of(payload, model_path)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{model_path}: does not fit the model these settings build "
-                              f"({settings['arch']}, {settings['method']}): {e}. "
+                              f"({legacy['arch']}, {legacy['method']}): {e}. "
                               f"{RETRAIN_HINT}") from e
     return model.to(device).eval()
 
 
-def evaluate_run(settings: dict[str, Any], model_path: Path, data_dir: Path) -> dict[str, Any]:
-    device = resolve_device(settings["device"])
-    model = load_trained(settings, Path(model_path), Path(data_dir), device)
+def _legacy_model_settings(settings: Mapping[str, Any] | None,
+                           model_path: Path) -> Mapping[str, Any]:
+    """What rebuilds a model file that does not describe itself: ``settings`` if they name an
+    architecture, else the training settings in the ``run.yaml`` beside the file."""
+    from robustft.models.checkpoint import RETRAIN_HINT, CheckpointError
+
+    if settings and settings.get("arch"):
+        return settings
+    record = Path(model_path).with_name("run.yaml")
+    if record.is_file():
+        import yaml
+
+        values = (yaml.safe_load(record.read_text(encoding="utf-8")) or {}).get("settings") or {}
+        if values.get("arch"):
+            return values
+    raise CheckpointError(f"{model_path}: does not describe its model (written by an older "
+                          "version of robustft) and nothing says which model it is (no arch in "
+                          f"the settings, no run.yaml beside it). {RETRAIN_HINT}")
+
+
+def evaluate_run(settings: EvaluateSettings | Mapping[str, Any], model_path: Path,
+                 data_dir: Path) -> dict[str, Any]:
+    """``settings``: the evaluate step's contract (a mapping is read as one, strictly)."""
+    settings = EvaluateSettings.from_dict(settings)
+    device = resolve_device(settings.device)
+    model = load_trained(settings.to_dict(), Path(model_path), Path(data_dir), device)
     test = load_split(data_dir, "test")
-    bs = settings["batch_size"]
+    bs = settings.batch_size
     started = time.perf_counter()
-    protocol = settings.get("protocol") or {"protocol": "standard"}
+    protocol = settings.protocol
     n_cls = num_classes(data_dir)
-    if protocol["protocol"] == "clat":
+    if protocol is not None:
         metrics, per_example, timing, labels, preds = _clat_protocol(model, test, protocol,
                                                                      settings, n_cls)
     else:
         predicted, truth = predict(model, eval_batches(test, bs))  # the one clean loop
         preds, labels = predicted.tolist(), truth.tolist()
-        attack = PGDConfig(**settings["eval_attack"])
-        generator = rng.new_generator(settings["seed"])
+        attack = PGDConfig(**settings.eval_attack)
+        generator = rng.new_generator(settings.seed)
         pgd_flags = []
         for x, y in eval_batches(test, bs):
             pgd_flags += pgd_accuracy(model, x.to(device), y.to(device), attack,
@@ -117,13 +146,16 @@ def evaluate_run(settings: dict[str, Any], model_path: Path, data_dir: Path) -> 
         per_example = {"SA": clean, "PGD10": pgd_flags}
         timing = {"pgd_seconds": time.perf_counter() - started}
     warnings: list[str] = []
-    if settings["autoattack"]:
+    if settings.autoattack:
         from robustft.attacks.autoattack import run_autoattack
 
-        subset = test.subset(settings["autoattack_examples"])
+        eps = settings.autoattack_eps
+        if eps is None:  # the threat model of the PGD part
+            eps = (protocol.attack if protocol is not None else settings.eval_attack)["eps"]
+        subset = test.subset(settings.autoattack_examples)
         x, y = subset.tensors()
-        result = run_autoattack(model, x.to(device), y.to(device), eps=settings["autoattack_eps"],
-                                seed=settings["seed"], batch_size=settings["autoattack_batch_size"],
+        result = run_autoattack(model, x.to(device), y.to(device), eps=eps,
+                                seed=settings.seed, batch_size=settings.autoattack_batch_size,
                                 device=str(device))
         metrics["AA"] = _metric(list(result.per_example), y.tolist(), n_cls,
                                 config=result.config,
@@ -135,7 +167,7 @@ def evaluate_run(settings: dict[str, Any], model_path: Path, data_dir: Path) -> 
     return {
         "metrics": metrics, "per_example": per_example, "warnings": warnings, "timing": timing,
         "provenance": provenance(device, {"checkpoint_sha256": sha256_file(model_path),
-                                          "seed": settings["seed"]}),
+                                          "seed": settings.seed}),
         "classes": {"names": _class_names(data_dir, n_cls), "counts": counts},
         "predictions": preds,
         "never_predicted": never_predicted(preds, counts),
@@ -148,8 +180,8 @@ def _class_names(data_dir: Path, n_cls: int) -> list[str]:
     return names if len(names) == n_cls else [str(c) for c in range(n_cls)]
 
 
-def _clat_protocol(model: torch.nn.Module, test, protocol: dict[str, Any],
-                   settings: dict[str, Any], n_cls: int
+def _clat_protocol(model: torch.nn.Module, test, protocol: ClatProtocol,
+                   settings: EvaluateSettings, n_cls: int
                    ) -> tuple[dict, dict, dict, list[int], list[int]]:
     """SA, PGD10 (min over restarts), PGD10_worst, APGD_CE and the ε sweep (CLAT Sec. 4.1).
 
@@ -157,17 +189,17 @@ def _clat_protocol(model: torch.nn.Module, test, protocol: dict[str, Any],
     """
     from robustft import evaluate_clat as ec
 
-    x, y = test.subset(protocol.get("examples")).tensors()
+    x, y = test.subset(protocol.examples).tensors()
     labels = y.tolist()
 
     def metric(flags: list[int], **extra: Any) -> dict[str, Any]:
         return _metric(flags, labels, n_cls, **extra)
 
-    bs, seed = settings["batch_size"], settings["seed"]
-    attack = PGDConfig(**protocol["attack"])
+    bs, seed = settings.batch_size, settings.seed
+    attack = PGDConfig(**protocol.attack)
     timing: dict[str, float] = {}
     started = time.perf_counter()
-    res = ec.pgd_restarts(model, x, y, attack=attack, restarts=protocol["restarts"], seed=seed,
+    res = ec.pgd_restarts(model, x, y, attack=attack, restarts=protocol.restarts, seed=seed,
                           batch_size=bs)
     # clean predictions once; correctness as in ec.clean_correct (argmax == label, eval mode)
     preds = predict(model, zip(x.split(bs), y.split(bs)))[0].tolist()
@@ -176,40 +208,35 @@ def _clat_protocol(model: torch.nn.Module, test, protocol: dict[str, Any],
     metrics = {
         "SA": metric(clean),
         "PGD10": metric(res.per_example_min_run, attack=attack.__dict__,
-                        restarts=protocol["restarts"], accuracies=res.accuracies,
+                        restarts=protocol.restarts, accuracies=res.accuracies,
                         min_run=res.min_run, reported="minimum over restarts (CLAT Sec. 4.1)"),
         "PGD10_worst": metric(res.per_example_worst_case, attack=attack.__dict__,
-                              restarts=protocol["restarts"],
+                              restarts=protocol.restarts,
                               reported="robust in every restart (per example)"),
     }
     per_example = {"SA": clean, "PGD10": res.per_example_min_run,
                    "PGD10_worst": res.per_example_worst_case}
-    if protocol.get("apgd_ce"):
+    if protocol.apgd_ce:
         started = time.perf_counter()
-        apgd = ec.apgd_ce(model, x, y, eps=attack.eps, n_iter=protocol["apgd_ce_iterations"],
+        apgd = ec.apgd_ce(model, x, y, eps=attack.eps, n_iter=protocol.apgd_ce_iterations,
                           restarts=1, seed=seed, batch_size=bs)
         metrics["APGD_CE"] = metric(apgd["per_example"], settings=apgd["settings"])
         per_example["APGD_CE"] = apgd["per_example"]
         timing["apgd_ce_seconds"] = time.perf_counter() - started
-    if protocol.get("epsilons"):
+    if protocol.epsilons:
         started = time.perf_counter()
-        for eps in protocol["epsilons"]:
+        for eps in protocol.epsilons:
             if eps == 0:
                 flags = clean
             else:
                 cfg = PGDConfig(eps=eps, step=attack.step / attack.eps * eps, steps=attack.steps,
                                 random_start=True)
                 flags = ec.pgd_restarts(model, x, y, attack=cfg, seed=seed, batch_size=bs,
-                                        restarts=protocol["sweep_restarts"]).per_example_min_run
+                                        restarts=protocol.sweep_restarts).per_example_min_run
             metrics[sweep_metric(eps)] = metric(flags, eps=eps,
-                                                restarts=protocol["sweep_restarts"])
+                                                restarts=protocol.sweep_restarts)
         timing["sweep_seconds"] = time.perf_counter() - started
     return metrics, per_example, timing, labels, preds
-
-
-def sweep_metric(eps: float) -> str:
-    """Metric name of one point of the ε sweep (CLAT Figure 4): ``PGD_eps0.03``."""
-    return f"PGD_eps{eps:g}"
 
 
 def _metric(flags: list[int], labels: list[int], n_cls: int, **extra: Any) -> dict[str, Any]:

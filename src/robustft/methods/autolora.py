@@ -34,15 +34,15 @@ from robustft.methods.base import (
     kl_clean_adv,
     kl_normaliser,
 )
+from robustft.plan import catalog
 from robustft.schedules import lambda_weights
 
 
 class AutoLoRa(Method):
     name = "autolora"
-    display_name = "AutoLoRa"
-    defaults: ClassVar[dict[str, Any]] = {"rank": 8, "lora_coverage": "official", "lora_alpha": 1.0, "alpha": 1.0,
-                "lambda_source": "train_set", "lambda_measured": "epoch_start",
-                "detach_soft_labels": False, "kl_normaliser": "batch"}
+    display_name = catalog.display_name("autolora")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("autolora")
 
     def __init__(self, **hparams):
         super().__init__(**hparams)

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,7 @@ from torch.func import functional_call
 from robustft.attacks import pgd
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy, kl_clean_adv
 from robustft.methods.trades import check_project_start, trades_attack
+from robustft.plan import catalog
 
 AWP_EPS = 1e-20
 
@@ -81,10 +82,9 @@ def bn_mode(model: nn.Module, mode: str) -> Iterator[None]:
 
 class AWP(Method):
     name = "awp"
-    display_name = "AT-AWP"
-    defaults: ClassVar[dict] = {"base": "at", "gamma": 0.01, "warmup": 0, "proxy_lr": 0.01,
-                                "beta": 6.0, "init": "normal", "init_std": 0.001,
-                                "project_start": False, "attack_bn": "train", "epoch_origin": 0}
+    display_name = catalog.display_name("awp")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("awp")
 
     def __init__(self, **hparams):
         super().__init__(**hparams)
@@ -159,6 +159,6 @@ class AWP(Method):
 
 class TRADESAWP(AWP):
     name = "trades_awp"
-    display_name = "TRADES-AWP"
-    defaults: ClassVar[dict] = {**AWP.defaults, "base": "trades", "gamma": 5e-3, "warmup": 10,
-                                "attack_bn": "eval", "epoch_origin": 1}
+    display_name = catalog.display_name("trades_awp")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("trades_awp")

@@ -58,7 +58,8 @@ class Method:
 
     name: ClassVar[str] = ""
     display_name: ClassVar[str] = ""
-    #: hyper-parameters with their defaults; the config layer validates overrides against these
+    #: hyper-parameters with their defaults, taken from the method's schema in
+    #: :mod:`robustft.plan.catalog` (which config validation checks ``params`` against)
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **hparams: Any) -> None:

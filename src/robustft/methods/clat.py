@@ -21,15 +21,16 @@ Named variants (registered methods with other defaults):
 * ``clat_random`` — k random layers instead of the top-k (Tables 5/10), re-drawn on the same
   schedule.
 
-Every open point of the paper (spec §1.8) is a hyper-parameter; see ``defaults`` and the notes
-next to each. One default departs from the spec's proposal, on evidence: A14 ``include_head``.
-The numbering still counts the final linear (RN18: layer 18), but it is not *selectable* by
-default, because with Eq. 5's 1/N_i normalisation its criticality is inflated by
-N_{L−1}/N_L (8192/10 for RN18 on CIFAR-10): it ranked first on every model we measured
-(random-init RN18 at widths 16 and 64: C = 10.4 against ≤ 1.55 for every conv; a width-2 RN18
-after one PGD-AT epoch on the test data), while it appears in none of the paper's Table 3 top-5
-lists (RN18, RN50, DN121, ...). ``include_head: true`` restores the spec's proposal. This should
-be re-checked on a properly pre-trained CIFAR model.
+Every open point of the paper (spec §1.8) is a hyper-parameter; see
+:class:`robustft.plan.catalog.CLATParams` (the defaults) and the notes next to each. One default
+departs from the spec's proposal, on evidence: A14 ``include_head``. The numbering still counts
+the final linear (RN18: layer 18), but it is not *selectable* by default, because with Eq. 5's
+1/N_i normalisation its criticality is inflated by N_{L−1}/N_L (8192/10 for RN18 on CIFAR-10):
+it ranked first on every model we measured (random-init RN18 at widths 16 and 64: C = 10.4
+against ≤ 1.55 for every conv; a width-2 RN18 after one PGD-AT epoch on the test data), while it
+appears in none of the paper's Table 3 top-5 lists (RN18, RN50, DN121, ...). ``include_head:
+true`` restores the spec's proposal. This should be re-checked on a properly pre-trained CIFAR
+model.
 
 Training recipe (CLAT Sec. 4.1 + spec A8/A9; a run's schedule comes from its config): the second
 job of "X + CLAT" runs 50 epochs with SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 128,
@@ -52,6 +53,7 @@ from robustft.attacks.feature_pgd import feature_distance, feature_pgd
 from robustft.clat.criticality import FeatureTap, default_k, layer_criticality, tap_modules
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
 from robustft.models.cifar import candidate_layers, layer_parameters
+from robustft.plan import catalog
 
 _CHOICES = {
     "selection": ("critical", "random"),
@@ -67,27 +69,9 @@ _CHOICES = {
 
 class CLAT(Method):
     name = "clat"
-    display_name = "CLAT"
-    defaults: ClassVar[dict[str, Any]] = {
-        "k": 0,                       # critical layers; 0 = the paper's per-architecture k
-        "reselect_every": 10,         # Alg. 1 line 3; 0 = select once (CLAT(ND))
-        "selection": "critical",      # "random": Tables 5/10 ablation
-        "inner": "pgd",               # "fgsm": CLAT(Fast)
-        "fgsm_step_factor": 1.25,     # CLAT(Fast) step = factor·ε (Fast-AT's α; spec §1.4)
-        "lam": 0.0,                   # λ of Eq. 9; 0 = calibrate (A5)
-        "lambda_scale": 1.0,          # λ multiplier (A5 sweep ×{0.3, 1, 3})
-        "calibration_batches": 10,    # A5: λ·L_feat = CE averaged over this many batches
-        "ce_on": "clean",             # A4: CE on x (Eq. 9 as written) or on x+δ
-        "layer_params": "conv_bn",    # A6: conv/linear weight (+bias) and its BN γ/β
-        "bn_mode": "train",           # A7: BN mode of the update (attacks: always eval)
-        "tap": "module",              # A2: raw conv output, or after its BN
-        "first_layer": "input",       # A3: C_1 = W_1/W_0, or the literal C_1 = W_1
-        "ratio": "previous",          # A15: W_{i-1} of the previous candidate, or own input
-        "include_head": False,        # A14: may the final linear be selected? (see below)
-        "criticality_examples": 128,  # A10: unaugmented training images per selection
-        "criticality_batches": 1,     # average C over this many such batches
-        "detach_clean": False,        # spec §1.4 default: gradient through both branches
-    }
+    display_name = catalog.display_name("clat")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("clat")
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
@@ -276,17 +260,20 @@ class CLAT(Method):
 
 class CLATFast(CLAT):
     name = "clat_fast"
-    display_name = "CLAT(Fast)"
-    defaults: ClassVar[dict[str, Any]] = {**CLAT.defaults, "inner": "fgsm"}
+    display_name = catalog.display_name("clat_fast")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("clat_fast")
 
 
 class CLATND(CLAT):
     name = "clat_nd"
-    display_name = "CLAT(ND)"
-    defaults: ClassVar[dict[str, Any]] = {**CLAT.defaults, "reselect_every": 0}
+    display_name = catalog.display_name("clat_nd")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("clat_nd")
 
 
 class CLATRandom(CLAT):
     name = "clat_random"
-    display_name = "CLAT (random layers)"
-    defaults: ClassVar[dict[str, Any]] = {**CLAT.defaults, "selection": "random"}
+    display_name = catalog.display_name("clat_random")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("clat_random")

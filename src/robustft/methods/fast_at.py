@@ -14,12 +14,13 @@ early stop on a PGD-5 probe and mixed precision.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
 
 from robustft.attacks import ascend, eval_mode
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
+from robustft.plan import catalog
 
 
 def fgsm_rs(model, x, y, *, eps: float, alpha: float, generator=None):
@@ -30,8 +31,9 @@ def fgsm_rs(model, x, y, *, eps: float, alpha: float, generator=None):
 
 class FastAT(Method):
     name = "fast_at"
-    display_name = "Fast-AT"
-    defaults: ClassVar[dict] = {"alpha_factor": 1.25, "attack_bn": "train"}
+    display_name = catalog.display_name("fast_at")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("fast_at")
 
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         eps = ctx.train_attack.eps

@@ -22,12 +22,13 @@ by default, the classifier) are trained with the PGD-AT loss against the adapted
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 
 from robustft.methods.pgd_at import PGDAT
 from robustft.models.lora import LoraConfig, add_lora, lora_modules, merge_lora
+from robustft.plan import catalog
 
 INITS = ("kaiming", "normal")
 
@@ -51,9 +52,9 @@ class LoRAFT(PGDAT):
     """PGD-AT's loss (inherited) on a LoRA re-parametrisation of the convs."""
 
     name = "lora_ft"
-    display_name = "LoRA"
-    defaults: ClassVar[dict] = {"rank": 8, "alpha": 1.0, "init": "kaiming", "train_head": True,
-                "train_bn": False, "include_shortcuts": True}
+    display_name = catalog.display_name("lora_ft")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("lora_ft")
 
     def prepare_model(self, model: nn.Module) -> None:
         if self.hp["init"] not in INITS:

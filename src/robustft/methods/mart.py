@@ -24,7 +24,7 @@ epoch late).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from robustft.attacks import ascend, eval_mode
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
 from robustft.methods.trades import check_project_start
+from robustft.plan import catalog
 
 
 def mart_loss(clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Tensor,
@@ -52,9 +53,9 @@ def mart_loss(clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Ten
 
 class MART(Method):
     name = "mart"
-    display_name = "MART"
-    defaults: ClassVar[dict] = {"beta": 5.0, "init": "normal", "init_std": 0.001,
-                                "project_start": False}
+    display_name = catalog.display_name("mart")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("mart")
 
     def __init__(self, **hparams):
         super().__init__(**hparams)

@@ -12,12 +12,14 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
+from robustft.plan import catalog
 
 
 class PGDAT(Method):
     name = "pgd_at"
-    display_name = "PGD-AT"
-    defaults: ClassVar[dict[str, Any]] = {}
+    display_name = catalog.display_name("pgd_at")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("pgd_at")
 
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         x_adv = self.attack(model, model, x, y, ctx)

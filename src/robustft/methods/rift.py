@@ -45,7 +45,7 @@ config): 10 epochs, SGD lr 1e-3, momentum 0.9, weight decay 5e-4, batch 128, LR 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,7 @@ from torch import nn
 from robustft import rng
 from robustft.attacks import eval_mode, pgd
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
+from robustft.plan import catalog
 
 
 def rift_candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -134,11 +135,9 @@ def interpolate(theta_ft: dict[str, torch.Tensor], theta_at: dict[str, torch.Ten
 
 class RiFT(Method):
     name = "rift"
-    display_name = "RiFT"
-    defaults: ClassVar[dict] = {"module": "", "mrc_examples": 10000, "mrc_batch_size": 512,
-                                "mrc_epochs": 10, "mrc_lr": 1.0, "mrc_radius": 0.1,
-                                "mrc_max": "official", "alphas": 11, "tolerance": 0.001,
-                                "select_split": "val"}
+    display_name = catalog.display_name("rift")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("rift")
 
     def __init__(self, **hparams):
         super().__init__(**hparams)

@@ -29,7 +29,7 @@ at epoch 75, ×0.01 at 90, ×0.001 at 100 counted from 1 (``train_trades_cifar10
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,7 @@ from robustft.methods.base import (
     kl_clean_adv,
     kl_normaliser,
 )
+from robustft.plan import catalog
 
 
 def trades_attack(method: Method, model, x: torch.Tensor, ctx: TrainContext, *,
@@ -82,9 +83,9 @@ def trades_loss(clean_logits, adv_logits, y, beta: float, normaliser: int | None
 
 class TRADES(Method):
     name = "trades"
-    display_name = "TRADES"
-    defaults: ClassVar[dict] = {"beta": 6.0, "init": "normal", "init_std": 0.001,
-                                "project_start": False, "kl_normaliser": "batch"}
+    display_name = catalog.display_name("trades")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("trades")
 
     def __init__(self, **hparams):
         super().__init__(**hparams)

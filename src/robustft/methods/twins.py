@@ -24,13 +24,14 @@ from robustft.methods.base import (
     kl_clean_adv,
     kl_normaliser,
 )
+from robustft.plan import catalog
 
 
 class TWINS(Method):
     name = "twins"
-    display_name = "TWINS"
-    defaults: ClassVar[dict[str, Any]] = {"beta": 6.0, "gamma": 1.0, "loss": "official", "dual_bn": "official",
-                "kl_normaliser": "batch"}
+    display_name = catalog.display_name("twins")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("twins")
 
     def model_kwargs(self):
         return {"dual_bn": self.hp["dual_bn"]}

@@ -21,12 +21,14 @@ from robustft.methods.base import (
     kl_clean_adv,
     kl_normaliser,
 )
+from robustft.plan import catalog
 
 
 class VanillaRFT(Method):
     name = "vanilla_rft"
-    display_name = "Vanilla RFT"
-    defaults: ClassVar[dict[str, Any]] = {"beta": 6.0, "kl_normaliser": "batch"}
+    display_name = catalog.display_name("vanilla_rft")
+    #: the schema's defaults (robustft.plan.catalog, where each option is typed)
+    defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("vanilla_rft")
 
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         x_adv = self.attack(model, model, x, y, ctx)

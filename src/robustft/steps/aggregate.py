@@ -9,7 +9,8 @@ By hand (e.g. to debug a study)::
                  "paper": {"paper": "AutoLoRa", "table": 1}}' \\
         --out-csv results/tables/autolora_table1.csv --out-json results/tables/autolora_table1.json
 
-``--spec`` is a JSON object or the path of a JSON/YAML file with the keys (all optional)
+``--spec`` (:class:`robustft.contracts.AggregateSpec`; an unknown key stops the step) is a JSON
+object or the path of a JSON/YAML file with the keys (all optional)
 ``title``, ``description``, ``metrics``, ``test`` (welch|student|paired), ``alpha``,
 ``variants`` (``{variant: {"method": display name, "labels": {...}}}``), ``comparisons``
 (list of :class:`robustft.tables.assemble.Comparison` fields) or ``reference`` (the variant
@@ -32,10 +33,10 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from robustft.contracts import AggregateSpec, ContractError
 from robustft.tables.assemble import aggregate_study
 from robustft.tables.records import load_run_record
 from robustft.tables.serialise import write_study_tables
@@ -43,12 +44,9 @@ from robustft.tables.significance import TESTS
 
 log = logging.getLogger("robustft.steps.aggregate")
 
-SPEC_KEYS = {"title", "description", "metrics", "test", "alpha", "variants", "comparisons",
-             "reference", "paper", "figures", "derived"}
-
-
-def parse_spec(text: str) -> dict[str, Any]:
-    """A JSON object given inline, or a JSON/YAML file path."""
+def parse_spec(text: str) -> AggregateSpec:
+    """A JSON object given inline, or a JSON/YAML file path (its keys: the fields of
+    :class:`robustft.contracts.AggregateSpec`)."""
     stripped = text.strip()
     if stripped.startswith("{"):
         spec = json.loads(stripped)
@@ -56,27 +54,26 @@ def parse_spec(text: str) -> dict[str, Any]:
         spec = yaml.safe_load(Path(text).read_text(encoding="utf-8")) or {}
     if not isinstance(spec, dict):
         raise SystemExit(f"--spec must be a JSON object, got {type(spec).__name__}")
-    unknown = set(spec) - SPEC_KEYS
-    if unknown:
-        raise SystemExit(f"--spec: unknown key(s) {sorted(unknown)}; allowed {sorted(SPEC_KEYS)}")
-    return spec
+    try:
+        return AggregateSpec.from_dict(spec)
+    except ContractError as e:
+        raise SystemExit(f"--spec: {e}") from e
 
 
-def add_clat_rows(runs: list, spec: dict[str, Any], transfers: list[str],
+def add_clat_rows(runs: list, spec: AggregateSpec, transfers: list[str],
                   criticality: list[str]) -> list:
-    """The runs plus CLAT's derived/transfer/criticality rows; with ``spec["metrics"]``, only
+    """The runs plus CLAT's derived/transfer/criticality rows; with ``spec.metrics``, only
     rows that have at least one of those metrics."""
     from robustft import clat_tables
 
-    derived = spec.get("derived") or []
-    if "trainable_params" in derived:
+    if "trainable_params" in spec.derived:
         clat_tables.add_parameter_counts(runs)
-    extra = clat_tables.top5_records(runs) if "top5_criticality" in derived else []
-    extra += clat_tables.transfer_records(transfers, spec)
-    extra += clat_tables.criticality_records(criticality, spec)
+    extra = clat_tables.top5_records(runs) if "top5_criticality" in spec.derived else []
+    extra += clat_tables.transfer_records(transfers, spec.to_dict())
+    extra += clat_tables.criticality_records(criticality, spec.to_dict())
     out = runs + extra
-    if spec.get("metrics"):
-        wanted = set(spec["metrics"])
+    if spec.metrics:
+        wanted = set(spec.metrics)
         out = [r for r in out if wanted & set(r.metrics)]
     return out
 
@@ -97,26 +94,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     spec = parse_spec(args.spec)
-    variants = spec.get("variants") or {}
     runs = []
     for d in args.runs:
         run = load_run_record(d)
-        v = variants.get(run.variant) or {}  # the study's display name and group labels win
+        v = spec.variants.get(run.variant) or {}  # the study's display name and group labels win
         run.method = v.get("method", run.method)
         run.labels = dict(v.get("labels", run.labels))
         runs.append(run)
     runs = add_clat_rows(runs, spec, args.transfers, args.criticality)
-    comparisons = spec.get("comparisons")
-    if comparisons is None and spec.get("reference"):
+    comparisons = spec.comparisons
+    if comparisons is None and spec.reference:
         # the study's reference ("ours") against every other variant, in order of appearance
-        ours = spec["reference"]
+        ours = spec.reference
         comparisons = [{"ours": ours, "baseline": v}
                        for v in dict.fromkeys(r.variant for r in runs) if v != ours]
     tables = aggregate_study(
-        args.study, runs, comparisons or [], spec.get("paper"),
-        test=args.test or spec.get("test", "welch"), metrics=spec.get("metrics"),
-        alpha=float(spec.get("alpha", 0.05)), title=spec.get("title"),
-        description=spec.get("description"), figures=spec.get("figures"),
+        args.study, runs, comparisons or [], spec.paper, test=args.test or spec.test,
+        metrics=spec.metrics, alpha=float(spec.alpha), title=spec.title,
+        description=spec.description, figures=spec.figures,
     )
     write_study_tables(tables, args.out_csv, args.out_json)
     log.info("%s: %d runs -> %d cells, %d comparisons (%s t-test)", args.study, len(runs),

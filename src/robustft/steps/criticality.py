@@ -26,10 +26,11 @@ import torch
 from robustft import rng
 from robustft.attacks import PGDConfig
 from robustft.batches import load_split
+from robustft.contracts import CriticalitySettings
 from robustft.evaluate import load_trained, provenance
 from robustft.io import sha256_file, write_json_atomic
 from robustft.methods import TrainContext, build_method
-from robustft.steps._common import parser, settings, start
+from robustft.steps._common import parser, read_settings, start
 from robustft.train import resolve_device
 
 
@@ -41,26 +42,28 @@ def mean_epoch_seconds(train_log: Path | None) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def measure_batch_sizes(values: dict[str, Any], data: Path, model_path: Path,
-                        train_log: Path | None = None, *, gpus: int = 0) -> dict[str, Any]:
-    device = resolve_device(values.get("device", "cpu"), gpus=gpus)
-    model = load_trained(values["model"], model_path, data, device)
+def measure_batch_sizes(values: CriticalitySettings | dict[str, Any], data: Path,
+                        model_path: Path, train_log: Path | None = None, *,
+                        gpus: int = 0) -> dict[str, Any]:
+    values = CriticalitySettings.from_dict(values)
+    device = resolve_device(values.device, gpus=gpus)
+    model = load_trained(values.model, model_path, data, device)
     train = load_split(data, "train")
-    generator = rng.new_generator(int(values.get("seed", 0)))
+    generator = rng.new_generator(values.seed)
 
     def examples(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = rng.randperm(len(train), generator)[:n]
         x, y = train.tensors(index.sort().values.numpy())
         return x.to(device), y.to(device)
 
-    ctx = TrainContext(train_attack=PGDConfig(**values["train_attack"]), generator=generator,
-                       batch_size=max(values["batch_sizes"]), train_examples=examples)
+    ctx = TrainContext(train_attack=PGDConfig(**values.train_attack), generator=generator,
+                       batch_size=max(values.batch_sizes), train_examples=examples)
     results = []
-    for size in values["batch_sizes"]:
-        method = build_method(values["clat_method"], **{
-            **values["clat_params"], "criticality_examples": int(size), "criticality_batches": 1})
+    for size in values.batch_sizes:
+        method = build_method(values.clat_method, **{
+            **values.clat_params, "criticality_examples": int(size), "criticality_batches": 1})
         draws = []
-        for _ in range(int(values.get("repeats", 1))):
+        for _ in range(values.repeats):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             started = time.perf_counter()
@@ -77,25 +80,29 @@ def measure_batch_sizes(values: dict[str, Any], data: Path, model_path: Path,
             "names": crit.names,
         })
     epoch = mean_epoch_seconds(train_log)
-    return {"identity": values.get("identity", {}), "measured_run": values.get("measured_run"),
-            "measured_variant": values.get("measured_variant"),
-            "measured_method": values.get("measured_method"), "results": results,
+    identity = values.identity.to_dict() if values.identity is not None else {}
+    return {"identity": identity, "measured_run": values.measured_run,
+            "measured_variant": values.measured_variant,
+            "measured_method": values.measured_method, "results": results,
             "reference_epoch_seconds": None if epoch is None or math.isnan(epoch) else epoch,
             "provenance": provenance(device, {"checkpoint_sha256": sha256_file(model_path),
-                                              "seed": values.get("seed", 0)})}
+                                              "seed": values.seed})}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--settings", required=True)
+    p.add_argument("--settings", required=True,
+                   help="JSON of robustft.contracts.CriticalitySettings")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--train-log", type=Path, default=None)
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
     start(args)
-    write_json_atomic(args.out, measure_batch_sizes(settings(args.settings), args.data,
-                                                    args.model, args.train_log, gpus=args.gpus))
+    write_json_atomic(args.out, measure_batch_sizes(read_settings(CriticalitySettings,
+                                                                  args.settings),
+                                                    args.data, args.model, args.train_log,
+                                                    gpus=args.gpus))
 
 
 if __name__ == "__main__":

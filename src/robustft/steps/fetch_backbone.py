@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from robustft.backbones import fetch_salman
+from robustft.contracts import FetchBackbone
 from robustft.models import build_model, load_backbone
 from robustft.steps._common import parser, start
 
@@ -20,8 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sha256", default=None)
     args = p.parse_args(argv)
     start(args)
-    fetch_salman(args.arch, args.eps_pt, args.out, args.sha256)
-    load_backbone(build_model(args.arch, 10), args.out)  # raises BackboneError naming the file
+    spec = FetchBackbone(arch=args.arch, eps_pt=args.eps_pt, sha256=args.sha256)
+    fetch_salman(spec.arch, spec.eps_pt, args.out, spec.sha256)
+    load_backbone(build_model(spec.arch, 10), args.out)  # raises BackboneError naming the file
 
 
 if __name__ == "__main__":

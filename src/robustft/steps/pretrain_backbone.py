@@ -7,20 +7,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from robustft.contracts import TrainConfig
 from robustft.models import save_backbone
-from robustft.steps._common import parser, settings, start
-from robustft.train import TrainConfig, Trainer, resolve_device, write_log
+from robustft.steps._common import parser, read_settings, start
+from robustft.train import Trainer, resolve_device, write_log
 
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--settings", required=True)
+    p.add_argument("--settings", required=True,
+                   help="JSON of robustft.contracts.TrainConfig (the pre-training settings)")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--checkpoints", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
     start(args)
-    cfg = TrainConfig.from_dict(settings(args.settings))
+    cfg = read_settings(TrainConfig, args.settings)
     resolve_device(cfg.device, gpus=args.gpus)  # fail before any work if a GPU was promised
     trainer = Trainer(cfg, args.data, None, args.checkpoints)
     rows = trainer.fit()

@@ -9,28 +9,31 @@ from pathlib import Path
 
 import yaml
 
+from robustft.contracts import RunIdentity, TrainConfig
 from robustft.io import atomic_path
-from robustft.steps._common import parser, settings, start
-from robustft.train import TrainConfig, resolve_device, train_run
+from robustft.steps._common import parser, read_settings, start
+from robustft.train import resolve_device, train_run
 
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--settings", required=True, help="resolved TrainConfig as JSON")
+    p.add_argument("--settings", required=True,
+                   help="JSON of robustft.contracts.TrainConfig (the run's resolved settings)")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--backbone", type=Path, default=None)
     p.add_argument("--checkpoints", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--identity", default="{}",
-                   help="JSON: dataset, backbone, variant, seed, method, fidelity, preset")
+    p.add_argument("--identity", default=None,
+                   help="JSON of robustft.contracts.RunIdentity: fidelity, dataset, backbone, "
+                        "variant, seed, method, preset (recorded in run.yaml)")
     args = p.parse_args(argv)
     start(args)
-    values = settings(args.settings)
-    cfg = TrainConfig.from_dict(values)
+    cfg = read_settings(TrainConfig, args.settings)
+    identity = {} if args.identity is None else read_settings(RunIdentity, args.identity).to_dict()
     resolve_device(cfg.device, gpus=args.gpus)  # fail before any work if a GPU was promised
     train_run(cfg, args.data, args.backbone, args.checkpoints, args.out)
     with atomic_path(args.out / "run.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump({**settings(args.identity), "settings": values,
+        tmp.write_text(yaml.safe_dump({**identity, "settings": cfg.to_dict(),
                                        "data_dir": str(args.data),
                                        "backbone_file": str(args.backbone),
                                        "provenance": provenance()}, sort_keys=True))

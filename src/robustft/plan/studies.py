@@ -1,23 +1,41 @@
 """What the aggregate and report steps are told about a study (built from the validated config).
 
-``aggregate_spec`` maps a study onto the printed paper table it mirrors (names, variants,
-metrics, the comparisons and their printed Diff./p-value columns); ``report_provenance``
-states where the report's numbers come from.
+:func:`aggregate_spec` maps a study onto the printed paper table it mirrors (names, variants,
+metrics, the comparisons and their printed Diff./p-value columns); :func:`known_metrics` says
+which metrics a study at a fidelity can show; :func:`report_provenance` states where the
+report's numbers come from.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
-from robustft.config import (
-    config_hash,
+from robustft.contracts import AggregateSpec, sweep_metric
+from robustft.plan.grid import (
     method_label,
     study_backbones,
     study_datasets,
     study_variants,
     variant_spec,
 )
+from robustft.plan.settings import evaluation_protocol
+
+#: metrics of every run (``eval.json``) under the standard protocol
+STANDARD_METRICS = ["SA", "PGD10", "AA"]
+#: under the CLAT protocol (before the ε sweep), and the CLAT jobs' and derived rows' metrics
+CLAT_METRICS = ["SA", "PGD10", "PGD10_worst", "APGD_CE", "AA"]
+CLAT_EXTRA_METRICS = ["BB", "CRIT", "TIME_S", "EPOCH_S", "PARAMS", "PARAMS_TOTAL", "PARAMS_PCT"]
+
+
+def known_metrics(config: dict[str, Any], fidelity: str) -> list[str]:
+    """Metric names a study at this fidelity can show."""
+    protocol = evaluation_protocol(config, fidelity)
+    if protocol is None:
+        return list(STANDARD_METRICS)
+    return CLAT_METRICS + [sweep_metric(e) for e in protocol.epsilons] + CLAT_EXTRA_METRICS
 
 
 def _labels(paper_variant: str | None) -> dict[str, str]:
@@ -27,7 +45,7 @@ def _labels(paper_variant: str | None) -> dict[str, str]:
     return dict(part.split("=", 1) for part in paper_variant.split(";"))
 
 
-def aggregate_spec(config: dict[str, Any], study: str) -> dict[str, Any]:
+def aggregate_spec(config: dict[str, Any], study: str) -> AggregateSpec:
     """The ``--spec`` of ``robustft.steps.aggregate`` for one study."""
     s = config["studies"][study]
     paper = s.get("paper")
@@ -48,6 +66,8 @@ def aggregate_spec(config: dict[str, Any], study: str) -> dict[str, Any]:
         out["metrics"] = list(s["metrics"])
     if s.get("derived"):
         out["derived"] = list(s["derived"])
+    if s.get("figures"):
+        out["figures"] = list(s["figures"])
     if paper:
         out["paper"] = {
             "paper": paper["name"], "table": paper["table"],
@@ -67,7 +87,7 @@ def aggregate_spec(config: dict[str, Any], study: str) -> dict[str, Any]:
                 comparison["paper_diff"] = {"metric": paper["diff_metric"], "variant": ""}
         if "metrics" in paper:
             out["paper"]["metrics"] = paper["metrics"]
-    return out
+    return AggregateSpec.from_dict(out)
 
 
 def _printed_backbone(backbone: dict[str, Any], with_variant: bool) -> Any:
@@ -76,6 +96,10 @@ def _printed_backbone(backbone: dict[str, Any], with_variant: bool) -> Any:
     if with_variant and backbone.get("paper_variant"):
         return {"name": backbone["paper_name"], "variant": backbone["paper_variant"]}
     return backbone["paper_name"]
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def report_provenance(config: dict[str, Any], root: str | Path = ".") -> dict[str, Any]:
