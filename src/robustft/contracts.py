@@ -64,11 +64,25 @@ class Contract:
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready data; optional sections that are unset (:data:`LEGACY`
         fields, the standard protocol) are left out."""
-        out = dataclasses.asdict(self)  # type: ignore[call-overload]
+        out = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            if f.metadata.get("omit_none") and out[f.name] is None:
-                del out[f.name]
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get("omit_none"):
+                continue
+            out[f.name] = _plain(value)
         return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy (dataclasses.asdict's result, at a fraction of its cost: a dry run of
+    every study converts ~3,000 settings)."""
+    if isinstance(value, Contract):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 #: field metadata: left out of the JSON when None (an optional section that is unset)

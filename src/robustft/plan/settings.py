@@ -13,6 +13,7 @@ the preset and the config set; the method fills the rest from its schema's defau
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from robustft.contracts import (
@@ -108,6 +109,12 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[st
     return out
 
 
+@functools.cache
+def _train_defaults() -> dict[str, Any]:
+    """:class:`TrainConfig`'s defaults (the first layer of every run's resolution)."""
+    return TrainConfig(run_name="", method="", arch="", seed=0).to_dict()
+
+
 def method_defaults(config: dict[str, Any], method: str) -> dict[str, Any]:
     """The preset's choices for a method's parameters (the first layer of ``method_params``)."""
     preset = PRESETS[config["preset"]]
@@ -138,8 +145,9 @@ def train_settings(config: dict[str, Any], run: Run) -> TrainConfig:
     for key in TRAIN_KEYS_FROM_FIDELITY:
         if key in fidelity:
             training.setdefault(key, fidelity[key])
-    base = TrainConfig(run_name=run.name, method=method, arch=backbone["arch"], seed=run.seed)
-    resolved = deep_merge(base.to_dict(), training)
+    base = {**_train_defaults(), "run_name": run.name, "method": method,
+            "arch": backbone["arch"], "seed": run.seed}
+    resolved = deep_merge(base, training)
     resolved.update(method_params=params, width=backbone.get("width"),
                     input_size=dataset.get("input_size"), device=config["device"])
     if "init" in var:
@@ -224,9 +232,10 @@ def criticality_settings(config: dict[str, Any], run: Run) -> CriticalitySetting
 def backbone_settings(config: dict[str, Any], name: str) -> TrainConfig:
     """Pre-training settings of a self-trained backbone (the demo's robust source model)."""
     bb = config["backbones"][name]
-    base = TrainConfig(run_name=f"backbone/{name}", method=bb["method"], arch=bb["arch"], seed=0)
-    resolved = deep_merge(base.to_dict(), deep_merge(PRESETS[config["preset"]]["training"],
-                                                      bb.get("training", {})))
+    base = {**_train_defaults(), "run_name": f"backbone/{name}", "method": bb["method"],
+            "arch": bb["arch"], "seed": 0}
+    resolved = deep_merge(base, deep_merge(PRESETS[config["preset"]]["training"],
+                                           bb.get("training", {})))
     resolved.update(width=bb.get("width"), device=config["device"],
                     method_params=method_defaults(config, bb["method"]), selection="last")
     return TrainConfig(**resolved)
