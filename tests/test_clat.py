@@ -218,6 +218,48 @@ def test_clat_loss_is_eq9_with_the_replayed_attack():
         assert (p.grad is not None) == (id(p) in chosen_params)
 
 
+def test_ce_on_picks_the_cross_entropy_input_of_eq9(monkeypatch):
+    """Spec A4: ``ce_on: clean`` is Eq. 9 as printed, CE(F(x), y); ``ce_on: adv`` is CE(F(x+δ), y)
+    with the same δ* as the feature term. The feature term and the logged clean logits agree."""
+    import robustft.methods.clat as clat_module
+
+    x, y = batch()
+    shift = 0.03 * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(5)))
+    x_adv = (x + shift).clamp(0, 1)
+    monkeypatch.setattr(clat_module, "feature_pgd", lambda *a, **k: x_adv.clone())
+    model = Toy(gains=(1.0, 1.0, 5.0, 1.0, 1.0))
+    with torch.no_grad():  # a head whose CE differs visibly between x and x+δ
+        model.head.weight.copy_(torch.tensor([[3.0, -2.0, 1.0, 0.5], [-1.0, 2.5, 0.0, 1.0],
+                                              [0.5, 0.0, -3.0, 2.0]]))
+    lam = 0.5
+    losses, grads = {}, {}
+    for ce_on in ("clean", "adv"):
+        m = build_method("clat", lam=lam, k=2, ce_on=ce_on)
+        c = ctx(examples=examples_from(x, y))
+        m.start_epoch(model, c)
+        model.zero_grad()
+        out = m.batch_loss(model, x, y, c)
+        out.loss.backward()
+        losses[ce_on] = out
+        grads[ce_on] = model.convs[2].weight.grad.clone()
+        tap = m._tap(model)
+        with torch.no_grad():
+            feat = feature_distance(tap.features(x_adv), tap.features(x))
+            ce_x = F.cross_entropy(model(x), y)
+            ce_adv = F.cross_entropy(model(x_adv), y)
+        assert out.stats["loss_feat"] == pytest.approx(feat.item(), rel=1e-5)
+        assert out.stats["train_nat_acc"] == pytest.approx(
+            (model(x).argmax(1) == y).float().mean().item())
+    assert losses["clean"].loss.item() == pytest.approx((ce_x + lam * feat).item(), rel=1e-5)
+    assert losses["adv"].loss.item() == pytest.approx((ce_adv + lam * feat).item(), rel=1e-5)
+    assert losses["adv"].stats["loss_ce"] == pytest.approx(ce_adv.item(), rel=1e-5)
+    assert abs(ce_adv.item() - ce_x.item()) > 1e-3  # the two readings are distinguishable
+    assert not torch.allclose(grads["clean"], grads["adv"])
+    assert build_method("clat").hp["ce_on"] == "clean"  # Eq. 9 as printed (docstring: A4 runs)
+    with pytest.raises(ValueError, match="ce_on"):
+        build_method("clat", ce_on="x")
+
+
 def test_only_selected_layers_train_and_reselection_moves_the_trainable_set():
     m = build_method("clat", lam=1.0)  # toy: k defaults to 1
     model = Toy()
