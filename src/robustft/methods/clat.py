@@ -59,8 +59,9 @@ buying robustness (λ×0.3 and fixed λ 0.01 / 0.1, ≈ ×0.2 / ×2 of the calib
 run). Why the CE input hardly matters here: the δ* of Eq. 8, aimed at the selected layer's
 features, barely raises the cross-entropy (last demo epoch, seed 0: CE 0.51 on x+δ* against 0.50
 on x), so ``adv`` trains almost on clean inputs, like ``clean``. What the gap follows is the
-size of the trainable set: with the paper's k = 1 the demo selects a 1,184-parameter conv
-(0.7% of the network; the paper's RN18 layer is 5.2%); k = 5 (34,288 parameters) gains 11.5
+size of the trainable set: with the paper's k = 1 the demo selects CLAT layer 2 (592
+parameters; seed 0, both fidelities) or layer 6 (1,184; seed 1), 0.3-0.7% of the network
+against the paper's 5.2% for RN18 (Table 6); k = 5 (34,288 parameters, seed 0) gains 11.5
 points of PGD-10 over k = 1, still 19 below PGD-AT. Also, the demo's CLAT starts from a model 5
 epochs into training, far from the converged X the paper fine-tunes (50 epochs).
 
