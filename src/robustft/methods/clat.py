@@ -81,6 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustft import rng
 from robustft.attacks import eval_mode
 from robustft.attacks.feature_pgd import feature_distance, feature_pgd
 from robustft.clat.criticality import FeatureTap, default_k, layer_criticality, tap_modules
@@ -169,7 +170,7 @@ class CLAT(Method):
         if self.hp["selection"] == "critical":
             chosen = crit.top(k)
         else:
-            chosen = sorted((torch.randperm(len(names), generator=ctx.generator)[:k] + 1).tolist())
+            chosen = sorted((rng.randperm(len(names), ctx.generator)[:k] + 1).tolist())
         self.selected = [int(i) for i in chosen]
         seconds = time.perf_counter() - started
         self.history.append({"epoch": ctx.epoch, "selected": list(self.selected),
