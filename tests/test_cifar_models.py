@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustft.models import CIFAR_ARCHS, build_model, candidate_layers, layer_index
-from robustft.models.cifar import following_batchnorm, layer_parameters
+from robustft.clat.layers import (
+    candidate_layers,
+    following_batchnorm,
+    layer_index,
+    layer_parameters,
+)
+from robustft.models import CIFAR_ARCHS, build_model
 
 TINY = {"cifar_resnet18": 4, "cifar_resnet50": 2, "cifar_preact_resnet18": 4,
         "cifar_preact_resnet18_fast": 4, "cifar_wrn34_10": 4, "cifar_wrn70_16": 2,

@@ -13,8 +13,9 @@ from torch import nn
 from robustft.attacks import PGDConfig
 from robustft.attacks.feature_pgd import feature_distance, feature_pgd
 from robustft.clat import Criticality, FeatureTap, layer_criticality
+from robustft.clat.layers import candidate_layers
 from robustft.methods import TrainContext, build_method
-from robustft.models import build_model, candidate_layers
+from robustft.models import build_model
 
 EPS, STEP = 0.03, 0.007
 
@@ -221,7 +222,7 @@ def test_clat_loss_is_eq9_with_the_replayed_attack():
 def test_ce_on_picks_the_cross_entropy_input_of_eq9(monkeypatch):
     """Spec A4: ``ce_on: clean`` is Eq. 9 as printed, CE(F(x), y); ``ce_on: adv`` is CE(F(x+δ), y)
     with the same δ* as the feature term. The feature term and the logged clean logits agree."""
-    import robustft.methods.clat as clat_module
+    import robustft.clat.method as clat_module
 
     x, y = batch()
     shift = 0.03 * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(5)))
@@ -338,7 +339,7 @@ def test_lambda_calibration_balances_ce_and_feature_term():
 def test_clat_through_the_loop_rebuilds_the_optimizer_on_reselection(tmp_path, tiny_data,
                                                                      monkeypatch):
     """Stubbed rankings (layer 5, then 12): the loop trains exactly the selected layer."""
-    from robustft.methods.clat import CLAT
+    from robustft.clat.method import CLAT
     from robustft.train import TrainConfig, Trainer
 
     order = iter([5, 12])
@@ -425,7 +426,7 @@ def test_pretrain_then_clat_chain_resumes_identically(tmp_path, tiny_data, monke
     assert len(payload["finish"]["clat_selections"]) == 2
 
 
-# --- evaluation protocol (robustft.evaluate_clat) ----------------------------------------------
+# --- evaluation protocol (robustft.clat.protocol) ---------------------------------------------
 def _trained_toy():
     model = Toy(gains=(1.0, 1.0, 1.0, 1.0, 1.0)).eval()
     x, y = batch(n=16)
@@ -436,7 +437,7 @@ def _trained_toy():
 
 def test_pgd_restarts_reports_the_minimum_and_the_worst_case():
     from robustft.attacks import pgd_accuracy
-    from robustft.evaluate_clat import CLAT_EVAL, clean_correct, pgd_restarts
+    from robustft.clat.protocol import CLAT_EVAL, clean_correct, pgd_restarts
 
     model, x, y = _trained_toy()
     res = pgd_restarts(model, x, y, restarts=3, seed=5, attack=CLAT_EVAL)
@@ -448,7 +449,7 @@ def test_pgd_restarts_reports_the_minimum_and_the_worst_case():
 
 
 def test_transfer_matrix_diagonal_is_white_box_and_sweep_starts_clean():
-    from robustft.evaluate_clat import (
+    from robustft.clat.protocol import (
         clean_correct,
         epsilon_sweep,
         pgd_restarts,
@@ -469,7 +470,7 @@ def test_transfer_matrix_diagonal_is_white_box_and_sweep_starts_clean():
 
 
 def test_apgd_ce_runs_and_restores_state():
-    from robustft.evaluate_clat import apgd_ce, pgd_restarts
+    from robustft.clat.protocol import apgd_ce, pgd_restarts
 
     model, x, y = _trained_toy()
     model.train()

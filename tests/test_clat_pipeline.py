@@ -161,7 +161,7 @@ def test_eval_settings_carry_the_clat_protocol(cfg):
 
 def _synthetic_rows(cfg, study):
     """What the aggregate step would see for a study, with made-up numbers."""
-    from robustft import clat_tables
+    from robustft.clat import tables as clat_tables
     from robustft.tables.records import RunRecord
 
     spec = plan.aggregate_spec(cfg, study)
@@ -300,8 +300,8 @@ def tiny32(tmp_path):
 def test_transfer_step_on_two_tiny_models(tmp_path, tiny32):
     from robustft.attacks import PGDConfig
     from robustft.batches import load_split
+    from robustft.clat.protocol import transfer_accuracy
     from robustft.evaluate import load_trained
-    from robustft.evaluate_clat import transfer_accuracy
     from robustft.steps import transfer
     from robustft.steps.aggregate import main as aggregate
 
@@ -344,7 +344,7 @@ def test_transfer_step_on_two_tiny_models(tmp_path, tiny32):
 
 
 def test_criticality_step_and_derived_rows(tmp_path, tiny32):
-    from robustft import clat_tables
+    from robustft.clat import tables as clat_tables
     from robustft.steps import criticality
     from robustft.tables.assemble import aggregate_study
     from robustft.tables.records import load_run_record

@@ -19,8 +19,9 @@ from torch import nn
 
 from robustft import plan
 from robustft.attacks import PGDConfig
+from robustft.clat.layers import candidate_layers
 from robustft.methods import METHODS, TrainContext, build_method
-from robustft.models import build_model, candidate_layers
+from robustft.models import build_model
 from robustft.models.cifar import _PreActBlock
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -137,7 +137,7 @@ def test_manifest_without_checksums_loads_with_a_warning(tiny_data, caplog):
 
 
 def test_corrupt_model_best_names_the_path_when_loaded(tmp_path, tiny_data):
-    from robustft.clat_tables import parameter_count
+    from robustft.clat.tables import parameter_count
     from robustft.evaluate import evaluate_run
     from robustft.models import build_model
     from robustft.train import load_full_model

@@ -5,6 +5,8 @@ Owns the interface between the planning layer (:mod:`robustft.plan`, which fills
 JSON back into them). A setting a step does not know is an error naming it
 (:meth:`Contract.from_dict`), so a typo in a hand-written ``--settings`` or a planner/step drift
 fails at once instead of silently falling back to a default restated on the reading side.
+Attack budgets are not spelled here: their defaults are the named threat models of
+:mod:`robustft.threat_models` (AutoLoRa's for training runs, CLAT's for its protocol).
 
 Torch-free on purpose: the Snakefile imports it through :mod:`robustft.plan`.
 
@@ -23,8 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-#: CLAT Sec. 4.1: ℓ∞ PGD ε 0.03, step 0.007, 10 steps, random start (training and evaluation)
-CLAT_ATTACK: dict[str, Any] = {"eps": 0.03, "step": 0.007, "steps": 10, "random_start": True}
+from robustft.threat_models import AUTOLORA_PAPER, CLAT_PAPER
 
 
 class ContractError(ValueError):
@@ -113,12 +114,10 @@ class TrainConfig(Contract):
     momentum: float = 0.9
     lr_schedule: dict[str, Any] = field(
         default_factory=lambda: {"type": "multistep", "milestones": [30, 50], "factor": 0.1})
-    train_attack: dict[str, Any] = field(
-        default_factory=lambda: {"eps": 8 / 255, "step": 2 / 255, "steps": 10,
-                                 "random_start": True})
-    eval_attack: dict[str, Any] = field(
-        default_factory=lambda: {"eps": 8 / 255, "step": 2 / 255, "steps": 10,
-                                 "random_start": False})
+    # AutoLoRa Sec. 5 (robustft.threat_models): PGD-10 at 8/255, step 2/255; the presets of
+    # robustft.plan.settings override ε/step
+    train_attack: dict[str, Any] = field(default_factory=AUTOLORA_PAPER.train_attack)
+    eval_attack: dict[str, Any] = field(default_factory=AUTOLORA_PAPER.eval_attack)
     selection: str = "test_pgd"
     # what the ``backbone`` file is: "backbone" = conv/BN tensors (load_backbone), "model" = a
     # previous run's complete model_best.pt, head included (CLAT's "X + CLAT" second phase)
@@ -185,7 +184,7 @@ class ClatProtocol(Contract):
     _what: ClassVar[str] = "CLAT evaluation protocol"
 
     protocol: Literal["clat"] = "clat"
-    attack: dict[str, Any] = field(default_factory=lambda: dict(CLAT_ATTACK))
+    attack: dict[str, Any] = field(default_factory=CLAT_PAPER.eval_attack)  # CLAT Sec. 4.1
     restarts: int = 10
     examples: int | None = None  # test subset (None = all)
     apgd_ce: bool = True
@@ -241,7 +240,7 @@ class TransferSettings(Contract):
     _what: ClassVar[str] = "transfer"
     _nested: ClassVar[dict[str, type[Contract]]] = {"identity": TransferIdentity}
 
-    attack: dict[str, Any] = field(default_factory=lambda: dict(CLAT_ATTACK))
+    attack: dict[str, Any] = field(default_factory=CLAT_PAPER.eval_attack)  # CLAT Sec. 4.1
     examples: int | None = None
     batch_size: int = 256
     seed: int = 0

@@ -5,7 +5,7 @@ classified correctly clean and under every attack of the cascade (reference sema
 
 ``settings.protocol`` (:class:`robustft.contracts.ClatProtocol`, from
 ``fidelities.<f>.evaluation``) switches the PGD part to CLAT's
-protocol (:mod:`robustft.evaluate_clat`, CLAT Sec. 4.1): ``PGD10`` is the lowest robust accuracy
+protocol (:mod:`robustft.clat.protocol`, CLAT Sec. 4.1): ``PGD10`` is the lowest robust accuracy
 over ``restarts`` random-start runs, ``PGD10_worst`` the per-example worst case, plus
 ``APGD_CE`` (Table 8) and ``PGD_eps<ε>`` for every ε of the sweep (Figure 4). AutoAttack is
 unchanged.
@@ -187,7 +187,7 @@ def _clat_protocol(model: torch.nn.Module, test, protocol: ClatProtocol,
 
     Also returns the labels and clean predictions of the evaluated examples.
     """
-    from robustft import evaluate_clat as ec
+    from robustft.clat import protocol as ec
 
     x, y = test.subset(protocol.examples).tensors()
     labels = y.tolist()

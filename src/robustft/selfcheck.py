@@ -72,6 +72,7 @@ from torch import nn
 from robustft import rng
 from robustft.attacks import PGDConfig, eval_mode, pgd, pgd_accuracy
 from robustft.methods import METHODS, Method, TrainContext, build_method
+from robustft.threat_models import AUTOLORA_PAPER
 
 __all__ = ["StepResult", "Tolerance", "check_attacks", "check_method", "main", "tolerance_for"]
 
@@ -80,9 +81,10 @@ ARCH, WIDTH, CLASSES, RESOLUTION = "resnet_mini", 8, 10, 16
 #: examples ``train_examples``/``measure_train_accuracy`` draw from; the step uses the first BATCH
 POOL, BATCH = 16, 8
 ATTACK_POINTS = 8
-#: the evaluation PGD-10 of the brief (random start, so the generator path is exercised)
-EVAL_PGD = PGDConfig(eps=8 / 255, step=2 / 255, steps=10, random_start=True)
-AA_EPS = 8 / 255
+#: the evaluation PGD-10 of AutoLoRa (ε 8/255, step 2/255), with a random start so that the
+#: generator path is exercised
+EVAL_PGD = PGDConfig(**{**AUTOLORA_PAPER.eval_attack(), "random_start": True})
+AA_EPS = AUTOLORA_PAPER.eps
 
 
 @dataclass(frozen=True)

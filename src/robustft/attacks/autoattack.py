@@ -42,6 +42,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustft.threat_models import AUTOLORA_PAPER
+
 LIBRARY = "pyautoattack"
 PINNED_VERSION = "0.2.0"
 #: The upstream commit whose attack code pyautoattack 0.2.0 carries (spec §3).
@@ -335,7 +337,8 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
-def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
+def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                   eps: float = AUTOLORA_PAPER.eps,
                    seed: int = 0, batch_size: int = 250, device: torch.device | str = "cpu",
                    return_adv: bool = False) -> AutoAttackResult:
     """Standard L∞ AutoAttack on ``(x, y)``; see the module docstring for what is guaranteed.

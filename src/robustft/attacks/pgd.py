@@ -33,6 +33,7 @@ from torch import nn
 
 from robustft import rng
 from robustft.attacks.accuracy import correct, eval_mode
+from robustft.threat_models import AUTOLORA_PAPER
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -43,12 +44,13 @@ __all__ = ["INITS", "PGDConfig", "ascend", "eval_mode", "pgd", "pgd_accuracy"]
 
 @dataclass(frozen=True)
 class PGDConfig:
-    """Budget of one PGD attack. Defaults: AutoLoRa Sec. 5, PGD-10 at 8/255, step 2/255."""
+    """Budget of one PGD attack. Defaults: AutoLoRa's evaluation attack (Sec. 5, PGD-10 at
+    8/255, step 2/255, no random start; :data:`robustft.threat_models.AUTOLORA_PAPER`)."""
 
-    eps: float = 8 / 255
-    step: float = 2 / 255
-    steps: int = 10
-    random_start: bool = False
+    eps: float = AUTOLORA_PAPER.eps
+    step: float = AUTOLORA_PAPER.step
+    steps: int = AUTOLORA_PAPER.steps
+    random_start: bool = AUTOLORA_PAPER.eval_random_start
 
 
 def ascend(

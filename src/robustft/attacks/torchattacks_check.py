@@ -31,6 +31,7 @@ from robustft.attacks.autoattack import (
     _eval_mode_frozen,
     _preserve_rng,
 )
+from robustft.threat_models import AUTOLORA_PAPER
 
 LABEL = "torchattacks-AA (aligned)"
 PINNED_VERSION = "3.5.1"
@@ -103,7 +104,8 @@ def read_aligned_config(cascade) -> dict[str, Any]:
 
 
 def run_torchattacks_aligned(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                             eps: float = 8 / 255, seed: int = 0, batch_size: int = 250,
+                             eps: float = AUTOLORA_PAPER.eps, seed: int = 0,
+                             batch_size: int = 250,
                              device: torch.device | str = "cpu") -> TorchattacksResult:
     """Robust flags from the aligned torchattacks cascade (cross-check only, see module doc)."""
     _check_inputs(x, y, batch_size)

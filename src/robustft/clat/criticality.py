@@ -1,7 +1,12 @@
 """CLAT's feature weakness and layer criticality (CLAT Sec. 3.1, Eq. 5-6; Alg. 1 lines 4-9).
 
-For the candidate layers f_1..f_L (spec §1.2 numbering, :func:`robustft.models.candidate_layers`)
-and one batch x with an untargeted output-space PGD perturbation δ:
+Owns the ranking of CLAT's layers: :func:`layer_criticality` (W_i and C_i of every layer),
+:class:`FeatureTap` (reading F_i during a forward pass), :func:`tap_modules` (spec A2) and the
+paper's k per architecture (:data:`PAPER_K`, :func:`default_k`).
+
+For the candidate layers f_1..f_L (spec §1.2 numbering,
+:func:`robustft.clat.layers.candidate_layers`) and one batch x with an untargeted output-space PGD
+perturbation δ:
 
     W_i = (1/N_i) · mean_x ‖F_i(x + δ) − F_i(x)‖₂                          (CLAT Eq. 5)
     C_i = W_i / W_{i−1}                                                     (CLAT Eq. 6)
@@ -35,22 +40,25 @@ import torch
 from torch import nn
 
 from robustft.attacks import eval_mode, pgd
-from robustft.models.cifar import CIFAR_ARCHS, candidate_layers, following_batchnorm
+from robustft.clat.layers import candidate_layers, following_batchnorm
+from robustft.models.cifar import CIFAR_ARCHS
 
 TAPS = ("module", "bn")
 FIRSTS = ("input", "literal")
 RATIOS = ("previous", "own_input")
 _TINY = 1e-30
 
-#: CLAT Sec. 4.1: the number of critical layers per architecture (≈5 % of the layers)
+#: CLAT Sec. 4.1: the number of critical layers per architecture (≈5 % of the layers), keyed
+#: by the paper's name of the architecture (``CifarArch.paper_name``). PreAct RN18's k is not
+#: stated in the paper; 1 as for RN18 (spec §1.3).
 PAPER_K: dict[str, int] = {"RN18": 1, "RN50": 3, "WRN34-10": 2, "VGG19": 1, "WRN70-16": 4,
                            "DN121": 5, "PreActRN18": 1}
 
 
 def default_k(model: nn.Module) -> int:
-    """CLAT's k for the model's architecture (``CIFAR_ARCHS[arch].clat_k``), else 1."""
+    """CLAT's k for the model's architecture (:data:`PAPER_K` of its paper name), else 1."""
     spec = CIFAR_ARCHS.get(getattr(model, "arch", ""))
-    return spec.clat_k if spec is not None else 1
+    return PAPER_K.get(spec.paper_name, 1) if spec is not None else 1
 
 
 def tap_modules(model: nn.Module, names: Sequence[str], tap: str = "module",

@@ -1,11 +1,14 @@
-"""Models: torchvision-compatible ResNets with an explicit LoRA branch and dual BN.
+"""Models: torchvision-compatible ResNets with an explicit LoRA branch and dual BN, and the
+32-px CIFAR architectures of CLAT and its baselines.
 
-See ``ARCHITECTURE.md`` (section "Models") for the contract; the public entry point is
-:func:`build_model`.
+Owns every architecture and its registry (:data:`ARCHS`, :data:`CIFAR_ARCHS`), the LoRA conv,
+dual BN and the model files (:mod:`.checkpoint`). See ``ARCHITECTURE.md`` (section "Models")
+for the contract; the public entry point is :func:`build_model`. CLAT's layer numbering is not
+here but in :mod:`robustft.clat.layers` (this package never imports :mod:`robustft.clat`).
 """
 
 from .checkpoint import BackboneError, backbone_state_dict, load_backbone, save_backbone
-from .cifar import CIFAR_ARCHS, CifarNet, build_cifar_model, candidate_layers, layer_index
+from .cifar import CIFAR_ARCHS, CifarNet, build_cifar_model
 from .dual_bn import DualBatchNorm2d
 from .lora import LoraConfig, LoraConv2d, lora_parameter_report
 from .resnet import (
@@ -36,8 +39,6 @@ __all__ = [
     "backbone_state_dict",
     "build_cifar_model",
     "build_model",
-    "candidate_layers",
-    "layer_index",
     "load_backbone",
     "lora_parameter_report",
     "save_backbone",

@@ -1,4 +1,4 @@
-"""CLAT's 32-px CIFAR architectures, with the layer numbering of the CLAT spec §1.2.
+"""CLAT's 32-px CIFAR architectures (the networks of CLAT and its baselines).
 
 The CLAT paper (arXiv 2408.10204 v1, Sec. 4.1) uses "the widely used" CIFAR definitions:
 ResNet-18/50, PreAct ResNet-18, WideResNet-34-10 (and 70-16), VGG-19, DenseNet-121. Its
@@ -24,10 +24,10 @@ from the reference files only where noted:
 Every constructor takes ``width``, the channel count of the first stage (defaults in
 :data:`CIFAR_ARCHS`), so tests can build tiny models; all other widths scale with it.
 
-**Layer numbering (CLAT spec §1.2, Ambiguity A1):** :func:`candidate_layers` lists every
-``nn.Conv2d`` in definition (= forward) order except projection shortcuts, then the final linear
-classifier; CLAT's index ``i`` is position ``i`` in that list (1-based). On ResNet-18 this makes
-layer 11 ``layer3.0.conv2`` (589,824 weights, CLAT Table 6's "590K").
+Owns the architectures and their registry :data:`CIFAR_ARCHS` (builder, default width, the
+paper's name). CLAT's layer numbering over these modules (spec §1.2: which conv is "layer 11")
+and its per-architecture k live with CLAT, in :mod:`robustft.clat.layers` and
+:mod:`robustft.clat.criticality`; this module imports nothing of CLAT.
 """
 
 from __future__ import annotations
@@ -89,9 +89,6 @@ class CifarNet(nn.Module):
 
     def sync_frozen_bn(self) -> None:
         """No frozen BN branch: nothing to synchronise (called by ``load_backbone``)."""
-
-    def candidate_layers(self) -> list[tuple[str, nn.Module]]:
-        return candidate_layers(self)
 
     def _init_weights(self) -> None:
         # Kaiming-normal convs and unit BN (the common CIFAR init); only matters from scratch.
@@ -431,12 +428,11 @@ class CifarDenseNet(CifarNet):
 
 @dataclass(frozen=True)
 class CifarArch:
-    """One registered CIFAR architecture: its builder, default width and CLAT's top-k."""
+    """One registered CIFAR architecture: its builder, default width and the name the CLAT
+    paper prints for it (``RN18``; also the key of :data:`robustft.clat.criticality.PAPER_K`)."""
 
     build: Callable[[int, int | None], CifarNet]
     default_width: int
-    #: number of critical layers CLAT trains (paper Sec. 4.1: ≈5 % of the layers)
-    clat_k: int
     paper_name: str
 
 
@@ -445,25 +441,21 @@ def _resnet(block, layers):
 
 
 CIFAR_ARCHS: dict[str, CifarArch] = {
-    "cifar_resnet18": CifarArch(_resnet(_ResBasic, (2, 2, 2, 2)), 64, 1, "RN18"),
-    "cifar_resnet50": CifarArch(_resnet(_ResBottleneck, (3, 4, 6, 3)), 64, 3, "RN50"),
-    # PreAct RN18's k is not stated in the paper; 1 as for RN18 (spec §1.3)
+    "cifar_resnet18": CifarArch(_resnet(_ResBasic, (2, 2, 2, 2)), 64, "RN18"),
+    "cifar_resnet50": CifarArch(_resnet(_ResBottleneck, (3, 4, 6, 3)), 64, "RN50"),
     "cifar_preact_resnet18": CifarArch(
-        lambda nc, w: CifarPreActResNet((2, 2, 2, 2), nc, 64 if w is None else w), 64, 1,
+        lambda nc, w: CifarPreActResNet((2, 2, 2, 2), nc, 64 if w is None else w), 64,
         "PreActRN18"),
     # the same network as locuslab/fast_adversarial defines it (projection on the raw input)
     "cifar_preact_resnet18_fast": CifarArch(
         lambda nc, w: CifarPreActResNet((2, 2, 2, 2), nc, 64 if w is None else w,
-                                        shortcut="raw_input"), 64, 1, "PreActRN18"),
-    "cifar_wrn34_10": CifarArch(lambda nc, w: CifarWideResNet(34, 10, nc, w), 160, 2,
-                                "WRN34-10"),
-    "cifar_wrn70_16": CifarArch(lambda nc, w: CifarWideResNet(70, 16, nc, w), 256, 4,
-                                "WRN70-16"),
+                                        shortcut="raw_input"), 64, "PreActRN18"),
+    "cifar_wrn34_10": CifarArch(lambda nc, w: CifarWideResNet(34, 10, nc, w), 160, "WRN34-10"),
+    "cifar_wrn70_16": CifarArch(lambda nc, w: CifarWideResNet(70, 16, nc, w), 256, "WRN70-16"),
     "cifar_vgg19": CifarArch(lambda nc, w: CifarVGG(VGG19_PLAN, nc, 64 if w is None else w),
-                             64, 1, "VGG19"),
+                             64, "VGG19"),
     "cifar_densenet121": CifarArch(
-        lambda nc, w: CifarDenseNet((6, 12, 24, 16), nc, 32 if w is None else w), 32, 5,
-        "DN121"),
+        lambda nc, w: CifarDenseNet((6, 12, 24, 16), nc, 32 if w is None else w), 32, "DN121"),
 }
 
 
@@ -491,109 +483,3 @@ def build_cifar_model(arch: str, num_classes: int, *, width: int | None = None,
     model = spec.build(num_classes, width)
     model.arch = arch
     return model
-
-
-# --------------------------------------------------------------------------------------------
-# layer numbering (CLAT spec §1.2)
-
-_SHORTCUT_MARKERS = ("shortcut", "downsample")
-
-
-def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """CLAT's numbered layers: ``[(qualified name, module), ...]``, index 0 = CLAT layer 1.
-
-    Spec §1.2 / A1, A14: every ``nn.Conv2d`` in definition order (= forward order for all the
-    models here) except 1×1 projection shortcuts (modules whose name contains ``shortcut`` or
-    ``downsample``), followed by the final linear classifier (``model.head`` when present, else
-    the last ``nn.Linear``). A model may override the rule with its own ``candidate_layers()``
-    method (used by toy networks in tests).
-    """
-    own = getattr(type(model), "candidate_layers", None)
-    if own is not None and own is not CifarNet.candidate_layers:
-        return model.candidate_layers()
-    convs: list[tuple[str, nn.Module]] = []
-    linears: list[tuple[str, nn.Module]] = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            if any(marker in name.lower() for marker in _SHORTCUT_MARKERS):
-                continue
-            # a LoRA wrapper's inner conv is reached through the wrapper's name
-            convs.append((name, m))
-        elif isinstance(m, nn.Linear):
-            linears.append((name, m))
-    head = getattr(model, "head", None)
-    if isinstance(head, nn.Linear):
-        final = [(n, m) for n, m in linears if m is head]
-    else:
-        final = linears[-1:]
-    return convs + final
-
-
-def layer_index(model: nn.Module) -> dict[str, int]:
-    """Qualified module name → CLAT's 1-based layer number."""
-    return {name: i + 1 for i, (name, _) in enumerate(candidate_layers(model))}
-
-
-def following_batchnorm(model: nn.Module, example: torch.Tensor) -> dict[str, nn.BatchNorm2d]:
-    """For each candidate layer, the BatchNorm applied *directly* to its output, if any.
-
-    Found by tracing one forward pass of ``example``: a BN follows a layer when its input tensor
-    is that layer's output tensor itself. This is the BN of post-activation nets (ResNet, VGG);
-    pre-activation convs (PreAct, WRN, DenseNet) feed an addition or concatenation, so they have
-    none. Used for "the layer's parameters" = conv weight + its BN's γ/β (CLAT spec A6).
-    """
-    outputs: dict[int, str] = {}
-    found: dict[str, nn.BatchNorm2d] = {}
-    handles = []
-    names = dict(candidate_layers(model))
-    for name, m in names.items():
-        handles.append(m.register_forward_hook(
-            lambda _m, _i, out, name=name: outputs.__setitem__(id(out), name)))
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            def pre(bn, inputs):
-                owner = outputs.get(id(inputs[0]))
-                if owner is not None and owner not in found:
-                    found[owner] = bn
-            handles.append(m.register_forward_pre_hook(pre))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return found
-
-
-def layer_parameters(model: nn.Module, names: list[str], *, include_bn: bool = True,
-                     example: torch.Tensor | None = None) -> list[nn.Parameter]:
-    """The trainable parameters of the named candidate layers (CLAT spec A6).
-
-    Each layer contributes its own weight (and bias); with ``include_bn`` also the γ/β of the
-    BatchNorm applied directly to its output (found with :func:`following_batchnorm` on
-    ``example``, default a 2×3×32×32 zero batch).
-    """
-    modules = dict(candidate_layers(model))
-    unknown = [n for n in names if n not in modules]
-    if unknown:
-        raise ValueError(f"not candidate layers: {unknown}")
-    params: list[nn.Parameter] = []
-    bns = {}
-    if include_bn:
-        if example is None:
-            p = next(model.parameters())
-            example = torch.zeros(2, 3, 32, 32, device=p.device, dtype=p.dtype)
-        bns = following_batchnorm(model, example)
-    seen: set[int] = set()
-    for name in names:
-        group = list(modules[name].parameters())
-        if name in bns:
-            group += list(bns[name].parameters())
-        for p in group:
-            if id(p) not in seen:
-                seen.add(id(p))
-                params.append(p)
-    return params

@@ -194,7 +194,7 @@ class CLATParams:
     tap: Literal["module", "bn"] = "module"  # A2: raw conv output, or after its BN
     first_layer: Literal["input", "literal"] = "input"  # A3: C_1 = W_1/W_0, or literal W_1
     ratio: Literal["previous", "own_input"] = "previous"  # A15: W_{i-1} of the previous layer
-    include_head: bool = False  # A14: may the final linear be selected? (methods/clat.py)
+    include_head: bool = False  # A14: may the final linear be selected? (clat/method.py)
     criticality_examples: PositiveInt = 128  # A10: unaugmented training images per selection
     criticality_batches: PositiveInt = 1  # average C over this many such batches
     detach_clean: bool = False  # spec §1.4 default: gradient through both branches

@@ -31,6 +31,7 @@ from robustft.contracts import (
 from robustft.plan import catalog, paths
 from robustft.plan.errors import ConfigError
 from robustft.plan.grid import Run, TransferPair, measured_run, method_label, variant_spec
+from robustft.threat_models import AUTOLORA_OFFICIAL, AUTOLORA_PAPER
 
 #: CLAT baselines as their reference scripts run them (see each method's docstring for the
 #: alternative): the TRADES/MART attacks take their first gradient at the unprojected Gaussian
@@ -46,8 +47,9 @@ BASELINE_REFERENCE_OPTIONS: dict[str, dict[str, Any]] = {
 #: Where the paper and the official code differ (specs §11), each preset picks one side.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
-        "training": {"train_attack": {"eps": 8 / 255, "step": 2 / 255},
-                     "eval_attack": {"eps": 8 / 255, "step": 2 / 255},
+        # AutoLoRa Sec. 5: ε 8/255, step 2/255 (robustft.threat_models)
+        "training": {"train_attack": AUTOLORA_PAPER.budget(),
+                     "eval_attack": AUTOLORA_PAPER.budget(),
                      "epoch_end_order": "paper"},
         "lr_schedule_variant": "paper",
         "methods": {"twins": {"loss": "paper", "dual_bn": "paper"},
@@ -61,8 +63,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "official": {
         # The official scripts pass ε = 0.0314 and step 0.00784 (spec §4, §11.14).
         # The official AutoLoRa loop measures λ's SA before, and tests after, the reload (§5).
-        "training": {"train_attack": {"eps": 0.0314, "step": 0.00784},
-                     "eval_attack": {"eps": 0.0314, "step": 0.00784},
+        "training": {"train_attack": AUTOLORA_OFFICIAL.budget(),
+                     "eval_attack": AUTOLORA_OFFICIAL.budget(),
                      "epoch_end_order": "official"},
         "lr_schedule_variant": "official",
         "methods": {"twins": {"loss": "official", "dual_bn": "official"},

@@ -18,7 +18,7 @@ compared with every other one), ``paper`` (the fields of :class:`robustft.tables
 or null when the study mirrors no paper table), ``figures`` (panel groups: accuracy, lr,
 lambda, grad_sim) and ``derived`` (CLAT rows read from the runs' logs and models: ``top5_criticality``,
 ``trainable_params``). ``--transfers`` / ``--criticality`` add CLAT Table 2 / Table 7 rows from
-the transfer and criticality jobs (:mod:`robustft.clat_tables`). With ``metrics`` given, rows
+the transfer and criticality jobs (:mod:`robustft.clat.tables`). With ``metrics`` given, rows
 without any of them (a run's own row in a table of derived rows) are left out.
 
 The JSON also carries the per-class accuracies and the warnings about classes a method never
@@ -64,7 +64,7 @@ def add_clat_rows(runs: list, spec: AggregateSpec, transfers: list[str],
                   criticality: list[str]) -> list:
     """The runs plus CLAT's derived/transfer/criticality rows; with ``spec.metrics``, only
     rows that have at least one of those metrics."""
-    from robustft import clat_tables
+    from robustft.clat import tables as clat_tables
 
     if "trainable_params" in spec.derived:
         clat_tables.add_parameter_counts(runs)

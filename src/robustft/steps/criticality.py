@@ -4,7 +4,7 @@
 --train-log FILE --out FILE``
 
 The model is the one a CLAT run starts from (its upstream run's ``model_best.pt``), measured
-exactly as CLAT's first selection does (:meth:`robustft.methods.clat.CLAT.measure`: the CLAT
+exactly as CLAT's first selection does (:meth:`robustft.clat.method.CLAT.measure`: the CLAT
 variant's tap/ratio/head options, PGD with the run's training attack, unaugmented training
 examples drawn with a seeded generator), once per batch size and repeat. Recorded per size: the
 top-5 layer indices of each repeat, the full C vector, and the seconds the measurement took

@@ -2,7 +2,7 @@
 robustft.steps.transfer --settings JSON --data DIR --models A=FILE B=FILE --out FILE``.
 
 PGD (the CLAT protocol's attack, one random start) is crafted on each model and evaluated on
-the other (:func:`robustft.evaluate_clat.transfer_matrix`); the diagonal is the white-box
+the other (:func:`robustft.clat.protocol.transfer_matrix`); the diagonal is the white-box
 accuracy of the same single run. A point counts as robust only if the victim also classifies it
 correctly clean. The JSON keeps the matrix as ``matrix[source][target]`` (accuracy in [0, 1]).
 """
@@ -16,9 +16,9 @@ import torch
 
 from robustft.attacks import PGDConfig
 from robustft.batches import load_split
+from robustft.clat.protocol import transfer_matrix
 from robustft.contracts import TransferSettings
 from robustft.evaluate import load_trained, provenance
-from robustft.evaluate_clat import transfer_matrix
 from robustft.io import sha256_file, write_json_atomic
 from robustft.steps._common import parser, read_settings, start
 from robustft.train import resolve_device

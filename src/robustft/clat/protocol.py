@@ -1,5 +1,10 @@
 """CLAT's evaluation protocol (CLAT Sec. 4.1, Tables 2 and 8, Figure 4; spec §1.6).
 
+Owns the attacks CLAT reports beyond one PGD-10 pass, each a function over models that map
+[0, 1] images to logits; :func:`robustft.evaluate.evaluate_run` calls them under ``protocol:
+clat`` and ``robustft.steps.transfer`` calls :func:`transfer_matrix`. Their default budget is
+:data:`robustft.threat_models.CLAT_PAPER` (as :data:`CLAT_EVAL`).
+
 * **White-box PGD** — ℓ∞ ε = 0.03, step 0.007, 10 steps, random start, run ≥ 10 times; the
   paper reports the *lowest* adversarial accuracy over the runs (:func:`pgd_restarts`). The
   per-example worst case over the runs (robust only if robust in every run) is returned too;
@@ -25,9 +30,10 @@ from torch import nn
 
 from robustft import rng
 from robustft.attacks import PGDConfig, correct, eval_mode, pgd
+from robustft.threat_models import CLAT_PAPER
 
-#: CLAT Sec. 4.1: the threat model of training and evaluation
-CLAT_EVAL = PGDConfig(eps=0.03, step=0.007, steps=10, random_start=True)
+#: CLAT Sec. 4.1: the threat model of training and evaluation, as a PGD budget
+CLAT_EVAL = PGDConfig(**CLAT_PAPER.eval_attack())
 
 
 def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int):
@@ -93,7 +99,7 @@ def pgd_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                          per_example_worst_case=worst.tolist())
 
 
-def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 0.03,
+def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = CLAT_PAPER.eps,
             n_iter: int = 100, restarts: int = 1, seed: int = 0,
             batch_size: int = 256) -> dict:
     """APGD-CE of ``pyautoattack`` (CLAT Table 8: ε 0.03, 1 restart), per-example flags.

@@ -19,6 +19,9 @@
 
 Non-accuracy metrics are stored as ``{"value": x, "unit": ...}`` so the aggregation keeps them
 as they are (see :meth:`robustft.tables.records.RunRecord.value`).
+
+Imports no torch at module level (the aggregate step reads it; only :func:`parameter_count`
+loads a model file, importing the checkpoint reader when called).
 """
 
 from __future__ import annotations

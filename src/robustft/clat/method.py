@@ -1,10 +1,15 @@
 """CLAT: criticality-leveraged adversarial fine-tuning (arXiv 2408.10204 v1, Sec. 3, Alg. 1).
 
+Owns the CLAT training methods (:class:`CLAT` and its named variants), registered in
+:data:`robustft.methods.METHODS` like every other method; their parameters' schema is
+:class:`robustft.plan.catalog.CLATParams`.
+
 Run on a model pre-trained by some method X ("X + CLAT": a second job initialised with X's
 ``model_best.pt``, ``init_from: model``). Every ``reselect_every`` epochs (Alg. 1: epochs 1, 11,
 21, ... in 1-based counting) the layer criticality C_i (CLAT Eq. 5-6,
-:func:`robustft.clat.layer_criticality`) is measured on one unaugmented training batch and the
-top-k layers become the critical set S; only S trains, everything else is frozen. Per batch:
+:func:`robustft.clat.criticality.layer_criticality`) is measured on one unaugmented training
+batch and the top-k layers become the critical set S; only S trains, everything else is frozen.
+Per batch:
 
     δ* = argmax_{‖δ‖∞ ≤ ε} mean_x Σ_{i∈S} ‖F_i(x+δ) − F_i(x)‖₂     (CLAT Eq. 8, one δ for all of S)
     L  = CE(F(x), y) + λ · mean_x Σ_{i∈S} ‖F_i(x+δ*) − F_i(x)‖₂     (CLAT Eq. 9)
@@ -69,7 +74,7 @@ Training recipe (CLAT Sec. 4.1 + spec A8/A9; a run's schedule comes from its con
 job of "X + CLAT" runs 50 epochs with SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 128,
 and takes epochs 50-99 of one cosine over the 50 + 50 epochs (``lr_schedule: {type: cosine,
 total_epochs: 100, offset: 50}``); training and evaluation attack: ε 0.03, step 0.007, 10 steps,
-random start.
+random start (:data:`robustft.threat_models.CLAT_PAPER`).
 """
 
 from __future__ import annotations
@@ -85,8 +90,8 @@ from robustft import rng
 from robustft.attacks import eval_mode
 from robustft.attacks.feature_pgd import feature_distance, feature_pgd
 from robustft.clat.criticality import FeatureTap, default_k, layer_criticality, tap_modules
+from robustft.clat.layers import candidate_layers, layer_parameters
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
-from robustft.models.cifar import candidate_layers, layer_parameters
 from robustft.plan import catalog
 
 _CHOICES = {
