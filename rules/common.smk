@@ -1,6 +1,7 @@
 # Turns config.yaml into targets: every input, params and resources function and every wildcard
 # constraint lives here, each a one-line question to robustft.plan (torch-free, tested in plain
 # pytest); the rule files only wire them up. Every path is a template of robustft.plan.paths.
+import glob
 import json
 import os
 import sys
@@ -13,6 +14,9 @@ from robustft.plan import paths
 PLAN = plan.Plan(config)
 CFG = PLAN.config
 TARGETS = PLAN.targets
+# The report's Jinja2 templates live in the workflow's top-level report/ folder; they are an
+# input of the report rule, so editing one renders the report again.
+REPORT_TEMPLATES = os.path.join(workflow.basedir, "report", "templates")
 # Step scripts run as `python -m robustft.steps.<x>` with the interpreter running Snakemake
 # (the project's venv) first on PATH, locally and in cluster jobs alike.
 os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.defpath]) + os.pathsep

@@ -4,14 +4,17 @@
 rule render_report:
     input:
         tables=report_tables,
+        templates=sorted(glob.glob(os.path.join(REPORT_TEMPLATES, "*.html"))),
     output:
         paths.REPORT,
     params:
         provenance=report_provenance,
+        templates=REPORT_TEMPLATES,
     log:
         paths.log("render_report", "report"),
     conda:
         "../envs/robustft.yaml"
     shell:
         "python -m robustft.steps.render_report --tables {input.tables} "
-        "--provenance {params.provenance:q} --out {output} > {log} 2>&1"
+        "--templates {params.templates:q} --provenance {params.provenance:q} --out {output} "
+        "> {log} 2>&1"

@@ -19,7 +19,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 def workflow_copy(tmp: Path, config: Path | None = None) -> Path:
     wd = tmp / "wf"
     wd.mkdir()
-    for name in ("Snakefile", "rules", "envs"):
+    for name in ("Snakefile", "rules", "envs", "report"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, wd / name)
     shutil.copy(config or ROOT / "config.yaml", wd / "config.yaml")
