@@ -124,8 +124,8 @@ def test_method_keeps_the_training_contract(name, sorted_data, tmp_path, monkeyp
     rows = trainer.fit()
 
     assert all(math.isfinite(r["loss"]) for r in rows), [r["loss"] for r in rows]
-    for epoch in changed_any:
-        assert changed_any[epoch] > 0, f"{name}: epoch {epoch} changed no parameter"
+    for epoch, count in changed_any.items():
+        assert count > 0, f"{name}: epoch {epoch} changed no parameter"
         assert not changed_outside[epoch], (
             f"{name}: epoch {epoch} changed parameters it does not declare trainable: "
             f"{changed_outside[epoch][:5]}")
