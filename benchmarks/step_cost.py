@@ -61,15 +61,21 @@ def main() -> None:
         F.cross_entropy(base_model(x), y).backward()
 
     base = timed(plain, args.repeats)
-    print(f"{args.arch} width {args.width}, {args.size}px, batch {args.batch}, "
-          f"{args.threads} threads: plain fwd+bwd {base * 1000:.1f} ms")
+    print(
+        f"{args.arch} width {args.width}, {args.size}px, batch {args.batch}, "
+        f"{args.threads} threads: plain fwd+bwd {base * 1000:.1f} ms"
+    )
     print(f"{'method':12s} {'step ms':>9s} {'ratio':>7s} {'passes':>7s} {'overhead':>9s}")
     for name, passes in PASSES.items():
         method = build_method(name, **({"lambda_source": "running"} if name == "autolora" else {}))
-        model = build_model(args.arch, args.classes, width=args.width,
-                            **method.model_kwargs()).train()
-        ctx = TrainContext(train_attack=PGDConfig(**AUTOLORA_PAPER.train_attack()),
-                           generator=torch.Generator().manual_seed(0), batch_size=args.batch)
+        model = build_model(
+            args.arch, args.classes, width=args.width, **method.model_kwargs()
+        ).train()
+        ctx = TrainContext(
+            train_attack=PGDConfig(**AUTOLORA_PAPER.train_attack()),
+            generator=torch.Generator().manual_seed(0),
+            batch_size=args.batch,
+        )
 
         def step(model=model, method=method, ctx=ctx):  # this iteration's objects
             model.zero_grad(set_to_none=True)

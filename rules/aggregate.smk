@@ -12,13 +12,13 @@ rule aggregate:
     output:
         csv=paths.TABLE_CSV,
         json=paths.TABLE_JSON,
-    params:
-        runs=study_run_dirs,
-        spec=aggregate_spec,
     log:
         paths.log("aggregate", "{study}"),
     conda:
         "../envs/robustft.yaml"
+    params:
+        runs=study_run_dirs,
+        spec=aggregate_spec,
     shell:
         "python -m robustft.steps.aggregate --study {wildcards.study} --runs {params.runs} "
         "--spec {params.spec:q} --transfers {input.transfers} --criticality {input.criticality} "

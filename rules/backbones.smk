@@ -5,15 +5,15 @@
 rule fetch_backbone:
     output:
         paths.BACKBONE,
+    log:
+        paths.log("fetch_backbone", "{backbone}"),
+    wildcard_constraints:
+        backbone=SALMAN_BACKBONES,
+    conda:
+        "../envs/robustft.yaml"
     params:
         arch=fetch_param("arch"),
         eps=fetch_param("eps_pt"),
-    log:
-        paths.log("fetch_backbone", "{backbone}"),
-    conda:
-        "../envs/robustft.yaml"
-    wildcard_constraints:
-        backbone=SALMAN_BACKBONES,
     shell:
         "python -m robustft.steps.fetch_backbone --arch {params.arch} --eps-pt {params.eps} "
         "--out {output} > {log} 2>&1"
@@ -24,21 +24,21 @@ rule pretrain_backbone:
         unpack(pretrain_input),
     output:
         paths.BACKBONE,
-    params:
-        settings=pretrain_settings,
-        checkpoints=paths.BACKBONE_CHECKPOINTS,
     log:
         paths.log("pretrain_backbone", "{backbone}"),
-    conda:
-        "../envs/robustft.yaml"
     wildcard_constraints:
         backbone=PRETRAINED_BACKBONES,
+    conda:
+        "../envs/robustft.yaml"
     # nothing else can run before the backbone exists: use the whole machine (capped by --cores)
     threads: 4
     resources:
         gpu=0,
         mem_mb=4000,
         runtime=120,
+    params:
+        settings=pretrain_settings,
+        checkpoints=paths.BACKBONE_CHECKPOINTS,
     shell:
         "python -m robustft.steps.pretrain_backbone --settings {params.settings:q} "
         "--data {input.data} --checkpoints {params.checkpoints} --out {output} "

@@ -8,20 +8,20 @@ rule transfer:
         unpack(transfer_inputs),
     output:
         paths.TRANSFER,
-    params:
-        settings=transfer_settings,
     log:
         paths.log("transfer", paths.PAIR),
-    conda:
-        "../envs/robustft.yaml"
     wildcard_constraints:
         first=ANY_BACKBONE,
         second=ANY_BACKBONE,
+    conda:
+        "../envs/robustft.yaml"
     threads: 1
     resources:
         gpu=resources_of("eval_resources")("gpu"),
         mem_mb=resources_of("eval_resources")("mem_mb"),
         runtime=resources_of("eval_resources")("runtime"),
+    params:
+        settings=transfer_settings,
     shell:
         "python -m robustft.steps.transfer --settings {params.settings:q} --data {input.data} "
         "--models {wildcards.first}={input.first} {wildcards.second}={input.second} "
@@ -33,8 +33,6 @@ rule criticality:
         unpack(criticality_inputs),
     output:
         paths.CRITICALITY,
-    params:
-        settings=criticality_settings,
     log:
         paths.log("criticality", paths.RUN),
     conda:
@@ -44,6 +42,8 @@ rule criticality:
         gpu=resources_of("eval_resources")("gpu"),
         mem_mb=resources_of("eval_resources")("mem_mb"),
         runtime=resources_of("eval_resources")("runtime"),
+    params:
+        settings=criticality_settings,
     shell:
         "python -m robustft.steps.criticality --settings {params.settings:q} "
         "--data {input.data} --model {input.model} --train-log {input.log} --out {output} "

@@ -19,8 +19,11 @@ TARGETS = PLAN.targets
 REPORT_TEMPLATES = os.path.join(workflow.basedir, "report", "templates")
 # Step scripts run as `python -m robustft.steps.<x>` with the interpreter running Snakemake
 # (the project's venv) first on PATH, locally and in cluster jobs alike.
-os.environ.update(PATH=os.pathsep.join([os.path.dirname(sys.executable), os.defpath]) + os.pathsep
-                  + os.environ.get("PATH", ""))
+os.environ.update(
+    PATH=os.pathsep.join([os.path.dirname(sys.executable), os.defpath])
+    + os.pathsep
+    + os.environ.get("PATH", "")
+)
 
 
 def one_of(names):
@@ -51,7 +54,9 @@ ANY_BACKBONE = one_of(PLAN.backbones())
 
 def as_json(value):
     """A job's settings as its ``params`` string (a contract of robustft.contracts or data)."""
-    return json.dumps(value.to_dict() if hasattr(value, "to_dict") else value, sort_keys=True)
+    return json.dumps(
+        value.to_dict() if hasattr(value, "to_dict") else value, sort_keys=True
+    )
 
 
 def run_of(wc):
@@ -59,8 +64,9 @@ def run_of(wc):
 
 
 def pair_of(wc):
-    return plan.TransferPair(wc.fidelity, wc.dataset, wc.variant, int(wc.seed), wc.first,
-                             wc.second)
+    return plan.TransferPair(
+        wc.fidelity, wc.dataset, wc.variant, int(wc.seed), wc.first, wc.second
+    )
 
 
 def final_targets():

@@ -5,16 +5,16 @@
 rule prepare_data:
     output:
         directory(paths.DATA_DIR),
+    log:
+        paths.log("prepare_data", "{dataset}"),
+    conda:
+        "../envs/robustft.yaml"
     params:
         kind=prepare_param("kind"),
         resolution=prepare_param("resolution"),
         seed=prepare_param("split_seed"),
         options=prepare_options,
         raw=prepare_param("raw_dir"),
-    log:
-        paths.log("prepare_data", "{dataset}"),
-    conda:
-        "../envs/robustft.yaml"
     shell:
         "python -m robustft.steps.prepare_data --dataset {params.kind} --out {output} "
         "--raw-dir {params.raw} --resolution {params.resolution} --seed {params.seed} "

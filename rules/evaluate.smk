@@ -8,8 +8,6 @@ rule evaluate:
         model=paths.MODEL,
     output:
         paths.EVAL,
-    params:
-        settings=eval_settings,
     log:
         paths.log("evaluate", paths.RUN),
     conda:
@@ -19,6 +17,8 @@ rule evaluate:
         gpu=resources_of("eval_resources")("gpu"),
         mem_mb=resources_of("eval_resources")("mem_mb"),
         runtime=resources_of("eval_resources")("runtime"),
+    params:
+        settings=eval_settings,
     shell:
         "python -m robustft.steps.evaluate --settings {params.settings:q} "
         "--model {input.model} --data {input.data} --out {output} --threads {threads} "

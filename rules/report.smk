@@ -7,13 +7,13 @@ rule render_report:
         templates=sorted(glob.glob(os.path.join(REPORT_TEMPLATES, "*.html"))),
     output:
         paths.REPORT,
-    params:
-        provenance=report_provenance,
-        templates=REPORT_TEMPLATES,
     log:
         paths.log("render_report", "report"),
     conda:
         "../envs/robustft.yaml"
+    params:
+        provenance=report_provenance,
+        templates=REPORT_TEMPLATES,
     shell:
         "python -m robustft.steps.render_report --tables {input.tables} "
         "--templates {params.templates:q} --provenance {params.provenance:q} --out {output} "

@@ -13,12 +13,6 @@ rule train:
         model=paths.MODEL,
         log_csv=paths.TRAIN_LOG,
         run=paths.RUN_RECORD,
-    params:
-        settings=train_settings,
-        checkpoints=paths.RUN_CHECKPOINTS,
-        out=paths.RUN_DIR,
-        identity=run_identity,
-        backbone=backbone_arg,
     log:
         paths.log("train", paths.RUN),
     conda:
@@ -28,6 +22,12 @@ rule train:
         gpu=resources_of("train_resources")("gpu"),
         mem_mb=resources_of("train_resources")("mem_mb"),
         runtime=resources_of("train_resources")("runtime"),
+    params:
+        settings=train_settings,
+        checkpoints=paths.RUN_CHECKPOINTS,
+        out=paths.RUN_DIR,
+        identity=run_identity,
+        backbone=backbone_arg,
     shell:
         "python -m robustft.steps.train --settings {params.settings:q} --data {input.data} "
         "{params.backbone} --checkpoints {params.checkpoints} --out {params.out} "

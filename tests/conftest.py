@@ -10,8 +10,9 @@ import pytest
 import torch
 
 
-def write_tiny_dataset(root: Path, *, classes: int = 3, per_split=(36, 12, 12), res: int = 16,
-                       seed: int = 0) -> Path:
+def write_tiny_dataset(
+    root: Path, *, classes: int = 3, per_split=(36, 12, 12), res: int = 16, seed: int = 0
+) -> Path:
     """Class-dependent colour blobs: learnable in a few steps, so accuracies move."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -25,9 +26,18 @@ def write_tiny_dataset(root: Path, *, classes: int = 3, per_split=(36, 12, 12), 
         np.save(root / f"{split}_x.npy", x.clip(0, 255).astype(np.uint8))
         np.save(root / f"{split}_y.npy", y.astype(np.int64))
         counts[split] = n
-    (root / "manifest.json").write_text(json.dumps(
-        {"name": "tiny", "num_classes": classes, "classes": [str(c) for c in range(classes)],
-         "resolution": res, "counts": counts, "split_seed": seed}))
+    (root / "manifest.json").write_text(
+        json.dumps(
+            {
+                "name": "tiny",
+                "num_classes": classes,
+                "classes": [str(c) for c in range(classes)],
+                "resolution": res,
+                "counts": counts,
+                "split_seed": seed,
+            }
+        )
+    )
     return root
 
 

@@ -32,9 +32,14 @@ def tiny_cnn(num_classes: int = 10, seed: int = 0) -> nn.Module:
     """Two conv layers, with BatchNorm and Dropout so that eval mode matters."""
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Dropout(0.5), nn.Linear(8 * 4 * 4, num_classes),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(8 * 4 * 4, num_classes),
     )
 
 
@@ -114,13 +119,22 @@ def standard_run(one_thread):
     hook = model.register_forward_pre_hook(lambda m, a: seen_training.append(m.training))
     torch.manual_seed(1234)
     rng_before = torch.get_rng_state()
-    result = run_autoattack(model, x, y, eps=EPS, seed=0, batch_size=250, device="cpu",
-                            return_adv=True)
+    result = run_autoattack(
+        model, x, y, eps=EPS, seed=0, batch_size=250, device="cpu", return_adv=True
+    )
     rng_after = torch.get_rng_state()
     hook.remove()
-    return {"model": model, "x": x, "y": y, "result": result, "modes_before": modes_before,
-                "bn_stats": bn_stats, "seen_training": seen_training, "rng_before": rng_before,
-                "rng_after": rng_after}
+    return {
+        "model": model,
+        "x": x,
+        "y": y,
+        "result": result,
+        "modes_before": modes_before,
+        "bn_stats": bn_stats,
+        "seen_training": seen_training,
+        "rng_before": rng_before,
+        "rng_after": rng_after,
+    }
 
 
 # ---------------------------------------------------------------------------- (a) config
@@ -166,8 +180,13 @@ def test_result_records_the_settings_read_back(standard_run):
     r: AutoAttackResult = standard_run["result"]
     c = r.config
     assert c["attacks_to_run"] == STANDARD_LINF["attacks_to_run"]
-    assert (c["eps"], c["norm"], c["version"], c["seed"], c["batch_size"]) == \
-        (EPS, "Linf", "standard", 0, 250)
+    assert (c["eps"], c["norm"], c["version"], c["seed"], c["batch_size"]) == (
+        EPS,
+        "Linf",
+        "standard",
+        0,
+        250,
+    )
     assert c["apgd"]["n_iter"] == 100 and c["apgd"]["n_restarts"] == 1
     assert c["apgd_targeted"]["n_target_classes"] == 9
     assert c["fab"]["n_iter"] == 100 and c["fab"]["n_target_classes"] == 9
@@ -354,8 +373,40 @@ def test_clean_run_without_warnings_is_not_flagged():
 # Flags of pyautoattack 0.2.0 (seed 0, bs 250, torch 2.14.1, CPU) on `golden_setup` below
 # (produced by this wrapper, not by a separate reference checkout).
 # A regression guard for torch/library upgrades: at most one flip is tolerated (spec §5).
-GOLDEN_FLAGS = [0, 0, 0, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1,
-                1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0]  # robust accuracy 59.375%
+GOLDEN_FLAGS = [
+    0,
+    0,
+    0,
+    0,
+    1,
+    0,
+    1,
+    0,
+    1,
+    1,
+    1,
+    0,
+    1,
+    1,
+    1,
+    1,
+    1,
+    1,
+    0,
+    1,
+    0,
+    1,
+    1,
+    0,
+    1,
+    0,
+    1,
+    0,
+    1,
+    1,
+    1,
+    0,
+]  # robust accuracy 59.375%
 
 
 def golden_setup():

@@ -25,8 +25,12 @@ EPS, STEP = 8 / 255, 2 / 255
 
 
 def ctx(steps=2, epoch=0, eps=EPS, seed=0):
-    return TrainContext(train_attack=PGDConfig(eps, STEP, steps, True),
-                        generator=torch.Generator().manual_seed(seed), batch_size=6, epoch=epoch)
+    return TrainContext(
+        train_attack=PGDConfig(eps, STEP, steps, True),
+        generator=torch.Generator().manual_seed(seed),
+        batch_size=6,
+        epoch=epoch,
+    )
 
 
 def data(n=6, classes=4, res=8):
@@ -79,8 +83,8 @@ def sign_ascent(objective, x, x0, eps, step, steps):
     xa = x0.clone()
     for _ in range(steps):
         xa.requires_grad_(True)
-        g, = torch.autograd.grad(objective(xa), xa)
-        xa = (xa.detach() + step * g.sign())
+        (g,) = torch.autograd.grad(objective(xa), xa)
+        xa = xa.detach() + step * g.sign()
         xa = torch.clamp(torch.clamp(xa, x - eps, x + eps), 0, 1)
     return xa.detach()
 
@@ -97,8 +101,9 @@ def test_trades_attack_and_loss():
     model.eval()
     with torch.no_grad():
         p = F.softmax(model(x), 1)
-    ref_adv = sign_ascent(lambda z: (p * (p.log() - F.log_softmax(model(z), 1))).sum(),
-                          x, x0, EPS, STEP, 2)
+    ref_adv = sign_ascent(
+        lambda z: (p * (p.log() - F.log_softmax(model(z), 1))).sum(), x, x0, EPS, STEP, 2
+    )
     model.train()
     out = m.batch_loss(model, x, y, ctx())
     model.load_state_dict(state)
@@ -112,8 +117,11 @@ def test_trades_attack_and_loss():
 # --- MART ------------------------------------------------------------------------------------
 def test_mart_loss_formula():
     g = torch.Generator().manual_seed(2)
-    clean, adv, y = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g), \
-        torch.tensor([0, 1, 2, 3, 1])
+    clean, adv, y = (
+        torch.randn(5, 4, generator=g),
+        torch.randn(5, 4, generator=g),
+        torch.tensor([0, 1, 2, 3, 1]),
+    )
     loss, _, _ = mart_loss(clean, adv, y, beta=5.0)
     assert loss.item() == pytest.approx(manual_mart(clean, adv, y, 5.0), rel=1e-5)
 
@@ -149,7 +157,8 @@ def test_awp_matches_official_proxy_procedure(variant):
             return F.cross_entropy(net(x_adv), y)
         clean, adv = net(x), net(x_adv)
         return F.cross_entropy(clean, y) + 6.0 * F.kl_div(
-            F.log_softmax(adv, 1), F.softmax(clean, 1), reduction="sum") / len(y)
+            F.log_softmax(adv, 1), F.softmax(clean, 1), reduction="sum"
+        ) / len(y)
 
     # official: proxy copy, one plain SGD step on −L, layer-wise relative diff, w + γ·v
     proxy = copy.deepcopy(model).train()
@@ -159,8 +168,9 @@ def test_awp_matches_official_proxy_procedure(variant):
     opt.step()
     perturbed = copy.deepcopy(model)
     with torch.no_grad():
-        for (name, w), pw, qw in zip(model.named_parameters(), proxy.parameters(),
-                                     perturbed.parameters()):
+        for (name, w), pw, qw in zip(
+            model.named_parameters(), proxy.parameters(), perturbed.parameters()
+        ):
             if w.dim() <= 1:
                 continue
             diff = pw - w
@@ -232,7 +242,9 @@ def test_lora_ft_reparametrises_trains_factors_and_merges():
     assert {id(p) for p in params} == {id(p) for p in model.parameters() if p.requires_grad}
     n_lora = sum(p.numel() for p in params) - sum(p.numel() for p in model.head.parameters())
     convs = [mod for mod in plain.modules() if isinstance(mod, torch.nn.Conv2d)]
-    assert n_lora == sum(2 * c.kernel_size[0] ** 2 * (c.in_channels + c.out_channels) for c in convs)
+    assert n_lora == sum(
+        2 * c.kernel_size[0] ** 2 * (c.in_channels + c.out_channels) for c in convs
+    )
     # a non-zero update: the plain forward sees W0 + s·(B A)
     deltas = [mod for mod in model.modules() if isinstance(mod, LoraConv2d)]
     assert all(d.always_on and d.init == "kaiming" for d in deltas)
@@ -240,8 +252,9 @@ def test_lora_ft_reparametrises_trains_factors_and_merges():
     with torch.no_grad():
         for d in deltas:
             d.lora_B.normal_(0, 0.1)
-        for (name, c), d in zip([(n, c) for n, c in plain.named_modules()
-                                 if isinstance(c, torch.nn.Conv2d)], deltas):
+        for (name, c), d in zip(
+            [(n, c) for n, c in plain.named_modules() if isinstance(c, torch.nn.Conv2d)], deltas
+        ):
             c.weight += (d.lora_B @ d.lora_A).view(c.weight.shape) * d.scaling
         assert torch.allclose(model(x), plain(x), atol=1e-5)
     m.finish(model, evaluate=dict)
@@ -257,16 +270,16 @@ def test_rift_mrc_respects_radius_and_restores_weights():
     model.eval()
     conv = model.layer2[0].conv1
     before = conv.weight.detach().clone()
-    mrc = module_robust_criticality(model, conv, x, y, lr=10.0, epochs=3, radius=0.1,
-                                    batch_size=4)
+    mrc = module_robust_criticality(model, conv, x, y, lr=10.0, epochs=3, radius=0.1, batch_size=4)
     assert mrc >= 0.0
     assert torch.equal(conv.weight, before)
     # a module whose output is multiplied by zero has no influence: MRC = 0
     with torch.no_grad():
         model.layer4[1].bn2.weight.zero_()
         model.layer4[1].bn2.bias.zero_()
-    assert module_robust_criticality(model, model.layer4[1].conv2, x, y, epochs=2) == \
-        pytest.approx(0.0, abs=1e-6)
+    assert module_robust_criticality(model, model.layer4[1].conv2, x, y, epochs=2) == pytest.approx(
+        0.0, abs=1e-6
+    )
 
 
 def test_rift_interpolation_and_alpha_rule():
@@ -290,26 +303,35 @@ def test_rift_interpolation_and_alpha_rule():
 
 
 # --- through the shared loop --------------------------------------------------------------------
-TRAIN = {"arch": "cifar_resnet18", "width": 2, "seed": 0, "epochs": 1, "batch_size": 12,
-         "lr": 0.05,
-         "train_attack": {"eps": EPS, "step": 4 / 255, "steps": 1, "random_start": True},
-         "eval_attack": {"eps": EPS, "step": 4 / 255, "steps": 1, "random_start": False},
-         "lr_schedule": {"type": "multistep", "milestones": [1], "factor": 0.1}}
+TRAIN = {
+    "arch": "cifar_resnet18",
+    "width": 2,
+    "seed": 0,
+    "epochs": 1,
+    "batch_size": 12,
+    "lr": 0.05,
+    "train_attack": {"eps": EPS, "step": 4 / 255, "steps": 1, "random_start": True},
+    "eval_attack": {"eps": EPS, "step": 4 / 255, "steps": 1, "random_start": False},
+    "lr_schedule": {"type": "multistep", "milestones": [1], "factor": 0.1},
+}
 
 
 def test_rift_and_lora_ft_runs_write_plain_models(tmp_path, tiny_data):
     from robustft.evaluate import load_trained
     from robustft.train import TrainConfig, train_run
 
-    for method, params in (("rift", {"mrc_examples": 12, "mrc_epochs": 1, "alphas": 3}),
-                           ("lora_ft", {"rank": 1})):
+    for method, params in (
+        ("rift", {"mrc_examples": 12, "mrc_epochs": 1, "alphas": 3}),
+        ("lora_ft", {"rank": 1}),
+    ):
         cfg = TrainConfig(run_name=method, method=method, method_params=params, **TRAIN)
         out = tmp_path / method
         train_run(cfg, tiny_data, None, tmp_path / f"ck_{method}", out)
         payload = torch.load(out / "model_best.pt", weights_only=True)
         assert "finish" in payload
-        model = load_trained({**cfg.__dict__}, out / "model_best.pt", tiny_data,
-                             torch.device("cpu"))
+        model = load_trained(
+            {**cfg.__dict__}, out / "model_best.pt", tiny_data, torch.device("cpu")
+        )
         assert model(torch.rand(2, 3, 16, 16)).shape == (2, 3)
         if method == "rift":
             assert 0.0 <= payload["finish"]["rift_alpha"] <= 1.0

@@ -13,9 +13,16 @@ from robustft.clat.layers import (
 )
 from robustft.models import CIFAR_ARCHS, build_model
 
-TINY = {"cifar_resnet18": 4, "cifar_resnet50": 2, "cifar_preact_resnet18": 4,
-        "cifar_preact_resnet18_fast": 4, "cifar_wrn34_10": 4, "cifar_wrn70_16": 2,
-        "cifar_vgg19": 4, "cifar_densenet121": 2}
+TINY = {
+    "cifar_resnet18": 4,
+    "cifar_resnet50": 2,
+    "cifar_preact_resnet18": 4,
+    "cifar_preact_resnet18_fast": 4,
+    "cifar_wrn34_10": 4,
+    "cifar_wrn70_16": 2,
+    "cifar_vgg19": 4,
+    "cifar_densenet121": 2,
+}
 
 
 @pytest.mark.parametrize("arch", sorted(CIFAR_ARCHS))
@@ -64,7 +71,10 @@ def test_full_size_counts_match_clat_table6():
     assert len(layers) == 50
     assert sum(layers[i - 1][1].weight.numel() for i in (34, 41, 3)) == 823_296
     assert [layers[i - 1][0] for i in (34, 41, 3)] == [
-        "layer3.3.conv3", "layer4.0.conv1", "layer1.0.conv2"]
+        "layer3.3.conv3",
+        "layer4.0.conv1",
+        "layer1.0.conv2",
+    ]
     assert round(sum(p.numel() for p in rn50.parameters()) / 1e5) == 237
 
 
@@ -74,7 +84,12 @@ def test_densenet_and_wrn_numbering_at_tiny_width():
     layers = candidate_layers(dn)
     assert len(layers) == 121
     assert [layers[i - 1][0] for i in (39, 14, 1, 3, 88)] == [
-        "trans2.conv", "trans1.conv", "conv1", "dense1.0.conv2", "trans3.conv"]
+        "trans2.conv",
+        "trans1.conv",
+        "conv1",
+        "dense1.0.conv2",
+        "trans3.conv",
+    ]
     wrn = build_model("cifar_wrn34_10", 10, width=4)
     names = [n for n, _ in candidate_layers(wrn)]
     assert len(names) == 32 and "block1.layer.3.conv2" in names  # RiFT README's module

@@ -20,8 +20,6 @@ from robustft.models import build_model
 EPS, STEP = 0.03, 0.007
 
 
-
-
 class Toy(nn.Module):
     """Five 4-channel 3×3 convs with ReLU, each ≈ gain·identity, then a linear head.
 
@@ -62,8 +60,13 @@ class Toy(nn.Module):
 
 def ctx(epoch=0, steps=3, seed=0, examples=None):
     g = torch.Generator().manual_seed(seed)
-    return TrainContext(train_attack=PGDConfig(EPS, STEP, steps, True), generator=g,
-                        batch_size=8, epoch=epoch, train_examples=examples)
+    return TrainContext(
+        train_attack=PGDConfig(EPS, STEP, steps, True),
+        generator=g,
+        batch_size=8,
+        epoch=epoch,
+        train_examples=examples,
+    )
 
 
 def batch(n=8, res=8, classes=3, seed=1):
@@ -79,8 +82,9 @@ def examples_from(x, y):
 def test_ranking_finds_the_layer_that_amplifies_by_construction():
     model = Toy()
     x, y = batch()
-    crit = layer_criticality(model, x, y, eps=EPS, step=STEP, steps=3,
-                             generator=torch.Generator().manual_seed(0))
+    crit = layer_criticality(
+        model, x, y, eps=EPS, step=STEP, steps=3, generator=torch.Generator().manual_seed(0)
+    )
     assert crit.top(1) == [3]
     assert crit.criticality[2] == pytest.approx(5.0, rel=0.1)
     for i in (1, 3, 4):
@@ -88,8 +92,9 @@ def test_ranking_finds_the_layer_that_amplifies_by_construction():
     # the literal C_1 = W_1 (A3) is on another scale; the default divides by W_0
     assert crit.first_literal == crit.weakness[0]
     model.set_gain(1, 9.0)
-    again = layer_criticality(model, x, y, eps=EPS, step=STEP, steps=3,
-                              generator=torch.Generator().manual_seed(0))
+    again = layer_criticality(
+        model, x, y, eps=EPS, step=STEP, steps=3, generator=torch.Generator().manual_seed(0)
+    )
     assert again.top(2) == [2, 3]
 
 
@@ -99,8 +104,7 @@ def test_weakness_matches_two_separate_forward_passes():
     x, y = batch(res=8)
     g = torch.Generator().manual_seed(3)
     x_adv = (x + EPS * (2 * torch.rand(x.shape, generator=g) - 1)).clamp(0, 1)
-    crit = layer_criticality(model, x, y, eps=EPS, step=STEP, steps=0,
-                             attack=lambda xb, yb: x_adv)
+    crit = layer_criticality(model, x, y, eps=EPS, step=STEP, steps=0, attack=lambda xb, yb: x_adv)
     layers = candidate_layers(model)
 
     def features(inp):
@@ -113,20 +117,34 @@ def test_weakness_matches_two_separate_forward_passes():
         return out
 
     clean, adv = features(x), features(x_adv)
-    w = [((a - c).reshape(len(x), -1).norm(dim=1).mean() / c[0].numel()).item()
-         for a, c in zip(adv, clean)]
+    w = [
+        ((a - c).reshape(len(x), -1).norm(dim=1).mean() / c[0].numel()).item()
+        for a, c in zip(adv, clean)
+    ]
     w0 = ((x_adv - x).reshape(len(x), -1).norm(dim=1).mean() / x[0].numel()).item()
     assert crit.weakness == pytest.approx(w, rel=1e-4)
     assert crit.criticality[0] == pytest.approx(w[0] / w0, rel=1e-4)
-    assert crit.criticality[1:] == pytest.approx([b / a for a, b in itertools.pairwise(w)], rel=1e-4)
+    assert crit.criticality[1:] == pytest.approx(
+        [b / a for a, b in itertools.pairwise(w)], rel=1e-4
+    )
     # chunking does not change the result; other taps and ratios run
-    chunked = layer_criticality(model, x, y, eps=EPS, step=STEP, steps=0, batch_size=3,
-                                attack=lambda xb, yb: x_adv[: len(xb)] if len(xb) == 8 else
-                                x_adv[_offset(x, xb): _offset(x, xb) + len(xb)])
+    chunked = layer_criticality(
+        model,
+        x,
+        y,
+        eps=EPS,
+        step=STEP,
+        steps=0,
+        batch_size=3,
+        attack=lambda xb, yb: (
+            x_adv[: len(xb)] if len(xb) == 8 else x_adv[_offset(x, xb) : _offset(x, xb) + len(xb)]
+        ),
+    )
     assert chunked.weakness == pytest.approx(w, rel=1e-4)
     for opts in ({"tap": "bn"}, {"ratio": "own_input"}, {"first": "literal"}):
-        other = layer_criticality(model, x, y, eps=EPS, step=STEP, steps=0,
-                                  attack=lambda xb, yb: x_adv, **opts)
+        other = layer_criticality(
+            model, x, y, eps=EPS, step=STEP, steps=0, attack=lambda xb, yb: x_adv, **opts
+        )
         assert len(other.criticality) == 18
     assert other.criticality[0] == other.weakness[0]
 
@@ -150,11 +168,13 @@ def test_feature_pgd_one_shared_delta_increases_the_summed_distance():
     g = torch.Generator().manual_seed(0)
     start = feature_pgd(tap.features, x, clean, eps=EPS, step=STEP, steps=0, generator=g)
     with torch.no_grad():
-        assert feature_distance(tap.features(x_adv), clean) > \
-            feature_distance(tap.features(start), clean)
+        assert feature_distance(tap.features(x_adv), clean) > feature_distance(
+            tap.features(start), clean
+        )
         d = feature_distance(tap.features(x_adv), clean).item()
-        manual = sum((a - c).flatten(1).norm(dim=1).mean().item()
-                     for a, c in zip(tap.features(x_adv), clean))
+        manual = sum(
+            (a - c).flatten(1).norm(dim=1).mean().item() for a, c in zip(tap.features(x_adv), clean)
+        )
     assert d == pytest.approx(manual, rel=1e-5)
 
 
@@ -162,8 +182,7 @@ def test_feature_tap_stops_early_and_leaves_no_hooks():
     model = Toy()
     calls = []
     model.convs[4].register_forward_hook(lambda *a: calls.append(1))
-    logits, feats = FeatureTap(model, [model.convs[1]]).run(torch.rand(2, 3, 4, 4),
-                                                             stop_early=True)
+    logits, feats = FeatureTap(model, [model.convs[1]]).run(torch.rand(2, 3, 4, 4), stop_early=True)
     assert logits is None and len(feats) == 1 and calls == []
     assert all(len(m._forward_hooks) == 0 for m in model.convs[:4])
 
@@ -209,7 +228,8 @@ def test_clat_loss_is_eq9_with_the_replayed_attack():
     model.train()
     with torch.no_grad():
         expected = F.cross_entropy(model(x), y) + 0.5 * sum(
-            (a - t).flatten(1).norm(dim=1).mean() for a, t in zip(feats(x_adv), feats(x)))
+            (a - t).flatten(1).norm(dim=1).mean() for a, t in zip(feats(x_adv), feats(x))
+        )
     c.generator.set_state(state)
     out = m.batch_loss(model, x, y, c)
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-4)
@@ -230,8 +250,9 @@ def test_ce_on_picks_the_cross_entropy_input_of_eq9(monkeypatch):
     monkeypatch.setattr(clat_module, "feature_pgd", lambda *a, **k: x_adv.clone())
     model = Toy(gains=(1.0, 1.0, 5.0, 1.0, 1.0))
     with torch.no_grad():  # a head whose CE differs visibly between x and x+δ
-        model.head.weight.copy_(torch.tensor([[3.0, -2.0, 1.0, 0.5], [-1.0, 2.5, 0.0, 1.0],
-                                              [0.5, 0.0, -3.0, 2.0]]))
+        model.head.weight.copy_(
+            torch.tensor([[3.0, -2.0, 1.0, 0.5], [-1.0, 2.5, 0.0, 1.0], [0.5, 0.0, -3.0, 2.0]])
+        )
     lam = 0.5
     losses, grads = {}, {}
     for ce_on in ("clean", "adv"):
@@ -250,7 +271,8 @@ def test_ce_on_picks_the_cross_entropy_input_of_eq9(monkeypatch):
             ce_adv = F.cross_entropy(model(x_adv), y)
         assert out.stats["loss_feat"] == pytest.approx(feat.item(), rel=1e-5)
         assert out.stats["train_nat_acc"] == pytest.approx(
-            (model(x).argmax(1) == y).float().mean().item())
+            (model(x).argmax(1) == y).float().mean().item()
+        )
     assert losses["clean"].loss.item() == pytest.approx((ce_x + lam * feat).item(), rel=1e-5)
     assert losses["adv"].loss.item() == pytest.approx((ce_adv + lam * feat).item(), rel=1e-5)
     assert losses["adv"].stats["loss_ce"] == pytest.approx(ce_adv.item(), rel=1e-5)
@@ -288,7 +310,9 @@ def test_only_selected_layers_train_and_reselection_moves_the_trainable_set():
     params = m.trainable_parameters(model)
     assert {id(p) for p in params} == {id(p) for p in model.convs[1].parameters()}
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {
-        "convs.1.weight", "convs.1.bias"}
+        "convs.1.weight",
+        "convs.1.bias",
+    }
     assert [h["selected"] for h in m.history] == [[3], [2]]
 
 
@@ -336,8 +360,9 @@ def test_lambda_calibration_balances_ce_and_feature_term():
     assert build_method("clat", lam=0.2, lambda_scale=2.0).hp["lam"] == 0.2
 
 
-def test_clat_through_the_loop_rebuilds_the_optimizer_on_reselection(tmp_path, tiny_data,
-                                                                     monkeypatch):
+def test_clat_through_the_loop_rebuilds_the_optimizer_on_reselection(
+    tmp_path, tiny_data, monkeypatch
+):
     """Stubbed rankings (layer 5, then 12): the loop trains exactly the selected layer."""
     from robustft.clat.method import CLAT
     from robustft.train import TrainConfig, Trainer
@@ -349,16 +374,30 @@ def test_clat_through_the_loop_rebuilds_the_optimizer_on_reselection(tmp_path, t
         names = self._names(model)
         crit = [1.0] * len(names)
         crit[top - 1] = 9.0
-        return Criticality(names=names, weakness=[1.0] * len(names), criticality=crit,
-                           input_weakness=1.0, first_literal=1.0)
+        return Criticality(
+            names=names,
+            weakness=[1.0] * len(names),
+            criticality=crit,
+            input_weakness=1.0,
+            first_literal=1.0,
+        )
 
     monkeypatch.setattr(CLAT, "measure", fake_measure)
     attack = {"eps": EPS, "step": STEP, "steps": 1, "random_start": True}
-    cfg = TrainConfig(run_name="clat", method="clat", arch="cifar_resnet18", width=2, seed=0,
-                      epochs=2, batch_size=12, lr=0.05, train_attack=attack,
-                      eval_attack={**attack, "random_start": False},
-                      method_params={"lam": 0.5, "reselect_every": 1},
-                      lr_schedule={"type": "cosine", "total_epochs": 4, "offset": 2})
+    cfg = TrainConfig(
+        run_name="clat",
+        method="clat",
+        arch="cifar_resnet18",
+        width=2,
+        seed=0,
+        epochs=2,
+        batch_size=12,
+        lr=0.05,
+        train_attack=attack,
+        eval_attack={**attack, "random_start": False},
+        method_params={"lam": 0.5, "reselect_every": 1},
+        lr_schedule={"type": "cosine", "total_epochs": 4, "offset": 2},
+    )
     trainer = Trainer(cfg, tiny_data, None, tmp_path / "ck")
     names = [n for n, _ in candidate_layers(trainer.model)]
 
@@ -371,8 +410,7 @@ def test_clat_through_the_loop_rebuilds_the_optimizer_on_reselection(tmp_path, t
     def run(epoch):
         before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
         row = trainer.run_epoch(epoch)
-        changed = {n for n, p in trainer.model.named_parameters()
-                   if not torch.equal(p, before[n])}
+        changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
         return row, changed
 
     row0, changed0 = run(0)
@@ -386,19 +424,36 @@ def test_clat_through_the_loop_rebuilds_the_optimizer_on_reselection(tmp_path, t
 
 
 def test_pretrain_then_clat_chain_resumes_identically(tmp_path, tiny_data, monkeypatch):
-    """"X + CLAT": PGD-AT, then CLAT initialised from its model_best.pt (head included); a
+    """ "X + CLAT": PGD-AT, then CLAT initialised from its model_best.pt (head included); a
     CLAT job killed after a re-selection resumes to the same numbers (optimiser rebuilt)."""
     from robustft.train import TrainConfig, Trainer, train_run
 
     attack = {"eps": EPS, "step": STEP, "steps": 1, "random_start": True}
-    common = {"arch": "cifar_resnet18", "width": 2, "seed": 0, "batch_size": 12, "lr": 0.05,
-              "train_attack": attack, "eval_attack": {**attack, "random_start": False}}
-    train_run(TrainConfig(run_name="x", method="pgd_at", epochs=1, **common), tiny_data, None,
-              tmp_path / "ck_x", tmp_path / "x")
+    common = {
+        "arch": "cifar_resnet18",
+        "width": 2,
+        "seed": 0,
+        "batch_size": 12,
+        "lr": 0.05,
+        "train_attack": attack,
+        "eval_attack": {**attack, "random_start": False},
+    }
+    train_run(
+        TrainConfig(run_name="x", method="pgd_at", epochs=1, **common),
+        tiny_data,
+        None,
+        tmp_path / "ck_x",
+        tmp_path / "x",
+    )
     pre = tmp_path / "x" / "model_best.pt"
-    cfg = TrainConfig(run_name="x+clat", method="clat", epochs=3, init_from="model",
-                      method_params={"reselect_every": 2, "criticality_examples": 12,
-                                     "calibration_batches": 1}, **common)
+    cfg = TrainConfig(
+        run_name="x+clat",
+        method="clat",
+        epochs=3,
+        init_from="model",
+        method_params={"reselect_every": 2, "criticality_examples": 12, "calibration_batches": 1},
+        **common,
+    )
     full = train_run(cfg, tiny_data, pre, tmp_path / "ck_full", tmp_path / "full")
     assert full[0]["clat_lambda"] > 0 and "clat_top1" in full[0] and "clat_top1" in full[2]
     trainer = Trainer(cfg, tiny_data, pre, tmp_path / "ck_cut")
@@ -416,10 +471,16 @@ def test_pretrain_then_clat_chain_resumes_identically(tmp_path, tiny_data, monke
         trainer.fit()
     monkeypatch.setattr(Trainer, "run_epoch", original)
     resumed = train_run(cfg, tiny_data, pre, tmp_path / "ck_cut", tmp_path / "cut")
+
     def strip(rows):  # wall-clock times differ; NaN (no grad_sim) never equals itself
-        return [{k: (None if isinstance(v, float) and math.isnan(v) else v)
-                 for k, v in r.items() if "seconds" not in k}
-                for r in rows]
+        return [
+            {
+                k: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k, v in r.items()
+                if "seconds" not in k
+            }
+            for r in rows
+        ]
 
     assert strip(resumed) == strip(full)
     payload = torch.load(tmp_path / "cut" / "model_best.pt", weights_only=True)
@@ -461,8 +522,7 @@ def test_transfer_matrix_diagonal_is_white_box_and_sweep_starts_clean():
     b = Toy(gains=(1.0, 2.0, 1.0, 1.0, 1.0), seed=3).eval()
     matrix = transfer_matrix({"a": a, "b": b}, x, y, seed=2)
     assert set(matrix) == {"a", "b"} and set(matrix["a"]) == {"a", "b"}
-    assert matrix["a"]["a"] == pytest.approx(pgd_restarts(a, x, y, restarts=1, seed=2)
-                                             .min_accuracy)
+    assert matrix["a"]["a"] == pytest.approx(pgd_restarts(a, x, y, restarts=1, seed=2).min_accuracy)
     assert matrix["a"]["b"] == pytest.approx(transfer_accuracy(a, b, x, y, seed=2))
     sweep = epsilon_sweep(a, x, y, [0.0, 0.03])
     assert sweep[0]["accuracy"] == pytest.approx(float(clean_correct(a, x, y).float().mean()))

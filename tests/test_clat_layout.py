@@ -13,8 +13,9 @@ from robustft.clat.criticality import PAPER_K, default_k
 from robustft.models import CIFAR_ARCHS, build_model
 
 
-@pytest.mark.parametrize("old", ["robustft.evaluate_clat", "robustft.clat_tables",
-                                 "robustft.methods.clat"])
+@pytest.mark.parametrize(
+    "old", ["robustft.evaluate_clat", "robustft.clat_tables", "robustft.methods.clat"]
+)
 def test_the_old_homes_are_gone(old):
     assert importlib.util.find_spec(old) is None
 
@@ -46,16 +47,24 @@ from robustft.clat import Criticality, candidate_layers
 import robustft.clat.criticality as cc, robustft.clat.layers as cl
 assert Criticality is cc.Criticality and candidate_layers is cl.candidate_layers
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_paper_k_per_architecture():
     """CLAT Sec. 4.1's k, keyed by the paper's architecture name (one table, not two)."""
-    expected = {"cifar_resnet18": 1, "cifar_resnet50": 3, "cifar_preact_resnet18": 1,
-                "cifar_preact_resnet18_fast": 1, "cifar_wrn34_10": 2, "cifar_wrn70_16": 4,
-                "cifar_vgg19": 1, "cifar_densenet121": 5}
+    expected = {
+        "cifar_resnet18": 1,
+        "cifar_resnet50": 3,
+        "cifar_preact_resnet18": 1,
+        "cifar_preact_resnet18_fast": 1,
+        "cifar_wrn34_10": 2,
+        "cifar_wrn70_16": 4,
+        "cifar_vgg19": 1,
+        "cifar_densenet121": 5,
+    }
     assert set(expected) == set(CIFAR_ARCHS)
     for arch, k in expected.items():
         assert PAPER_K[CIFAR_ARCHS[arch].paper_name] == k, arch

@@ -24,22 +24,33 @@ def broken(cfg, mutate):
     return bad
 
 
-@pytest.mark.parametrize("mutate, key", [
-    (lambda c: c["studies"]["demo"].update(sedes=[0]), "studies.demo"),
-    (lambda c: c["studies"]["demo"].update(seeds=["zero"]), "studies.demo.seeds[0]"),
-    (lambda c: c["fidelities"]["demo"]["training"].update(epochs="six"),
-     "fidelities.demo.training.epochs"),
-    (lambda c: c["studies"]["demo"].update(variants=["autolora", "adamw"]),
-     "studies.demo.variants[1]"),
-    (lambda c: c["studies"]["demo"].update(datasets=["imagenet"]), "studies.demo.datasets[0]"),
-    (lambda c: c["variants"]["autolora-rank4"]["params"].update(rnak=4),
-     "variants.autolora-rank4.params.rnak"),
-    (lambda c: c["variants"]["autolora-rank4"]["params"].update(rank="four"),
-     "variants.autolora-rank4.params.rank"),
-    (lambda c: c["datasets"]["textures"].update(kind="mnist"), "datasets.textures.kind"),
-    (lambda c: c.update(targets=["tabel1"]), "targets[0]"),
-    (lambda c: c.update(preset="both"), "preset"),
-])
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda c: c["studies"]["demo"].update(sedes=[0]), "studies.demo"),
+        (lambda c: c["studies"]["demo"].update(seeds=["zero"]), "studies.demo.seeds[0]"),
+        (
+            lambda c: c["fidelities"]["demo"]["training"].update(epochs="six"),
+            "fidelities.demo.training.epochs",
+        ),
+        (
+            lambda c: c["studies"]["demo"].update(variants=["autolora", "adamw"]),
+            "studies.demo.variants[1]",
+        ),
+        (lambda c: c["studies"]["demo"].update(datasets=["imagenet"]), "studies.demo.datasets[0]"),
+        (
+            lambda c: c["variants"]["autolora-rank4"]["params"].update(rnak=4),
+            "variants.autolora-rank4.params.rnak",
+        ),
+        (
+            lambda c: c["variants"]["autolora-rank4"]["params"].update(rank="four"),
+            "variants.autolora-rank4.params.rank",
+        ),
+        (lambda c: c["datasets"]["textures"].update(kind="mnist"), "datasets.textures.kind"),
+        (lambda c: c.update(targets=["tabel1"]), "targets[0]"),
+        (lambda c: c.update(preset="both"), "preset"),
+    ],
+)
 def test_bad_config_names_the_key(cfg, mutate, key):
     with pytest.raises(plan.ConfigError) as err:
         plan.validate(broken(cfg, mutate))
@@ -54,11 +65,18 @@ def test_default_target_is_the_offline_demo(cfg):
     assert cfg["backbones"][runs[0].backbone]["source"] == "pretrain"
 
 
-@pytest.mark.parametrize("study, trains", [
-    ("autolora_table1", 54), ("autolora_table2", 54), ("autolora_table3", 48),
-    ("autolora_table4", 90), ("autolora_table5", 24), ("autolora_table6", 42),
-    ("autolora_figures", 27),
-])
+@pytest.mark.parametrize(
+    "study, trains",
+    [
+        ("autolora_table1", 54),
+        ("autolora_table2", 54),
+        ("autolora_table3", 48),
+        ("autolora_table4", 90),
+        ("autolora_table5", 24),
+        ("autolora_table6", 42),
+        ("autolora_figures", 27),
+    ],
+)
 def test_paper_study_sizes(cfg, study, trains):
     assert len(plan.study_runs(cfg, study)) == trains
 
@@ -77,8 +95,12 @@ def test_resolved_settings_follow_table7_and_presets(cfg):
     assert s.train_attack["eps"] == 0.0314 and s.input_size == 224
     auto = plan.train_settings(cfg, plan.Run("paper", "dtd", "resnet18_eps4", "autolora", 0))
     assert auto.lr == 0.01 and auto.lr_schedule["type"] == "auto"
-    assert auto.lr_schedule == {"type": "auto", "every": 4, "min_lr": 1e-5,
-                                "variant": "official"}  # no multistep keys leak in
+    assert auto.lr_schedule == {
+        "type": "auto",
+        "every": 4,
+        "min_lr": 1e-5,
+        "variant": "official",
+    }  # no multistep keys leak in
     assert auto.augment == "resized_crop_flip"
     twins = plan.train_settings(cfg, plan.Run("paper", "cub200", "resnet18_eps4", "twins", 0))
     assert twins.method_params["gamma"] == 3.0 and twins.method_params["loss"] == "official"
@@ -90,16 +112,20 @@ def test_resolved_settings_follow_table7_and_presets(cfg):
 def test_changing_one_rank_changes_only_those_runs(cfg):
     changed = broken(cfg, lambda c: c["variants"]["autolora-rank4"]["params"].update(rank=5))
     runs = plan.all_runs(cfg, list(cfg["studies"]))
-    differ = [r for r in runs
-              if plan.train_settings(cfg, r) != plan.train_settings(changed, r)]
+    differ = [r for r in runs if plan.train_settings(cfg, r) != plan.train_settings(changed, r)]
     assert differ and all(r.variant == "autolora-rank4" for r in differ)
     assert len(differ) == 12  # 4 datasets × 3 seeds of Table 3
 
 
 def test_table5_reference_and_paper_mapping(cfg):
     spec = plan.aggregate_spec(cfg, "autolora_table5")
-    assert spec.comparisons == [{"ours": "twins-autolr", "baseline": "twins", "paper_diff": {
-        "metric": "diff_autolr_on_vs_off_{metric}", "variant": ""}}]
+    assert spec.comparisons == [
+        {
+            "ours": "twins-autolr",
+            "baseline": "twins",
+            "paper_diff": {"metric": "diff_autolr_on_vs_off_{metric}", "variant": ""},
+        }
+    ]
     assert spec.variants["twins"]["labels"] == {"autolr": "off"}
     assert spec.paper["metrics"] == {"PGD10": "RA"}
 
@@ -108,4 +134,5 @@ def test_table4_matches_backbone_variants_table1_does_not(cfg):
     t4 = plan.aggregate_spec(cfg, "autolora_table4").paper["backbones"]
     assert t4["resnet18_eps1"] == {"name": "ResNet-18", "variant": "eps_pt=1/255"}
     assert plan.aggregate_spec(cfg, "autolora_table1").paper["backbones"] == {
-        "resnet18_eps4": "ResNet-18"}
+        "resnet18_eps4": "ResNet-18"
+    }

@@ -78,8 +78,11 @@ def serve(monkeypatch, name: str, archives: dict[str, Path], *, publish: bool = 
     files = []
     for f in spec.files:
         p = archives[f.filename]
-        files.append(DownloadFile(p.resolve().as_uri(), f.filename,
-                                  md5=md5(p) if publish and f.md5 else None))
+        files.append(
+            DownloadFile(
+                p.resolve().as_uri(), f.filename, md5=md5(p) if publish and f.md5 else None
+            )
+        )
     monkeypatch.setitem(DATASETS, name, dataclasses.replace(spec, files=tuple(files)))
 
 
@@ -100,8 +103,9 @@ def assert_manifest_consistent(out: Path) -> dict:
 
 def no_leftovers(parent: Path) -> None:
     """No temporary files/dirs (the per-dataset .lock file is expected to stay)."""
-    assert not [p.name for p in parent.iterdir()
-                if p.name.startswith(".") and not p.name.endswith(".lock")]
+    assert not [
+        p.name for p in parent.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")
+    ]
     assert not list(parent.glob("*.part"))
 
 
@@ -195,8 +199,16 @@ def test_prepare_offline_error_from_registry(tmp_path, monkeypatch):
 
 
 def test_registry_has_real_urls_and_checksums():
-    assert set(DATASETS) >= {"cifar10", "cifar100", "dtd", "dog120", "cub200", "caltech256",
-                             "textures", "textures_source"}
+    assert set(DATASETS) >= {
+        "cifar10",
+        "cifar100",
+        "dtd",
+        "dog120",
+        "cub200",
+        "caltech256",
+        "textures",
+        "textures_source",
+    }
     c10 = get_spec("cifar10").files[0]
     assert c10.url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
     assert c10.md5 == "c58f30108f718f92721af3b95e74349a"
@@ -239,23 +251,42 @@ def _cifar_rows(n: int, seed: int) -> np.ndarray:
 def cifar10_tar(tmp_path) -> Path:
     src = tmp_path / "build10"
     base = src / "cifar-10-batches-py"
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-             "truck"]
-    _cifar_pickle(base / "batches.meta", {"label_names": [n.encode() for n in names],
-                                          "num_cases_per_batch": 6})
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+    _cifar_pickle(
+        base / "batches.meta",
+        {"label_names": [n.encode() for n in names], "num_cases_per_batch": 6},
+    )
     for i in range(1, 6):
-        _cifar_pickle(base / f"data_batch_{i}", {
-            "data": _cifar_rows(6, i), "labels": [(i * 6 + j) % 10 for j in range(6)],
-            "batch_label": f"training batch {i} of 5".encode()})
-    _cifar_pickle(base / "test_batch", {"data": _cifar_rows(8, 99),
-                                        "labels": [j % 10 for j in range(8)]})
+        _cifar_pickle(
+            base / f"data_batch_{i}",
+            {
+                "data": _cifar_rows(6, i),
+                "labels": [(i * 6 + j) % 10 for j in range(6)],
+                "batch_label": f"training batch {i} of 5".encode(),
+            },
+        )
+    _cifar_pickle(
+        base / "test_batch", {"data": _cifar_rows(8, 99), "labels": [j % 10 for j in range(8)]}
+    )
     return make_tar(tmp_path / "cifar-10-python.tar.gz", src, ["cifar-10-batches-py"], True)
 
 
 def test_cifar10_prepare(tmp_path, cifar10_tar, monkeypatch):
     serve(monkeypatch, "cifar10", {"cifar-10-python.tar.gz": cifar10_tar})
-    out = prepare_dataset("cifar10", tmp_path / "data" / "cifar10", raw_dir=tmp_path / "raw",
-                          seed=1)
+    out = prepare_dataset(
+        "cifar10", tmp_path / "data" / "cifar10", raw_dir=tmp_path / "raw", seed=1
+    )
     m = assert_manifest_consistent(out)
     assert m["counts"] == {"train": 28, "val": 2, "test": 8}  # int(0.95 * 30) = 28
     assert m["resolution"] == 32 and m["num_classes"] == 10 and m["classes"][0] == "airplane"
@@ -274,17 +305,16 @@ def test_cifar10_prepare(tmp_path, cifar10_tar, monkeypatch):
     labels = np.array([(i * 6 + j) % 10 for i in range(1, 6) for j in range(6)])
     np.testing.assert_array_equal(y, labels[official_train])
     xt, _ = ds.arrays("test")
-    np.testing.assert_array_equal(xt, _cifar_rows(8, 99).reshape(-1, 3, 32, 32)
-                                  .transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(
+        xt, _cifar_rows(8, 99).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    )
     # deterministic: same seed -> same bytes; other seed -> other split
-    out2 = prepare_dataset("cifar10", tmp_path / "data" / "again", raw_dir=tmp_path / "raw",
-                           seed=1)
+    out2 = prepare_dataset("cifar10", tmp_path / "data" / "again", raw_dir=tmp_path / "raw", seed=1)
     assert json.loads((out2 / "manifest.json").read_text())["sha256"] == m["sha256"]
-    out3 = prepare_dataset("cifar10", tmp_path / "data" / "seed2", raw_dir=tmp_path / "raw",
-                           seed=2)
-    assert json.loads((out3 / "manifest.json").read_text())["sha256"]["val_y.npy"] != \
-        m["sha256"]["val_y.npy"] or not np.array_equal(
-            np.load(out3 / "val_x.npy"), np.load(out / "val_x.npy"))
+    out3 = prepare_dataset("cifar10", tmp_path / "data" / "seed2", raw_dir=tmp_path / "raw", seed=2)
+    assert json.loads((out3 / "manifest.json").read_text())["sha256"]["val_y.npy"] != m["sha256"][
+        "val_y.npy"
+    ] or not np.array_equal(np.load(out3 / "val_x.npy"), np.load(out / "val_x.npy"))
     no_leftovers(tmp_path / "data")
     no_leftovers(tmp_path / "raw")
 
@@ -295,17 +325,23 @@ def test_cifar10_preplaced_archive_is_used_without_network(tmp_path, cifar10_tar
     (raw / "cifar-10-python.tar.gz").write_bytes(cifar10_tar.read_bytes())
     spec = DATASETS["cifar10"]
     f = spec.files[0]
-    monkeypatch.setitem(DATASETS, "cifar10", dataclasses.replace(
-        spec, files=(dataclasses.replace(f, md5=md5(cifar10_tar)),)))  # real URL
+    monkeypatch.setitem(
+        DATASETS,
+        "cifar10",
+        dataclasses.replace(spec, files=(dataclasses.replace(f, md5=md5(cifar10_tar)),)),
+    )  # real URL
     monkeypatch.setattr(dl, "urlopen", lambda *a, **k: pytest.fail("must not download"))
-    out = prepare_dataset("cifar10", tmp_path / "out", raw_dir=raw,
-                          options={"val_source": "test"})
+    out = prepare_dataset("cifar10", tmp_path / "out", raw_dir=raw, options={"val_source": "test"})
     m = assert_manifest_consistent(out)
     assert m["counts"] == {"train": 30, "val": 8, "test": 8} and m["val_is_test"]
-    assert m["source"]["files"][0]["url"] == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    assert (
+        m["source"]["files"][0]["url"] == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    )
     # val is the test set, stored as hard links
-    assert os.path.samefile(out / "val_x.npy", out / "test_x.npy") or \
-        (out / "val_x.npy").read_bytes() == (out / "test_x.npy").read_bytes()
+    assert (
+        os.path.samefile(out / "val_x.npy", out / "test_x.npy")
+        or (out / "val_x.npy").read_bytes() == (out / "test_x.npy").read_bytes()
+    )
 
 
 def test_cifar10_resolution_override_resizes(tmp_path, cifar10_tar, monkeypatch):
@@ -338,13 +374,19 @@ def test_cifar100_prepare(tmp_path, monkeypatch):
     src = tmp_path / "build100"
     base = src / "cifar-100-python"
     fine = [f"class{i:02d}".encode() for i in range(100)]
-    _cifar_pickle(base / "meta", {"fine_label_names": fine,
-                                  "coarse_label_names": [b"c"] * 20})
-    _cifar_pickle(base / "train", {"data": _cifar_rows(40, 1),
-                                   "fine_labels": list(range(0, 80, 2)),
-                                   "coarse_labels": [0] * 40})
-    _cifar_pickle(base / "test", {"data": _cifar_rows(10, 2), "fine_labels": list(range(10)),
-                                  "coarse_labels": [0] * 10})
+    _cifar_pickle(base / "meta", {"fine_label_names": fine, "coarse_label_names": [b"c"] * 20})
+    _cifar_pickle(
+        base / "train",
+        {
+            "data": _cifar_rows(40, 1),
+            "fine_labels": list(range(0, 80, 2)),
+            "coarse_labels": [0] * 40,
+        },
+    )
+    _cifar_pickle(
+        base / "test",
+        {"data": _cifar_rows(10, 2), "fine_labels": list(range(10)), "coarse_labels": [0] * 10},
+    )
     tar = make_tar(tmp_path / "cifar-100-python.tar.gz", src, ["cifar-100-python"], True)
     serve(monkeypatch, "cifar100", {"cifar-100-python.tar.gz": tar})
     out = prepare_dataset("cifar100", tmp_path / "out", raw_dir=tmp_path / "raw", seed=0)
@@ -363,8 +405,14 @@ def test_cifar100_prepare(tmp_path, monkeypatch):
 def dtd_tar(tmp_path) -> Path:
     src = tmp_path / "builddtd"
     classes = ["banded", "blotchy", "zigzagged"]
-    lists: dict[str, list[str]] = {"train1": [], "val1": [], "test1": [], "train2": [],
-                                   "val2": [], "test2": []}
+    lists: dict[str, list[str]] = {
+        "train1": [],
+        "val1": [],
+        "test1": [],
+        "train2": [],
+        "val2": [],
+        "test2": [],
+    }
     for ci, c in enumerate(classes):
         for k in range(5):
             rel = f"{c}/{c}_{k:04d}.jpg"
@@ -383,8 +431,9 @@ def dtd_tar(tmp_path) -> Path:
 def test_dtd_official_and_paper(tmp_path, dtd_tar, monkeypatch):
     serve(monkeypatch, "dtd", {"dtd-r1.0.1.tar.gz": dtd_tar})
     raw = tmp_path / "raw"
-    out = prepare_dataset("dtd", tmp_path / "official", raw_dir=raw, resolution=RES,
-                          options={"preset": "official"})
+    out = prepare_dataset(
+        "dtd", tmp_path / "official", raw_dir=raw, resolution=RES, options={"preset": "official"}
+    )
     m = assert_manifest_consistent(out)
     # train1 + val1 -> train, val = test, 57-way head with 47 (here 3) real classes
     assert m["counts"] == {"train": 6, "val": 9, "test": 9} and m["val_is_test"]
@@ -399,18 +448,29 @@ def test_dtd_official_and_paper(tmp_path, dtd_tar, monkeypatch):
     assert sorted(ytr.tolist()) == [0, 0, 1, 1, 2, 2]
     assert ds.num_classes == 57
 
-    paper = prepare_dataset("dtd", tmp_path / "paper", raw_dir=raw, resolution=RES,
-                            options={"preset": "paper", "num_classes": 47})
+    paper = prepare_dataset(
+        "dtd",
+        tmp_path / "paper",
+        raw_dir=raw,
+        resolution=RES,
+        options={"preset": "paper", "num_classes": 47},
+    )
     mp = assert_manifest_consistent(paper)
     assert mp["counts"] == {"train": 5, "val": 1, "test": 9} and not mp["val_is_test"]
     assert mp["num_classes"] == 47
 
-    p2 = prepare_dataset("dtd", tmp_path / "p2", raw_dir=raw, resolution=RES,
-                         options={"partition": 2, "train_lists": "train"})
+    p2 = prepare_dataset(
+        "dtd",
+        tmp_path / "p2",
+        raw_dir=raw,
+        resolution=RES,
+        options={"partition": 2, "train_lists": "train"},
+    )
     assert load_prepared(p2).counts == {"train": 12, "val": 3, "test": 3}
     with pytest.raises(ValueError, match="num_classes=2"):
-        prepare_dataset("dtd", tmp_path / "bad", raw_dir=raw, resolution=RES,
-                        options={"num_classes": 2})
+        prepare_dataset(
+            "dtd", tmp_path / "bad", raw_dir=raw, resolution=RES, options={"num_classes": 2}
+        )
     assert not (tmp_path / "bad").exists()
     no_leftovers(tmp_path)
 
@@ -427,8 +487,14 @@ def _mat_list(path: Path, names: list[str], labels: list[int]) -> None:
     for i, n in enumerate(names):
         ann[i, 0] = np.array([n])
         files[i, 0] = np.array([n + ".jpg"])
-    scipy.io.savemat(path, {"annotation_list": ann, "file_list": files,
-                            "labels": np.array(labels, dtype=np.float64)[:, None]})
+    scipy.io.savemat(
+        path,
+        {
+            "annotation_list": ann,
+            "file_list": files,
+            "labels": np.array(labels, dtype=np.float64)[:, None],
+        },
+    )
 
 
 def test_dog120_prepare(tmp_path, monkeypatch):
@@ -439,8 +505,12 @@ def test_dog120_prepare(tmp_path, monkeypatch):
         wnid = b.split("-")[0]
         for k in range(6):
             name = f"{b}/{wnid}_{1000 + k}"
-            write_jpg(src / "Images" / f"{name}.jpg", 100 * bi + k, size=(30, 22),
-                      mode="L" if k == 0 else "RGB")  # a grey image must become RGB
+            write_jpg(
+                src / "Images" / f"{name}.jpg",
+                100 * bi + k,
+                size=(30, 22),
+                mode="L" if k == 0 else "RGB",
+            )  # a grey image must become RGB
             (train if k < 4 else test).append((name, bi + 1))
     lists = src / "lists"
     lists.mkdir()
@@ -448,25 +518,33 @@ def test_dog120_prepare(tmp_path, monkeypatch):
     _mat_list(lists / "test_list.mat", *map(list, zip(*test, strict=True)))
     _mat_list(lists / "file_list.mat", *map(list, zip(*(train + test), strict=True)))
     images = make_tar(tmp_path / "images.tar", src, ["Images"], False)
-    lists_tar = make_tar(tmp_path / "lists.tar", lists,
-                         ["file_list.mat", "train_list.mat", "test_list.mat"], False)
+    lists_tar = make_tar(
+        tmp_path / "lists.tar", lists, ["file_list.mat", "train_list.mat", "test_list.mat"], False
+    )
     serve(monkeypatch, "dog120", {"images.tar": images, "lists.tar": lists_tar})
-    out = prepare_dataset("dog120", tmp_path / "out", raw_dir=tmp_path / "raw",
-                          resolution=RES, seed=0)
+    out = prepare_dataset(
+        "dog120", tmp_path / "out", raw_dir=tmp_path / "raw", resolution=RES, seed=0
+    )
     m = assert_manifest_consistent(out)
     assert m["counts"] == {"train": 11, "val": 1, "test": 6}  # int(.95 * 12) = 11
-    assert m["num_classes"] == 3 and m["classes"] == ["Chihuahua", "Japanese_spaniel",
-                                                      "Maltese_dog"]
+    assert m["num_classes"] == 3 and m["classes"] == [
+        "Chihuahua",
+        "Japanese_spaniel",
+        "Maltese_dog",
+    ]
     digests = {f["filename"]: f["sha256"] for f in m["source"]["files"]}
-    assert digests == {"images.tar": hashlib.sha256(images.read_bytes()).hexdigest(),
-                       "lists.tar": hashlib.sha256(lists_tar.read_bytes()).hexdigest()}
+    assert digests == {
+        "images.tar": hashlib.sha256(images.read_bytes()).hexdigest(),
+        "lists.tar": hashlib.sha256(lists_tar.read_bytes()).hexdigest(),
+    }
     _, yte = load_prepared(out).arrays("test")
     assert yte.tolist() == [0, 0, 1, 1, 2, 2]  # mat label - 1
     # a second preparation reuses the extracted raw data (no network, no re-extraction)
     monkeypatch.setattr(dl, "urlopen", lambda *a, **k: pytest.fail("must not download"))
     (tmp_path / "images.tar").unlink()
-    out2 = prepare_dataset("dog120", tmp_path / "out2", raw_dir=tmp_path / "raw",
-                           resolution=RES, seed=0)
+    out2 = prepare_dataset(
+        "dog120", tmp_path / "out2", raw_dir=tmp_path / "raw", resolution=RES, seed=0
+    )
     assert json.loads((out2 / "manifest.json").read_text())["sha256"] == m["sha256"]
 
 
@@ -492,12 +570,19 @@ def test_cub200_prepare(tmp_path, monkeypatch):
     (base / "image_class_labels.txt").write_text("\n".join(rows_lab) + "\n")
     (base / "train_test_split.txt").write_text("\n".join(rows_split) + "\n")
     (base / "classes.txt").write_text(
-        "\n".join(f"{i + 1} {c}" for i, c in enumerate(classes)) + "\n")
+        "\n".join(f"{i + 1} {c}" for i, c in enumerate(classes)) + "\n"
+    )
     (src / "attributes.txt").write_text("1 has_bill_shape::curved\n")
     tgz = make_tar(tmp_path / "CUB_200_2011.tgz", src, ["CUB_200_2011", "attributes.txt"], True)
     serve(monkeypatch, "cub200", {"CUB_200_2011.tgz": tgz})
-    out = prepare_dataset("cub200", tmp_path / "out", raw_dir=tmp_path / "raw",
-                          resolution=RES, seed=3, options={"val_fraction": 0.25})
+    out = prepare_dataset(
+        "cub200",
+        tmp_path / "out",
+        raw_dir=tmp_path / "raw",
+        resolution=RES,
+        seed=3,
+        options={"val_fraction": 0.25},
+    )
     m = assert_manifest_consistent(out)
     assert m["counts"] == {"train": 9, "val": 3, "test": 9}
     assert m["classes"] == ["Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross"]
@@ -523,8 +608,12 @@ def caltech_tar(tmp_path) -> Path:
     sizes = {"001.ak47": 3, "002.american-flag": 2, "003.backpack": 4, "257.clutter": 5}
     for ci, (d, n) in enumerate(sizes.items()):
         for k in range(1, n + 1):
-            write_jpg(base / d / f"{ci + 1:03d}_{k:04d}.jpg", 1000 * ci + k, size=(22, 30),
-                      mode="L" if k == 2 else "RGB")
+            write_jpg(
+                base / d / f"{ci + 1:03d}_{k:04d}.jpg",
+                1000 * ci + k,
+                size=(22, 30),
+                mode="L" if k == 2 else "RGB",
+            )
     (base / "003.backpack" / "RENAME2").write_text("not an image")
     return make_tar(tmp_path / "256_ObjectCategories.tar", src, ["256_ObjectCategories"], False)
 
@@ -542,8 +631,9 @@ def test_caltech_official_rule_unit():
 def test_caltech256_official_and_random(tmp_path, caltech_tar, monkeypatch):
     serve(monkeypatch, "caltech256", {"256_ObjectCategories.tar": caltech_tar})
     raw = tmp_path / "raw"
-    out = prepare_dataset("caltech256", tmp_path / "off", raw_dir=raw, resolution=RES,
-                          options={"train_per_class": 3})
+    out = prepare_dataset(
+        "caltech256", tmp_path / "off", raw_dir=raw, resolution=RES, options={"train_per_class": 3}
+    )
     m = assert_manifest_consistent(out)
     assert m["counts"] == {"train": 12, "val": 3, "test": 3} and m["val_is_test"]
     assert m["unique_train"] == 11 and m["num_classes"] == 4
@@ -555,15 +645,27 @@ def test_caltech256_official_and_random(tmp_path, caltech_tar, monkeypatch):
     np.testing.assert_array_equal(x[5], x[6])
     assert ds.arrays("test")[1].tolist() == [2, 3, 3]
 
-    rnd = prepare_dataset("caltech256", tmp_path / "rnd", raw_dir=raw, resolution=RES, seed=5,
-                          options={"preset": "paper", "test_size": 4})
+    rnd = prepare_dataset(
+        "caltech256",
+        tmp_path / "rnd",
+        raw_dir=raw,
+        resolution=RES,
+        seed=5,
+        options={"preset": "paper", "test_size": 4},
+    )
     mr = assert_manifest_consistent(rnd)
     assert mr["counts"] == {"train": 9, "val": 1, "test": 4}  # int(.95 * 10) = 9
     assert mr["options"]["split"] == "random" and mr["options"]["crop_pct"] == 1.0
     ys = np.concatenate([load_prepared(rnd).arrays(s)[1] for s in ("train", "val", "test")])
     assert np.bincount(ys).tolist() == [3, 2, 4, 5]  # each image exactly once
-    rnd2 = prepare_dataset("caltech256", tmp_path / "rnd2", raw_dir=raw, resolution=RES,
-                           seed=5, options={"preset": "paper", "test_size": 4})
+    rnd2 = prepare_dataset(
+        "caltech256",
+        tmp_path / "rnd2",
+        raw_dir=raw,
+        resolution=RES,
+        seed=5,
+        options={"preset": "paper", "test_size": 4},
+    )
     assert load_prepared(rnd2).manifest["sha256"] == mr["sha256"]
 
 
@@ -588,9 +690,13 @@ def test_generated_deterministic_and_balanced(tmp_path):
     x5, _ = generate("textures", 5, 2, 16, 3, "train")
     x7, _ = generate("textures", 7, 2, 16, 3, "train")
     np.testing.assert_array_equal(x5, x7[:10])
-    src = prepare_dataset("textures_source", tmp_path / "s", seed=3,
-                          options={"num_classes": 6, "per_class": 4, "test_per_class": 2},
-                          resolution=16)
+    src = prepare_dataset(
+        "textures_source",
+        tmp_path / "s",
+        seed=3,
+        options={"num_classes": 6, "per_class": 4, "test_per_class": 2},
+        resolution=16,
+    )
     ms = assert_manifest_consistent(src)
     assert ms["counts"] == {"train": 24, "val": 0, "test": 12}
     assert ms["classes"][0].startswith("plaid") and ma["classes"][0].startswith("grating")
@@ -618,9 +724,12 @@ def test_generated_not_linearly_trivial():
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("small") / "textures"
-    return prepare_dataset("textures", out, seed=0,
-                           options={"num_classes": 4, "per_class": 10, "test_per_class": 3,
-                                    "val_fraction": 0.2})
+    return prepare_dataset(
+        "textures",
+        out,
+        seed=0,
+        options={"num_classes": 4, "per_class": 10, "test_per_class": 3, "val_fraction": 0.2},
+    )
 
 
 def test_split_tensors_through_the_one_reader(small):
@@ -647,8 +756,10 @@ def test_augmentations_live_in_transforms_not_in_the_format():
     from robustft.data import transforms
 
     assert not any(hasattr(fmt, n) for n in ("random_crop_flip", "AUGMENTATIONS", "ArrayDataset"))
-    assert transforms.AUGMENTATIONS == {"crop_flip": random_crop_flip,
-                                        "resized_crop_flip": random_resized_crop_flip}
+    assert transforms.AUGMENTATIONS == {
+        "crop_flip": random_crop_flip,
+        "resized_crop_flip": random_resized_crop_flip,
+    }
     assert transforms.augmentation("none") is None
     with pytest.raises(ValueError, match="unknown augmentation 'mixup'"):
         transforms.augmentation("mixup")
@@ -667,7 +778,7 @@ def test_augmentation_seeded_and_valid(small):
     for _ in range(10):
         out = random_crop_flip(x, g, padding=2)
         padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
-        cands = [padded[:, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        cands = [padded[:, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(out, c) or torch.equal(out, c.flip(-1)) for c in cands)
     batch = random_crop_flip(torch.rand(5, 3, 8, 8), g)
     assert batch.shape == (5, 3, 8, 8)
@@ -718,29 +829,61 @@ def test_write_prepared_failure_leaves_nothing(tmp_path):
     parent.mkdir()
     out = parent / "ds"
     with pytest.raises(ManifestError, match="broken.jpg"):
-        write_prepared(out, name="x", classes=["a", "b"], num_classes=2, resolution=8,
-                       splits={"train": SplitData([good, good], np.array([0, 1])),
-                               "val": SplitData([good], np.array([0])),
-                               "test": SplitData([good, bad], np.array([0, 1]))},
-                       split_seed=0, source={}, options={})
+        write_prepared(
+            out,
+            name="x",
+            classes=["a", "b"],
+            num_classes=2,
+            resolution=8,
+            splits={
+                "train": SplitData([good, good], np.array([0, 1])),
+                "val": SplitData([good], np.array([0])),
+                "test": SplitData([good, bad], np.array([0, 1])),
+            },
+            split_seed=0,
+            source={},
+            options={},
+        )
     assert list(parent.iterdir()) == []
     # an earlier complete preparation survives a failed re-preparation untouched
-    write_prepared(out, name="x", classes=["a", "b"], num_classes=2, resolution=8,
-                   splits={s: SplitData([good], np.array([1])) for s in ("train", "val", "test")},
-                   split_seed=0, source={}, options={})
+    write_prepared(
+        out,
+        name="x",
+        classes=["a", "b"],
+        num_classes=2,
+        resolution=8,
+        splits={s: SplitData([good], np.array([1])) for s in ("train", "val", "test")},
+        split_seed=0,
+        source={},
+        options={},
+    )
     before = (out / "manifest.json").read_bytes()
     with pytest.raises(ManifestError):
-        write_prepared(out, name="x", classes=["a", "b"], num_classes=2, resolution=8,
-                       splits={s: SplitData([bad], np.array([0])) for s in ("train", "val",
-                                                                            "test")},
-                       split_seed=0, source={}, options={})
+        write_prepared(
+            out,
+            name="x",
+            classes=["a", "b"],
+            num_classes=2,
+            resolution=8,
+            splits={s: SplitData([bad], np.array([0])) for s in ("train", "val", "test")},
+            split_seed=0,
+            source={},
+            options={},
+        )
     assert (out / "manifest.json").read_bytes() == before
     assert [p.name for p in parent.iterdir()] == ["ds"]
     with pytest.raises(ValueError, match="labels outside"):
-        write_prepared(parent / "y", name="x", classes=["a"], num_classes=1, resolution=8,
-                       splits={s: SplitData([good], np.array([3])) for s in ("train", "val",
-                                                                            "test")},
-                       split_seed=0, source={}, options={})
+        write_prepared(
+            parent / "y",
+            name="x",
+            classes=["a"],
+            num_classes=1,
+            resolution=8,
+            splits={s: SplitData([good], np.array([3])) for s in ("train", "val", "test")},
+            split_seed=0,
+            source={},
+            options={},
+        )
 
 
 # ============================================================================================
@@ -749,18 +892,45 @@ def test_write_prepared_failure_leaves_nothing(tmp_path):
 
 def test_step_main_in_process(tmp_path, capsys, caplog):
     out = tmp_path / "data" / "textures"
-    rc = step.main(["--dataset", "textures", "--out", str(out), "--seed", "1",
-                    "--resolution", "16", "--options",
-                    json.dumps({"num_classes": 3, "per_class": 4}), "--verify"])
+    rc = step.main(
+        [
+            "--dataset",
+            "textures",
+            "--out",
+            str(out),
+            "--seed",
+            "1",
+            "--resolution",
+            "16",
+            "--options",
+            json.dumps({"num_classes": 3, "per_class": 4}),
+            "--verify",
+        ]
+    )
     assert rc == 0
     assert load_prepared(out).counts == {"train": 12, "val": 0, "test": 6}
-    assert step.main(["--dataset", "textures", "--out", str(tmp_path / "x"), "--options",
-                      '{"bogus": 1}']) == 2
+    assert (
+        step.main(
+            ["--dataset", "textures", "--out", str(tmp_path / "x"), "--options", '{"bogus": 1}']
+        )
+        == 2
+    )
     assert "unknown option 'bogus'" in caplog.text
     opts = tmp_path / "o.json"
     opts.write_text('{"preset": "paper"}')
-    rc = step.main(["--dataset", "cifar10", "--out", str(tmp_path / "c"), "--raw-dir",
-                    str(tmp_path / "raw"), "--offline", "--options", f"@{opts}"])
+    rc = step.main(
+        [
+            "--dataset",
+            "cifar10",
+            "--out",
+            str(tmp_path / "c"),
+            "--raw-dir",
+            str(tmp_path / "raw"),
+            "--offline",
+            "--options",
+            f"@{opts}",
+        ]
+    )
     assert rc == 3
     err = caplog.text
     assert "cifar-10-python.tar.gz" in err and str((tmp_path / "raw").resolve()) in err
@@ -771,15 +941,31 @@ def test_step_main_in_process(tmp_path, capsys, caplog):
 
 def test_step_runs_as_module(tmp_path):
     src_root = Path(robustft.__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(src_root), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(src_root), os.environ.get("PYTHONPATH", "")]),
+    }
     out = tmp_path / "tx"
     proc = subprocess.run(
-        [sys.executable, "-m", "robustft.steps.prepare_data", "--dataset", "textures",
-         "--out", str(out), "--resolution", "8",
-         "--options", '{"num_classes": 2, "per_class": 2}'],
-        capture_output=True, text=True, env=env, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "robustft.steps.prepare_data",
+            "--dataset",
+            "textures",
+            "--out",
+            str(out),
+            "--resolution",
+            "8",
+            "--options",
+            '{"num_classes": 2, "per_class": 2}',
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "textures" in proc.stderr and proc.stdout == ""
     assert load_prepared(out).counts["train"] == 4
-

@@ -36,14 +36,38 @@ def test_device_cpu_is_an_explicit_choice(no_cuda):
 def test_train_step_with_gpus_1_and_no_cuda_stops_before_training(tmp_path, tiny_data):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    settings = {"run_name": "tiny/vanilla_rft", "method": "vanilla_rft", "arch": "resnet_mini",
-                "width": 4, "seed": 0, "epochs": 1, "batch_size": 12, "device": "auto"}
+    settings = {
+        "run_name": "tiny/vanilla_rft",
+        "method": "vanilla_rft",
+        "arch": "resnet_mini",
+        "width": 4,
+        "seed": 0,
+        "epochs": 1,
+        "batch_size": 12,
+        "device": "auto",
+    }
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # as under a scheduler: nothing to claim
     done = subprocess.run(
-        [sys.executable, "-m", "robustft.steps.train", "--settings", json.dumps(settings),
-         "--data", str(tiny_data), "--checkpoints", str(tmp_path / "ck"),
-         "--out", str(tmp_path / "out"), "--gpus", "1"],
-        check=False, capture_output=True, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "robustft.steps.train",
+            "--settings",
+            json.dumps(settings),
+            "--data",
+            str(tiny_data),
+            "--checkpoints",
+            str(tmp_path / "ck"),
+            "--out",
+            str(tmp_path / "out"),
+            "--gpus",
+            "1",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert done.returncode != 0
     assert "asked for 1 GPU(s)" in done.stderr
     assert not (tmp_path / "ck").exists() and not (tmp_path / "out").exists()

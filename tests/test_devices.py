@@ -14,8 +14,7 @@ import pytest
 from robustft import devices
 from robustft.devices import claim_gpus, detect_gpus
 
-HOLD = ("import os, sys; print(os.environ.get('CUDA_VISIBLE_DEVICES'), flush=True); "
-        "sys.stdin.read()")
+HOLD = "import os, sys; print(os.environ.get('CUDA_VISIBLE_DEVICES'), flush=True); sys.stdin.read()"
 
 
 @pytest.fixture
@@ -25,15 +24,23 @@ def locks(tmp_path):
 
 def holder(locks, gpus="0,1", timeout=None):
     """A process that claims one GPU through the CLI wrapper and holds it until stdin closes."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CUDA_VISIBLE_DEVICES", *devices.SCHEDULER_VARIABLES)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CUDA_VISIBLE_DEVICES", *devices.SCHEDULER_VARIABLES)
+    }
     env.update(ROBUSTFT_GPUS=gpus, ROBUSTFT_GPU_LOCK_DIR=str(locks))
     cmd = [sys.executable, "-m", "robustft.devices", "--gpus", "1"]
     if timeout is not None:
         cmd += ["--timeout", str(timeout)]
-    return subprocess.Popen([*cmd, "--", sys.executable, "-c", HOLD], env=env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [*cmd, "--", sys.executable, "-c", HOLD],
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_two_claims_get_different_gpus_and_set_the_environment(locks):
@@ -62,11 +69,14 @@ def test_waits_while_all_gpus_are_busy_and_gets_one_when_freed(locks):
         assert env["CUDA_VISIBLE_DEVICES"] == "0" and claim.ids == ["0"]
 
 
-@pytest.mark.parametrize("environ", [
-    {"CUDA_VISIBLE_DEVICES": "3"},          # the user or the scheduler already chose
-    {"CUDA_VISIBLE_DEVICES": ""},           # explicitly no GPU
-    {"SLURM_JOB_ID": "17"},                 # SLURM job without a GPU allocation
-])
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"CUDA_VISIBLE_DEVICES": "3"},  # the user or the scheduler already chose
+        {"CUDA_VISIBLE_DEVICES": ""},  # explicitly no GPU
+        {"SLURM_JOB_ID": "17"},  # SLURM job without a GPU allocation
+    ],
+)
 def test_respects_an_existing_binding_or_a_scheduler(locks, environ):
     before = dict(environ)
     assert claim_gpus(1, gpus=["0", "1"], lock_dir=locks, environ=environ) is None
@@ -96,13 +106,16 @@ def test_detect_gpus_from_the_pool_variable():
 def test_detect_gpus_from_nvidia_smi(tmp_path, monkeypatch):
     fake = tmp_path / "bin" / "nvidia-smi"
     fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\n" + textwrap.dedent("""\
+    fake.write_text(
+        "#!/bin/sh\n"
+        + textwrap.dedent("""\
         cat <<'EOF'
         GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-aaaa)
           MIG 1g.5gb      Device  0: (UUID: MIG-bbbb)
         GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-cccc)
         EOF
-        """))
+        """)
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     assert detect_gpus({}) == ["0", "1"]

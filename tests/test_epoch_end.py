@@ -19,11 +19,20 @@ ATTACK = {"eps": 8 / 255, "step": 4 / 255, "steps": 1, "random_start": True}
 
 def autolora_config(order: str, measured: str) -> TrainConfig:
     return TrainConfig(
-        run_name="tiny/autolora", method="autolora", arch="resnet_mini", width=4, seed=0,
-        epochs=3, batch_size=12, lr=0.01, train_attack=ATTACK,
-        eval_attack={**ATTACK, "random_start": False}, epoch_end_order=order,
+        run_name="tiny/autolora",
+        method="autolora",
+        arch="resnet_mini",
+        width=4,
+        seed=0,
+        epochs=3,
+        batch_size=12,
+        lr=0.01,
+        train_attack=ATTACK,
+        eval_attack={**ATTACK, "random_start": False},
+        epoch_end_order=order,
         method_params={"lambda_measured": measured},
-        lr_schedule={"type": "auto", "variant": "official", "every": 1, "min_lr": 1e-5})
+        lr_schedule={"type": "auto", "variant": "official", "every": 1, "min_lr": 1e-5},
+    )
 
 
 def record_epoch_end(monkeypatch, trainer: Trainer):
@@ -37,10 +46,8 @@ def record_epoch_end(monkeypatch, trainer: Trainer):
     def evaluate_split(self, name):
         events.append(f"eval_{name}")
         if name == "test":
-            test_weights[epoch["now"]] = {k: v.clone() for k, v in
-                                          self.model.state_dict().items()}
-        return {f"{name}_nat_acc": 0.0,
-                f"{name}_pgd_acc": next(scripted) if name == "val" else 0.0}
+            test_weights[epoch["now"]] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return {f"{name}_nat_acc": 0.0, f"{name}_pgd_acc": next(scripted) if name == "val" else 0.0}
 
     def wrap(owner, name, label, before=None):
         original = getattr(owner, name)
@@ -76,18 +83,27 @@ def epoch_events(events: list[str], epoch: int) -> list[str]:
     """The events from the end of ``epoch``'s training to the end of the next epoch's start."""
     starts = [i for i, e in enumerate(events) if e == "trained"]
     stop = starts[epoch + 1] if epoch + 1 < len(starts) else len(events)
-    return events[starts[epoch]:stop]
+    return events[starts[epoch] : stop]
 
 
-def test_official_order_measures_before_and_tests_after_the_reload(monkeypatch, tmp_path,
-                                                                   tiny_data, tiny_backbone):
-    trainer = Trainer(autolora_config("official", "epoch_end"), tiny_data, tiny_backbone,
-                      tmp_path / "ck")
+def test_official_order_measures_before_and_tests_after_the_reload(
+    monkeypatch, tmp_path, tiny_data, tiny_backbone
+):
+    trainer = Trainer(
+        autolora_config("official", "epoch_end"), tiny_data, tiny_backbone, tmp_path / "ck"
+    )
     events, test_weights, trained = record_epoch_end(monkeypatch, trainer)
     rows = trainer.fit()
     assert events[0] == "measure_sa"  # once before the first epoch, as the official script
-    assert epoch_events(events, 1) == ["trained", "measure_sa", "eval_val", "best_val",
-                                       "reload", "eval_test", "select"]
+    assert epoch_events(events, 1) == [
+        "trained",
+        "measure_sa",
+        "eval_val",
+        "best_val",
+        "reload",
+        "eval_test",
+        "select",
+    ]
     assert "condition 1" in rows[1]["lr_event"]
     # epoch 1's test row is of the reloaded (epoch 0) weights, which the official run evaluates
     assert all(torch.equal(test_weights[1][k], trained[0][k]) for k in trained[0])
@@ -96,14 +112,23 @@ def test_official_order_measures_before_and_tests_after_the_reload(monkeypatch, 
     assert rows[2]["lambda1"] == pytest.approx(1 - rows[2]["lora_train_sa"])
 
 
-def test_paper_order_tests_before_and_measures_after_the_reload(monkeypatch, tmp_path,
-                                                                tiny_data, tiny_backbone):
-    trainer = Trainer(autolora_config("paper", "epoch_start"), tiny_data, tiny_backbone,
-                      tmp_path / "ck")
+def test_paper_order_tests_before_and_measures_after_the_reload(
+    monkeypatch, tmp_path, tiny_data, tiny_backbone
+):
+    trainer = Trainer(
+        autolora_config("paper", "epoch_start"), tiny_data, tiny_backbone, tmp_path / "ck"
+    )
     events, test_weights, trained = record_epoch_end(monkeypatch, trainer)
     trainer.fit()
-    assert epoch_events(events, 1) == ["trained", "eval_val", "eval_test", "select", "best_val",
-                                       "reload", "measure_sa"]
+    assert epoch_events(events, 1) == [
+        "trained",
+        "eval_val",
+        "eval_test",
+        "select",
+        "best_val",
+        "reload",
+        "measure_sa",
+    ]
     assert all(torch.equal(test_weights[1][k], trained[1][k]) for k in trained[1])
 
 
@@ -112,8 +137,7 @@ class Killed(Exception):
 
 
 @pytest.mark.parametrize("order", ["paper", "official"])
-def test_both_orders_resume_bit_identically(monkeypatch, tmp_path, tiny_data, tiny_backbone,
-                                            order):
+def test_both_orders_resume_bit_identically(monkeypatch, tmp_path, tiny_data, tiny_backbone, order):
     """Killed at the start of epoch 2 (after the reload epoch), started again: same run."""
     measured = "epoch_end" if order == "official" else "epoch_start"
     whole = Trainer(autolora_config(order, measured), tiny_data, tiny_backbone, tmp_path / "a")
@@ -143,7 +167,8 @@ def test_both_orders_resume_bit_identically(monkeypatch, tmp_path, tiny_data, ti
 
 
 def test_unknown_order_is_named(tmp_path, tiny_data, tiny_backbone):
-    trainer = Trainer(autolora_config("backwards", "epoch_end"), tiny_data, tiny_backbone,
-                      tmp_path / "ck")
+    trainer = Trainer(
+        autolora_config("backwards", "epoch_end"), tiny_data, tiny_backbone, tmp_path / "ck"
+    )
     with pytest.raises(ValueError, match="epoch_end_order must be 'paper' or 'official'"):
         trainer.fit()

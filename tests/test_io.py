@@ -65,8 +65,10 @@ def test_checksums_match_hashlib(tmp_path):
     assert sha256_file(f) == hashlib.sha256(data).hexdigest()
     assert md5_file(f) == hashlib.md5(data).hexdigest()
     both = hash_file(f, ("sha256", "md5"))
-    assert both == {"sha256": hashlib.sha256(data).hexdigest(),
-                    "md5": hashlib.md5(data).hexdigest()}
+    assert both == {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "md5": hashlib.md5(data).hexdigest(),
+    }
 
 
 def test_write_json_atomic_is_canonical(tmp_path):

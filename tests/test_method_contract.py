@@ -60,21 +60,39 @@ def write_class_sorted_dataset(root: Path) -> Path:
         np.save(root / f"{split}_x.npy", x.reshape(len(y), RES, RES, 3))
         np.save(root / f"{split}_y.npy", y.astype(np.int64))
         counts[split] = len(y)
-    (root / "manifest.json").write_text(json.dumps(
-        {"name": "sorted", "num_classes": CLASSES, "classes": [str(c) for c in range(CLASSES)],
-         "resolution": RES, "counts": counts, "split_seed": 0}))
+    (root / "manifest.json").write_text(
+        json.dumps(
+            {
+                "name": "sorted",
+                "num_classes": CLASSES,
+                "classes": [str(c) for c in range(CLASSES)],
+                "resolution": RES,
+                "counts": counts,
+                "split_seed": 0,
+            }
+        )
+    )
     return root
 
 
 def config(name: str, epochs: int = 2) -> TrainConfig:
     needs_branches = bool(METHODS[name](**method_params(name)).model_kwargs())
     return TrainConfig(
-        run_name=f"contract/{name}", method=name, method_params=method_params(name),
+        run_name=f"contract/{name}",
+        method=name,
+        method_params=method_params(name),
         # LoRA and dual-BN methods adapt the ImageNet-style ResNet; the rest train CIFAR nets
-        arch="resnet_mini" if needs_branches else "cifar_resnet18", width=4, seed=0,
-        epochs=epochs, batch_size=16, lr=0.05, augment="none", train_attack=ATTACK,
+        arch="resnet_mini" if needs_branches else "cifar_resnet18",
+        width=4,
+        seed=0,
+        epochs=epochs,
+        batch_size=16,
+        lr=0.05,
+        augment="none",
+        train_attack=ATTACK,
         eval_attack={**ATTACK, "random_start": False},
-        lr_schedule={"type": "multistep", "milestones": [1], "factor": 0.5})
+        lr_schedule={"type": "multistep", "milestones": [1], "factor": 0.5},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +117,11 @@ def test_method_keeps_the_training_contract(name, sorted_data, tmp_path, monkeyp
             branches.setdefault(key, set()).update(classes.clamp(0, CLASSES - 1).tolist())
 
     model.register_forward_pre_hook(record, with_kwargs=True)
-    frozen_stats = {n: (m.frozen_mean.clone(), m.frozen_var.clone())
-                    for n, m in model.named_modules() if isinstance(m, DualBatchNorm2d)}
+    frozen_stats = {
+        n: (m.frozen_mean.clone(), m.frozen_var.clone())
+        for n, m in model.named_modules()
+        if isinstance(m, DualBatchNorm2d)
+    }
     names = {id(p): n for n, p in model.named_parameters()}
     changed_outside: dict[int, list[str]] = {}
     changed_any: dict[int, int] = {}
@@ -128,15 +149,18 @@ def test_method_keeps_the_training_contract(name, sorted_data, tmp_path, monkeyp
         assert count > 0, f"{name}: epoch {epoch} changed no parameter"
         assert not changed_outside[epoch], (
             f"{name}: epoch {epoch} changed parameters it does not declare trainable: "
-            f"{changed_outside[epoch][:5]}")
+            f"{changed_outside[epoch][:5]}"
+        )
     for bn_name, (mean, var) in frozen_stats.items():
         module = dict(model.named_modules())[bn_name]
         assert torch.equal(module.frozen_mean, mean) and torch.equal(module.frozen_var, var), (
-            f"{name}: the frozen BN branch {bn_name} changed its statistics")
+            f"{name}: the frozen BN branch {bn_name} changed its statistics"
+        )
     assert branches, f"{name}: no training forward pass was observed"
     for key, seen in branches.items():
         assert seen == set(range(CLASSES)), (
-            f"{name}: branch lora={key[0]} bn={key[1]} saw classes {sorted(seen)} only")
+            f"{name}: branch lora={key[0]} bn={key[1]} saw classes {sorted(seen)} only"
+        )
 
 
 class Killed(Exception):
@@ -163,8 +187,9 @@ def test_resumed_run_is_bit_identical(name, sorted_data, tmp_path, monkeypatch):
     assert resumed.start_epoch == 1, f"{name}: did not resume"
 
     def strip(rs):  # repr: NaN (an undefined statistic) equals NaN
-        return repr([{k: v for k, v in r.items() if k != "seconds" and "seconds" not in k}
-                     for r in rs])
+        return repr(
+            [{k: v for k, v in r.items() if k != "seconds" and "seconds" not in k} for r in rs]
+        )
 
     assert strip(rows_resumed) == strip(rows)
     for key, value in whole.model.state_dict().items():

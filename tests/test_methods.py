@@ -12,8 +12,11 @@ from robustft.models import build_model
 
 
 def ctx(steps=2, random_start=True):
-    return TrainContext(train_attack=PGDConfig(8 / 255, 2 / 255, steps, random_start),
-                        generator=torch.Generator().manual_seed(0), batch_size=8)
+    return TrainContext(
+        train_attack=PGDConfig(8 / 255, 2 / 255, steps, random_start),
+        generator=torch.Generator().manual_seed(0),
+        batch_size=8,
+    )
 
 
 def data(n=8, classes=5):
@@ -52,8 +55,9 @@ def replay(method, model, x, y):
 def test_kl_helper_matches_manual_sum():
     a, b = torch.randn(4, 3), torch.randn(4, 3)
     assert kl_clean_adv(a, b).item() == pytest.approx(manual_kl(a, b) / 4, rel=1e-5)
-    assert kl_clean_adv(a, b, normaliser=128).item() == pytest.approx(manual_kl(a, b) / 128,
-                                                                      rel=1e-5)
+    assert kl_clean_adv(a, b, normaliser=128).item() == pytest.approx(
+        manual_kl(a, b) / 128, rel=1e-5
+    )
 
 
 def test_vanilla_rft_eq1():
@@ -83,12 +87,14 @@ def test_twins_eq2_paper_and_official():
                 f_a, f_c = model(x_adv, bn="frozen"), model(x, bn="frozen")
                 a_a, a_c = model(x_adv), model(x)
                 exp = (manual_ce(f_c, y) + 6 * manual_kl(f_c, f_a) / 8) + 3.0 * (
-                    manual_ce(a_c, y) + 6 * manual_kl(a_c, a_a) / 8)
+                    manual_ce(a_c, y) + 6 * manual_kl(a_c, a_a) / 8
+                )
             else:
                 f_a, f_c = model(x_adv[:4], bn="frozen"), model(x[:4], bn="frozen")
                 a_a, a_c = model(x_adv[4:]), model(x[4:])
                 exp = 3.0 * (manual_ce(f_c, y[:4]) + 6 * manual_kl(f_c, f_a) / 8) + (
-                    manual_ce(a_c, y[4:]) + 6 * manual_kl(a_c, a_a) / 8)
+                    manual_ce(a_c, y[4:]) + 6 * manual_kl(a_c, a_a) / 8
+                )
         assert out.loss.item() == pytest.approx(exp, rel=1e-4), variant
 
 

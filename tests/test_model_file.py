@@ -13,17 +13,28 @@ ATTACK = {"eps": 8 / 255, "step": 4 / 255, "steps": 1, "random_start": True}
 
 
 def trained(tmp_path, tiny_data, tiny_backbone, method, **params):
-    cfg = TrainConfig(run_name=f"tiny/{method}", method=method, arch="resnet_mini", width=4,
-                      seed=0, epochs=1, batch_size=12, train_attack=ATTACK,
-                      eval_attack={**ATTACK, "random_start": False}, method_params=params)
+    cfg = TrainConfig(
+        run_name=f"tiny/{method}",
+        method=method,
+        arch="resnet_mini",
+        width=4,
+        seed=0,
+        epochs=1,
+        batch_size=12,
+        train_attack=ATTACK,
+        eval_attack={**ATTACK, "random_start": False},
+        method_params=params,
+    )
     train_run(cfg, tiny_data, tiny_backbone, tmp_path / "ck", tmp_path / "out")
     return tmp_path / "out" / "model_best.pt", cfg
 
 
-@pytest.mark.parametrize(("method", "params"), [("autolora", {"rank": 2}),
-                                                ("twins", {"dual_bn": "official"})])
-def test_model_file_rebuilds_lora_and_dual_bn_models(tmp_path, tiny_data, tiny_backbone,
-                                                     method, params):
+@pytest.mark.parametrize(
+    ("method", "params"), [("autolora", {"rank": 2}), ("twins", {"dual_bn": "official"})]
+)
+def test_model_file_rebuilds_lora_and_dual_bn_models(
+    tmp_path, tiny_data, tiny_backbone, method, params
+):
     path, cfg = trained(tmp_path, tiny_data, tiny_backbone, method, **params)
     model, extra = load_model(path)
     payload = torch.load(path, weights_only=True)

@@ -236,17 +236,22 @@ def test_one_lora_conv_serves_the_branch_and_the_reparametrisation():
     from robustft.models.lora import add_lora, merge_lora
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1),
-                              torch.nn.Sequential(torch.nn.Conv2d(4, 2, 1)))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Sequential(torch.nn.Conv2d(4, 2, 1))
+    )
     plain = copy.deepcopy(net)
     torch.manual_seed(7)
-    added = add_lora(net, ["0", "1.0"], LoraConfig(rank=2, alpha=4.0), init="kaiming",
-                     always_on=True)
-    assert [type(m) for m in (net[0], net[1][0])] == [LoraConv2d, LoraConv2d] == \
-        [type(m) for m in added]
+    added = add_lora(
+        net, ["0", "1.0"], LoraConfig(rank=2, alpha=4.0), init="kaiming", always_on=True
+    )
+    assert (
+        [type(m) for m in (net[0], net[1][0])]
+        == [LoraConv2d, LoraConv2d]
+        == [type(m) for m in added]
+    )
     torch.manual_seed(7)  # the draws of A: Kaiming-uniform, conv by conv in the given order
     a0 = torch.empty(6, 9)
-    torch.nn.init.kaiming_uniform_(a0, a=5 ** 0.5)
+    torch.nn.init.kaiming_uniform_(a0, a=5**0.5)
     assert torch.equal(net[0].lora_A, a0)
     x = torch.rand(2, 3, 5, 5)
     with torch.no_grad():

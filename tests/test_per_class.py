@@ -33,8 +33,12 @@ def test_per_class_accuracy_by_hand():
     flags = [1, 0, 1, 1, 0, 0, 1]
     labels = [0, 0, 1, 1, 2, 2, 0]
     # class 0: 2 of 3, class 1: 2 of 2, class 2: 0 of 2, class 3: no examples
-    assert per_class_accuracy(flags, labels, 4) == {"0": pytest.approx(2 / 3), "1": 1.0,
-                                                    "2": 0.0, "3": None}
+    assert per_class_accuracy(flags, labels, 4) == {
+        "0": pytest.approx(2 / 3),
+        "1": 1.0,
+        "2": 0.0,
+        "3": None,
+    }
     assert class_counts(labels, 4) == [3, 2, 2, 0]
     # predicted 0 and 1 only; class 3 has no examples, so it is no symptom
     assert never_predicted([0, 1, 1, 0, 1, 0, 0], [3, 2, 2, 0]) == [2]
@@ -60,10 +64,18 @@ def _constant_model(tmp_path: Path, data: Path, favourite: int) -> tuple[Path, d
         model.head.bias[favourite] = 5.0
     path = tmp_path / "model_best.pt"
     torch.save({"state_dict": model.state_dict()}, path)
-    settings = {"arch": "resnet_mini", "width": 4, "input_size": None, "method": "pgd_at",
-                "method_params": {}, "eval_attack": {"eps": 2 / 255, "step": 1 / 255,
-                                                     "steps": 2, "random_start": True},
-                "autoattack": False, "batch_size": 5, "seed": 0, "device": "cpu"}
+    settings = {
+        "arch": "resnet_mini",
+        "width": 4,
+        "input_size": None,
+        "method": "pgd_at",
+        "method_params": {},
+        "eval_attack": {"eps": 2 / 255, "step": 1 / 255, "steps": 2, "random_start": True},
+        "autoattack": False,
+        "batch_size": 5,
+        "seed": 0,
+        "device": "cpu",
+    }
     return path, settings
 
 
@@ -79,9 +91,14 @@ def test_evaluate_run_records_per_class_and_predictions(tmp_path, tiny_data, pro
 
     path, settings = _constant_model(tmp_path, tiny_data, favourite=1)
     if protocol == "clat":
-        settings["protocol"] = {"protocol": "clat", "restarts": 2, "examples": None,
-                                "attack": settings["eval_attack"], "apgd_ce": False,
-                                "epsilons": []}
+        settings["protocol"] = {
+            "protocol": "clat",
+            "restarts": 2,
+            "examples": None,
+            "attack": settings["eval_attack"],
+            "apgd_ce": False,
+            "epsilons": [],
+        }
     ev = evaluate_run(settings, path, tiny_data)
     labels = _labels(tiny_data)  # 12 test examples, 4 of each of 3 classes
     assert ev["classes"] == {"names": ["0", "1", "2"], "counts": [4, 4, 4]}
@@ -99,22 +116,29 @@ def test_evaluate_run_records_per_class_and_predictions(tmp_path, tiny_data, pro
 # --------------------------------------------------------------------------- aggregation
 
 
-def add_per_class(run_dir: Path, per_class: list[float], never: list[int],
-                  names: list[str] | None = None) -> Path:
+def add_per_class(
+    run_dir: Path, per_class: list[float], never: list[int], names: list[str] | None = None
+) -> Path:
     """Add the per-class keys evaluate_run writes to a run's eval.json (PGD10: half of SA)."""
     ev = json.loads((run_dir / "eval.json").read_text())
     ev["metrics"]["SA"]["per_class"] = {str(c): a for c, a in enumerate(per_class)}
     if "PGD10" in ev["metrics"]:
         ev["metrics"]["PGD10"]["per_class"] = {str(c): a / 2 for c, a in enumerate(per_class)}
-    ev["classes"] = {"names": (names or NAMES)[:len(per_class)],
-                     "counts": [250] * len(per_class)}
+    ev["classes"] = {"names": (names or NAMES)[: len(per_class)], "counts": [250] * len(per_class)}
     ev["never_predicted"] = never
     (run_dir / "eval.json").write_text(json.dumps(ev))
     return run_dir
 
 
-def write_per_class_run(root: Path, variant: str, seed: int, per_class: list[float],
-                        never: list[int], dataset: str = "cifar10", pgd: float = 0.3) -> Path:
+def write_per_class_run(
+    root: Path,
+    variant: str,
+    seed: int,
+    per_class: list[float],
+    never: list[int],
+    dataset: str = "cifar10",
+    pgd: float = 0.3,
+) -> Path:
     """A run directory whose eval.json carries the per-class keys evaluate_run writes."""
     sa = sum(per_class) / len(per_class)
     d = write_run(root, dataset, "resnet18", variant, seed, {"SA": sa, "PGD10": pgd})
@@ -127,24 +151,36 @@ def _study(root: Path, twins_bug: bool):
     dirs = []
     for seed in (0, 6):
         bird = 0.0 if twins_bug else 0.55
-        dirs.append(write_per_class_run(root, "twins", seed, [0.8, 0.9, bird, 0.0],
-                                        [2] if twins_bug else []))
-        dirs.append(write_per_class_run(root, "vanilla_rft", seed, [0.7, 0.8, 0.6 + seed / 100,
-                                                                    0.0], []))
+        dirs.append(
+            write_per_class_run(
+                root, "twins", seed, [0.8, 0.9, bird, 0.0], [2] if twins_bug else []
+            )
+        )
+        dirs.append(
+            write_per_class_run(root, "vanilla_rft", seed, [0.7, 0.8, 0.6 + seed / 100, 0.0], [])
+        )
         dirs.append(write_per_class_run(root, "autolora", seed, [0.75, 0.85, 0.5, 0.0], []))
     runs = [load_run_record(d) for d in dirs]
-    return aggregate_study("autolora_table1", runs, [("autolora", "twins")],
-                           title="AutoLoRa Table 1")
+    return aggregate_study(
+        "autolora_table1", runs, [("autolora", "twins")], title="AutoLoRa Table 1"
+    )
 
 
 def test_aggregation_warns_when_a_method_never_predicts_a_class(tmp_path):
     tables = _study(tmp_path, twins_bug=True)
     assert [w["text"] for w in tables.class_warnings] == [
-        ("TWINS never predicts class 2 (bird) on cifar10, seeds 0, 6; other methods get up to "
-         "63 % of it right (Vanilla RFT 63 %, AutoLoRa 50 %)")]
+        (
+            "TWINS never predicts class 2 (bird) on cifar10, seeds 0, 6; other methods get up to "
+            "63 % of it right (Vanilla RFT 63 %, AutoLoRa 50 %)"
+        )
+    ]
     w = tables.class_warnings[0]
-    assert (w["variant"], w["class"], w["kind"], w["seeds"]) == ("twins", 2, "never_predicted",
-                                                                  [0, 6])
+    assert (w["variant"], w["class"], w["kind"], w["seeds"]) == (
+        "twins",
+        2,
+        "never_predicted",
+        [0, 6],
+    )
     # per-class means over seeds, in percent, for SA and PGD10
     pc = tables.per_class.set_index(["variant", "metric", "class"])
     assert pc.loc[("vanilla_rft", "SA", 2), "mean"] == pytest.approx(63.0)  # (60 + 66) / 2
@@ -165,20 +201,26 @@ def test_zero_accuracy_without_other_methods_getting_it_right_is_no_warning(tmp_
 
 
 def test_zero_accuracy_and_threshold(tmp_path):
-    dirs = [write_per_class_run(tmp_path, "twins", 0, [0.8, 0.0, 0.5, 0.5], []),
-            write_per_class_run(tmp_path, "pgd_at", 0, [0.8, 0.15, 0.5, 0.5], [])]
+    dirs = [
+        write_per_class_run(tmp_path, "twins", 0, [0.8, 0.0, 0.5, 0.5], []),
+        write_per_class_run(tmp_path, "pgd_at", 0, [0.8, 0.15, 0.5, 0.5], []),
+    ]
     runs = [load_run_record(d) for d in dirs]
     # predicted sometimes but never right; the other method gets 15 % < 20 %
     assert class_warnings(runs) == []
     (w,) = class_warnings(runs, threshold=0.1)
     assert w["kind"] == "zero_accuracy"
-    assert w["text"] == ("TWINS gets 0 % of class 1 (automobile) right (SA) on cifar10, seed 0; "
-                         "PGD-AT gets 15 % of it right")
+    assert w["text"] == (
+        "TWINS gets 0 % of class 1 (automobile) right (SA) on cifar10, seed 0; "
+        "PGD-AT gets 15 % of it right"
+    )
 
 
 def test_old_eval_json_without_per_class_still_aggregates(tmp_path):
-    runs = [load_run_record(write_run(tmp_path, "cifar10", "resnet18", v, 0, {"SA": 0.5}))
-            for v in ("twins", "pgd_at")]
+    runs = [
+        load_run_record(write_run(tmp_path, "cifar10", "resnet18", v, 0, {"SA": 0.5}))
+        for v in ("twins", "pgd_at")
+    ]
     tables = aggregate_study("s", runs)
     assert tables.per_class.empty and tables.class_warnings == []
     assert runs[0].classes is None and runs[0].never_predicted is None
@@ -244,8 +286,9 @@ def test_report_shows_the_warning_at_the_top_of_the_study(tmp_path):
     assert f'title="{text}' not in html  # not (only) a tooltip
     warning = _visible_position(html, text)
     # above the study's results table, below its title
-    assert _visible_position(html, "AutoLoRa Table 1") < warning < _visible_position(
-        html, "Results")
+    assert (
+        _visible_position(html, "AutoLoRa Table 1") < warning < _visible_position(html, "Results")
+    )
     assert "Classes never predicted" in html
     assert html.count('class="warn class-warn"') == 2  # the page banner and the study's block
     # the per-class table: classes as rows, methods under SA and PGD10, warning cell marked

@@ -28,8 +28,16 @@ def batch():
 def test_stays_in_eps_ball_and_box(model, batch, random_start):
     x, y = batch
     eps = 8 / 255
-    x_adv = pgd(model, x, y, eps=eps, step=2 / 255, steps=10, random_start=random_start,
-                generator=torch.Generator().manual_seed(1))
+    x_adv = pgd(
+        model,
+        x,
+        y,
+        eps=eps,
+        step=2 / 255,
+        steps=10,
+        random_start=random_start,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert (x_adv - x).abs().max() <= eps + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     assert not torch.equal(x_adv, x)
@@ -52,8 +60,7 @@ def test_no_random_start_is_deterministic_and_zero_steps_is_identity(model, batc
     a = pgd(model, x, y, eps=8 / 255, step=2 / 255, steps=3, random_start=False)
     b = pgd(model, x, y, eps=8 / 255, step=2 / 255, steps=3, random_start=False)
     assert torch.equal(a, b)
-    assert torch.equal(pgd(model, x, y, eps=8 / 255, step=2 / 255, steps=0,
-                           random_start=False), x)
+    assert torch.equal(pgd(model, x, y, eps=8 / 255, step=2 / 255, steps=0, random_start=False), x)
 
 
 def test_robust_accuracy_is_at_most_clean_and_zero_eps_equals_clean(model, batch):
@@ -72,12 +79,26 @@ def test_robust_accuracy_is_at_most_clean_and_zero_eps_equals_clean(model, batch
 def test_pgd_is_the_ascent_loop_on_the_cross_entropy_in_eval_mode(model, batch, random_start):
     """One loop: PGD = ``ascend`` on the mean CE from x or a projected uniform start."""
     x, y = batch
-    a = pgd(model, x, y, eps=8 / 255, step=2 / 255, steps=4, random_start=random_start,
-            generator=torch.Generator().manual_seed(3))
+    a = pgd(
+        model,
+        x,
+        y,
+        eps=8 / 255,
+        step=2 / 255,
+        steps=4,
+        random_start=random_start,
+        generator=torch.Generator().manual_seed(3),
+    )
     model.eval()
-    b = ascend(lambda z: F.cross_entropy(model(z), y), x, eps=8 / 255, step=2 / 255, steps=4,
-               init="uniform" if random_start else "zero",
-               generator=torch.Generator().manual_seed(3))
+    b = ascend(
+        lambda z: F.cross_entropy(model(z), y),
+        x,
+        eps=8 / 255,
+        step=2 / 255,
+        steps=4,
+        init="uniform" if random_start else "zero",
+        generator=torch.Generator().manual_seed(3),
+    )
     assert torch.equal(a, b)
 
 

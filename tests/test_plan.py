@@ -32,12 +32,15 @@ def broken(cfg, mutate):
 
 # --- torch-free --------------------------------------------------------------------------------
 def test_planning_imports_no_torch():
-    code = ("import sys, robustft.plan, robustft.contracts; "
-            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', "
-            "'robustft.methods', 'robustft.models', 'robustft.data', 'robustft.train', "
-            "'robustft.evaluate'))); print(bad); sys.exit(1 if bad else 0)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=False)
+    code = (
+        "import sys, robustft.plan, robustft.contracts; "
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', "
+        "'robustft.methods', 'robustft.models', 'robustft.data', 'robustft.train', "
+        "'robustft.evaluate'))); print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -46,8 +49,10 @@ def test_rules_spell_no_path_and_import_only_the_plan():
         text = smk.read_text()
         assert "results/" not in text and "logs/" not in text, smk.name
         imports = [line for line in text.splitlines() if line.startswith(("import", "from"))]
-        assert all("robustft" not in line or "robustft import plan" in line
-                   or "robustft.plan" in line for line in imports), (smk.name, imports)
+        assert all(
+            "robustft" not in line or "robustft import plan" in line or "robustft.plan" in line
+            for line in imports
+        ), (smk.name, imports)
 
 
 # --- the catalog is the registries' -----------------------------------------------------------
@@ -81,32 +86,60 @@ def test_preset_method_options_fit_the_schemas():
 
 
 # --- method parameters are checked before any job ----------------------------------------------
-@pytest.mark.parametrize("mutate, message", [
-    # the cases of issue 10, each once failing only inside the job
-    (lambda c: c["variants"]["autolora-rank4"]["params"].update(rank=-4),
-     "config key 'variants.autolora-rank4.params.rank': -4 is not a positive int"),
-    (lambda c: c["methods"]["autolora"].update(params={"lambda_source": "trainset"}),
-     ("config key 'methods.autolora.params.lambda_source': 'trainset' is not one of "
-      "'train_set', 'running'")),
-    (lambda c: c["variants"]["pgd_at+clat"].update(params={"tap": "relu"}),
-     "config key 'variants.pgd_at+clat.params.tap': 'relu' is not one of 'module', 'bn'"),
-    (lambda c: c["variants"]["pgd_at+lora"].update(params={"init": "xavier"}),
-     "config key 'variants.pgd_at+lora.params.init': 'xavier' is not one of 'kaiming', 'normal'"),
-    # params at every level where they may appear
-    (lambda c: c["fidelities"]["clat_demo"]["methods"]["clat"]["params"].update(
-        criticality_examples="64"),
-     ("config key 'fidelities.clat_demo.methods.clat.params.criticality_examples': '64' is "
-      "not a positive int")),
-    (lambda c: c["datasets"]["cub200"]["methods"]["twins"]["params"].update(gamma=-1.0),
-     "config key 'datasets.cub200.methods.twins.params.gamma': -1.0 is not a number ≥ 0"),
-    (lambda c: c["variants"]["at-awp"].update(params={"epoch_origin": True}),
-     "config key 'variants.at-awp.params.epoch_origin': True is not one of 0, 1"),
-    (lambda c: c["variants"]["at-awp"].update(params={"project_start": "no"}),
-     "config key 'variants.at-awp.params.project_start': 'no' is not true or false"),
-    (lambda c: c["variants"]["pgd_at-pre50"].update(params={"beta": 6.0}),
-     ("config key 'variants.pgd_at-pre50.params.beta': unknown parameter of pgd_at; known: "
-      "(none)")),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        # the cases of issue 10, each once failing only inside the job
+        (
+            lambda c: c["variants"]["autolora-rank4"]["params"].update(rank=-4),
+            "config key 'variants.autolora-rank4.params.rank': -4 is not a positive int",
+        ),
+        (
+            lambda c: c["methods"]["autolora"].update(params={"lambda_source": "trainset"}),
+            (
+                "config key 'methods.autolora.params.lambda_source': 'trainset' is not one of "
+                "'train_set', 'running'"
+            ),
+        ),
+        (
+            lambda c: c["variants"]["pgd_at+clat"].update(params={"tap": "relu"}),
+            "config key 'variants.pgd_at+clat.params.tap': 'relu' is not one of 'module', 'bn'",
+        ),
+        (
+            lambda c: c["variants"]["pgd_at+lora"].update(params={"init": "xavier"}),
+            "config key 'variants.pgd_at+lora.params.init': 'xavier' is not one of 'kaiming', 'normal'",
+        ),
+        # params at every level where they may appear
+        (
+            lambda c: c["fidelities"]["clat_demo"]["methods"]["clat"]["params"].update(
+                criticality_examples="64"
+            ),
+            (
+                "config key 'fidelities.clat_demo.methods.clat.params.criticality_examples': '64' is "
+                "not a positive int"
+            ),
+        ),
+        (
+            lambda c: c["datasets"]["cub200"]["methods"]["twins"]["params"].update(gamma=-1.0),
+            "config key 'datasets.cub200.methods.twins.params.gamma': -1.0 is not a number ≥ 0",
+        ),
+        (
+            lambda c: c["variants"]["at-awp"].update(params={"epoch_origin": True}),
+            "config key 'variants.at-awp.params.epoch_origin': True is not one of 0, 1",
+        ),
+        (
+            lambda c: c["variants"]["at-awp"].update(params={"project_start": "no"}),
+            "config key 'variants.at-awp.params.project_start': 'no' is not true or false",
+        ),
+        (
+            lambda c: c["variants"]["pgd_at-pre50"].update(params={"beta": 6.0}),
+            (
+                "config key 'variants.pgd_at-pre50.params.beta': unknown parameter of pgd_at; known: "
+                "(none)"
+            ),
+        ),
+    ],
+)
 def test_bad_method_parameters_name_the_key(cfg, mutate, message):
     with pytest.raises(plan.ConfigError) as err:
         plan.validate(broken(cfg, mutate))
@@ -116,7 +149,8 @@ def test_bad_method_parameters_name_the_key(cfg, mutate, message):
 def test_a_float_parameter_takes_an_int_and_a_choice_only_its_own_type():
     assert catalog.check_params("autolora", {"alpha": 2, "rank": 4}) == []
     assert catalog.check_params("awp", {"epoch_origin": 1.0}) == [
-        ("epoch_origin", "1.0 is not one of 0, 1")]
+        ("epoch_origin", "1.0 is not one of 0, 1")
+    ]
     assert catalog.check_params("clat", {"k": 1.5})[0][1] == "1.5 is not an int ≥ 0"
 
 
@@ -142,8 +176,7 @@ def test_settings_round_trip_through_json(cfg):
             assert contracts.TransferSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
         for run in plan.criticality_runs(cfg, study):
             s = p.criticality_settings(run)
-            assert contracts.CriticalitySettings.from_dict(
-                json.loads(json.dumps(s.to_dict()))) == s
+            assert contracts.CriticalitySettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
         s = p.aggregate_spec(study)
         assert contracts.AggregateSpec.from_dict(json.loads(json.dumps(s.to_dict()))) == s
 
@@ -156,8 +189,9 @@ def test_a_step_names_an_unknown_or_missing_setting():
     with pytest.raises(SystemExit, match=r"missing setting\(s\) \['eval_attack'\]"):
         read_settings(contracts.EvaluateSettings, "{}")
     with pytest.raises(SystemExit, match=r"unknown CLAT evaluation protocol setting\(s\)"):
-        read_settings(contracts.EvaluateSettings,
-                      json.dumps({"eval_attack": {}, "protocol": {"restart": 3}}))
+        read_settings(
+            contracts.EvaluateSettings, json.dumps({"eval_attack": {}, "protocol": {"restart": 3}})
+        )
 
 
 def test_train_config_has_one_home():
@@ -167,14 +201,15 @@ def test_train_config_has_one_home():
     defaults = {f.name for f in dataclasses.fields(contracts.TrainConfig)}
     from robustft.plan.validate import schema
 
-    assert set(schema()["$defs"]["training"]["properties"]) <= defaults  # every configurable training key is a TrainConfig field
+    assert (
+        set(schema()["$defs"]["training"]["properties"]) <= defaults
+    )  # every configurable training key is a TrainConfig field
 
 
 def test_plan_answers_as_the_functions_do(cfg):
     p = plan.Plan({**cfg, "targets": ["autolora_table1", "autolora_table3"]})
     for run in plan.all_runs(p.config, p.targets):
-        assert p.eval_settings(run).autoattack == plan.needs_autoattack(p.config, run,
-                                                                        p.targets)
+        assert p.eval_settings(run).autoattack == plan.needs_autoattack(p.config, run, p.targets)
     assert p.final_targets()[-1] == plan.paths.REPORT
     run = plan.Run("paper", "dtd", "resnet18_eps4", "autolora", 0)
     assert run.file("eval") == "results/runs/paper/dtd/resnet18_eps4/autolora/seed0/eval.json"
@@ -193,11 +228,23 @@ def test_a_model_file_without_a_description_is_rebuilt_from_its_run_record(tmp_p
     path = tmp_path / "run" / "model_best.pt"
     path.parent.mkdir()
     torch.save({"state_dict": build_model("resnet_mini", 3, width=4).state_dict()}, path)
-    settings = {"eval_attack": {"eps": 2 / 255, "step": 1 / 255, "steps": 1,
-                                "random_start": False}, "batch_size": 12}
+    settings = {
+        "eval_attack": {"eps": 2 / 255, "step": 1 / 255, "steps": 1, "random_start": False},
+        "batch_size": 12,
+    }
     with pytest.raises(CheckpointError, match="does not describe its model"):
         evaluate_run(settings, path, tiny_data)
-    (path.parent / "run.yaml").write_text(yaml.safe_dump({"settings": {
-        "arch": "resnet_mini", "width": 4, "input_size": None, "method": "pgd_at",
-        "method_params": {}}}))
+    (path.parent / "run.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "settings": {
+                    "arch": "resnet_mini",
+                    "width": 4,
+                    "input_size": None,
+                    "method": "pgd_at",
+                    "method_params": {},
+                }
+            }
+        )
+    )
     assert evaluate_run(settings, path, tiny_data)["metrics"]["SA"]["n"] == 12

@@ -29,8 +29,12 @@ EPS, STEP = 8 / 255, 2 / 255
 
 
 def ctx(steps=1, epoch=0, seed=0):
-    return TrainContext(train_attack=PGDConfig(EPS, STEP, steps, True),
-                        generator=torch.Generator().manual_seed(seed), batch_size=4, epoch=epoch)
+    return TrainContext(
+        train_attack=PGDConfig(EPS, STEP, steps, True),
+        generator=torch.Generator().manual_seed(seed),
+        batch_size=4,
+        epoch=epoch,
+    )
 
 
 class Spy(nn.Module):
@@ -94,8 +98,9 @@ def test_first_gradient_at_clipped_start_with_project_start(method):
 def test_attack_result_is_a_valid_image_either_way(method):
     spy, (x, y) = tiny_spy(), batch()
     m = build_method(method)
-    x_adv = (m.craft(spy, x, y, ctx()) if method == "trades_awp"
-             else _trades_or_mart_adv(m, spy, x, y))
+    x_adv = (
+        m.craft(spy, x, y, ctx()) if method == "trades_awp" else _trades_or_mart_adv(m, spy, x, y)
+    )
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     assert (x_adv - x).abs().max() <= EPS + 1e-6
 
@@ -174,9 +179,14 @@ def test_at_awp_counts_epochs_from_zero():
     assert not m.active(ctx(epoch=2)) and m.active(ctx(epoch=3))
 
 
-@pytest.mark.parametrize("params, key", [({"attack_bn": "training"}, "awp.attack_bn"),
-                                         ({"epoch_origin": 2}, "awp.epoch_origin"),
-                                         ({"epoch_origin": True}, "awp.epoch_origin")])
+@pytest.mark.parametrize(
+    "params, key",
+    [
+        ({"attack_bn": "training"}, "awp.attack_bn"),
+        ({"epoch_origin": 2}, "awp.epoch_origin"),
+        ({"epoch_origin": True}, "awp.epoch_origin"),
+    ],
+)
 def test_awp_options_are_checked(params, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         build_method("awp", **params)
@@ -185,9 +195,12 @@ def test_awp_options_are_checked(params, key):
 # --- presets: official = the reference code, and the method defaults agree --------------------
 def test_official_preset_and_defaults_are_the_reference_choices():
     official = plan.PRESETS["official"]["methods"]
-    expected = {"trades": {"project_start": False}, "mart": {"project_start": False},
-                "awp": {"attack_bn": "train", "epoch_origin": 0},
-                "trades_awp": {"project_start": False, "attack_bn": "eval", "epoch_origin": 1}}
+    expected = {
+        "trades": {"project_start": False},
+        "mart": {"project_start": False},
+        "awp": {"attack_bn": "train", "epoch_origin": 0},
+        "trades_awp": {"project_start": False, "attack_bn": "eval", "epoch_origin": 1},
+    }
     for method, options in expected.items():
         assert official[method] == options
         assert {k: METHODS[method].defaults[k] for k in options} == options
@@ -196,9 +209,11 @@ def test_official_preset_and_defaults_are_the_reference_choices():
 def test_clat_baseline_runs_resolve_the_reference_choices():
     cfg = plan.load_config(ROOT / "config.yaml")
     assert cfg["preset"] == "official"
-    for variant, options in [("trades", {"project_start": False}),
-                             ("mart", {"project_start": False}),
-                             ("at-awp", {"attack_bn": "train", "epoch_origin": 0})]:
+    for variant, options in [
+        ("trades", {"project_start": False}),
+        ("mart", {"project_start": False}),
+        ("at-awp", {"attack_bn": "train", "epoch_origin": 0}),
+    ]:
         run = plan.Run("clat_paper", "cifar10_32", "cifar_rn18", variant, 0)
         params = plan.train_settings(cfg, run).method_params
         assert {k: params[k] for k in options} == options, variant
@@ -207,6 +222,7 @@ def test_clat_baseline_runs_resolve_the_reference_choices():
 # --- PreAct ResNet-18: which input the projection shortcut sees --------------------------------
 def _hand_block(block: _PreActBlock, x: torch.Tensor, shortcut_input: str) -> torch.Tensor:
     """relu(bn) in eval mode written out; the residual branch plus the 1×1 projection."""
+
     def bn_relu(bn, h):
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         shift = bn.bias - bn.running_mean * scale
@@ -271,5 +287,6 @@ def test_fast_at_definition_is_selectable_from_the_config():
     assert cfg["backbones"]["cifar_preact_rn18_fast"]["arch"] == "cifar_preact_resnet18_fast"
     # the CLAT table keeps robust_overfitting's definition unless a study names the other
     table = cfg["studies"]["clat_table1"]["grids"]
-    assert any(g["backbones"] == ["cifar_preact_rn18"] and "fast_at" in g["variants"]
-               for g in table)
+    assert any(
+        g["backbones"] == ["cifar_preact_rn18"] and "fast_at" in g["variants"] for g in table
+    )

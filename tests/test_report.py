@@ -31,25 +31,30 @@ CAPTIONS = ROOT / "report" / "captions"
 EVIL = "<script>alert('x')</script>"
 TOO_LONG = "Warning: the list of target classes is too long"
 # the per-class warning of the fixture: a baseline seed that never predicts class 1
-NEVER = ("Vanilla RFT never predicts class 1 (automobile) on cifar10, seed 0; AutoLoRa gets 79 % "
-         "of it right")
+NEVER = (
+    "Vanilla RFT never predicts class 1 (automobile) on cifar10, seed 0; AutoLoRa gets 79 % "
+    "of it right"
+)
 
 
-def train_log(epochs: int, seed: int, *, auto: bool, lambdas: bool = True,
-              grad_sim: bool = True) -> pd.DataFrame:
+def train_log(
+    epochs: int, seed: int, *, auto: bool, lambdas: bool = True, grad_sim: bool = True
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     e = np.arange(epochs)
-    df = pd.DataFrame({
-        "epoch": e,
-        "lr": np.where(e < epochs // 2, 0.01, 0.001) if not auto else 0.01 * 0.5 ** (e // 3),
-        "loss": 2.0 * np.exp(-e / 5) + 0.3,
-        "train_nat_acc": 0.5 + 0.3 * (1 - np.exp(-e / 3)) + rng.normal(0, 0.01, epochs),
-        "val_nat_acc": 0.48 + 0.3 * (1 - np.exp(-e / 3)),
-        "val_pgd_acc": 0.25 + 0.2 * (1 - np.exp(-e / 4)),
-        "test_nat_acc": 0.47 + 0.3 * (1 - np.exp(-e / 3)) + rng.normal(0, 0.01, epochs),
-        "test_pgd_acc": 0.24 + 0.2 * (1 - np.exp(-e / 4)) + rng.normal(0, 0.01, epochs),
-        "seconds": 1.0,
-    })
+    df = pd.DataFrame(
+        {
+            "epoch": e,
+            "lr": np.where(e < epochs // 2, 0.01, 0.001) if not auto else 0.01 * 0.5 ** (e // 3),
+            "loss": 2.0 * np.exp(-e / 5) + 0.3,
+            "train_nat_acc": 0.5 + 0.3 * (1 - np.exp(-e / 3)) + rng.normal(0, 0.01, epochs),
+            "val_nat_acc": 0.48 + 0.3 * (1 - np.exp(-e / 3)),
+            "val_pgd_acc": 0.25 + 0.2 * (1 - np.exp(-e / 4)),
+            "test_nat_acc": 0.47 + 0.3 * (1 - np.exp(-e / 3)) + rng.normal(0, 0.01, epochs),
+            "test_pgd_acc": 0.24 + 0.2 * (1 - np.exp(-e / 4)) + rng.normal(0, 0.01, epochs),
+            "seconds": 1.0,
+        }
+    )
     if lambdas:
         df["lambda1"] = 1 - 0.5 * e / epochs
         df["lambda2"] = 0.5 * e / epochs
@@ -69,28 +74,47 @@ def studies(tmp_path_factory):
     for s in (0, 6, 66):
         for ds in ("cifar10", "cifar100"):
             base = 0.84 if ds == "cifar10" else 0.62
-            dirs.append(write_run(root, ds, "resnet18", "autolora", s,
-                                  {"SA": base + 0.003 * (s % 5), "PGD10": base - 0.30,
-                                   "AA": base - 0.35},
-                                  train_log=train_log(12, s, auto=True),
-                                  aa_warnings=[TOO_LONG] if (s, ds) == (6, "cifar10") else None))
+            dirs.append(
+                write_run(
+                    root,
+                    ds,
+                    "resnet18",
+                    "autolora",
+                    s,
+                    {"SA": base + 0.003 * (s % 5), "PGD10": base - 0.30, "AA": base - 0.35},
+                    train_log=train_log(12, s, auto=True),
+                    aa_warnings=[TOO_LONG] if (s, ds) == (6, "cifar10") else None,
+                )
+            )
             add_per_class(dirs[-1], [base + 0.05, base - 0.05, base, base], [])
-            dirs.append(write_run(root, ds, "resnet18", "vanilla_rft", s,
-                                  {"SA": base - 0.03 + 0.002 * (s % 3), "PGD10": base - 0.31,
-                                   "AA": None},
-                                  train_log=train_log(12, s, auto=False, lambdas=False,
-                                                      grad_sim=False)))
+            dirs.append(
+                write_run(
+                    root,
+                    ds,
+                    "resnet18",
+                    "vanilla_rft",
+                    s,
+                    {"SA": base - 0.03 + 0.002 * (s % 3), "PGD10": base - 0.31, "AA": None},
+                    train_log=train_log(12, s, auto=False, lambdas=False, grad_sim=False),
+                )
+            )
             bug = (s, ds) == (0, "cifar10")  # the TWINS-bug symptom, in one seed
-            add_per_class(dirs[-1], [base, 0.0 if bug else base - 0.1, base, base - 0.1],
-                          [1] if bug else [])
+            add_per_class(
+                dirs[-1], [base, 0.0 if bug else base - 0.1, base, base - 0.1], [1] if bug else []
+            )
     runs = [load_run_record(d) for d in dirs]
-    t1 = aggregate_study("autolora_table1", runs, [("autolora", "vanilla_rft")],
-                         {"paper": "AutoLoRa", "table": 1, "pvalue_table": 8},
-                         title="AutoLoRa Table 1 (ResNet-18)",
-                         description="Robust fine-tuning of a robust ResNet-18.")
+    t1 = aggregate_study(
+        "autolora_table1",
+        runs,
+        [("autolora", "vanilla_rft")],
+        {"paper": "AutoLoRa", "table": 1, "pvalue_table": 8},
+        title="AutoLoRa Table 1 (ResNet-18)",
+        description="Robust fine-tuning of a robust ResNet-18.",
+    )
     # a study whose names try to inject markup, with one seed and a run without train log
-    evil_dir = write_run(root, "cifar10", "resnet_mini", "evil", 0, {"SA": 0.5, "PGD10": 0.2},
-                         method=EVIL)
+    evil_dir = write_run(
+        root, "cifar10", "resnet_mini", "evil", 0, {"SA": 0.5, "PGD10": 0.2}, method=EVIL
+    )
     evil_run = load_run_record(evil_dir)
     evil_run.method = EVIL
     t2 = aggregate_study(EVIL, [evil_run])
@@ -102,16 +126,22 @@ def studies(tmp_path_factory):
     return paths
 
 
-PROVENANCE = {"git_commit": "0123abc", "config_hash": "sha256:feedbeef", "device": "cpu",
-              "fidelity": "demo", "packages": {"torch": "2.14.1", "pandas": "3.1.1"},
-              "note": EVIL}
+PROVENANCE = {
+    "git_commit": "0123abc",
+    "config_hash": "sha256:feedbeef",
+    "device": "cpu",
+    "fidelity": "demo",
+    "packages": {"torch": "2.14.1", "pandas": "3.1.1"},
+    "note": EVIL,
+}
 
 
 @pytest.fixture(scope="module")
 def report(studies, tmp_path_factory):
     """The report file, rendered once for the content tests and the browser."""
-    return render_report(studies, tmp_path_factory.mktemp("html") / "index.html", PROVENANCE,
-                         templates=TEMPLATES)
+    return render_report(
+        studies, tmp_path_factory.mktemp("html") / "index.html", PROVENANCE, templates=TEMPLATES
+    )
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +197,17 @@ def test_report_is_self_contained(html):
 
 
 def test_figures_skip_missing_and_nan_columns(tmp_path):
-    d = write_run(tmp_path, "c", "b", "v", 0, {"SA": 0.5},
-                  train_log=pd.DataFrame({"epoch": [0, 1], "lr": [0.1, 0.1],
-                                          "grad_sim": [math.nan, math.nan]}))
+    d = write_run(
+        tmp_path,
+        "c",
+        "b",
+        "v",
+        0,
+        {"SA": 0.5},
+        train_log=pd.DataFrame(
+            {"epoch": [0, 1], "lr": [0.1, 0.1], "grad_sim": [math.nan, math.nan]}
+        ),
+    )
     run = load_run_record(d)
     assert "grad_sim" not in run.train_log  # all-NaN column dropped
     figs = study_figures([run])
@@ -186,8 +224,21 @@ def test_render_step(studies, tmp_path):
     prov = tmp_path / "prov.json"
     prov.write_text(json.dumps(PROVENANCE))
     out = tmp_path / "r" / "index.html"
-    assert render_step.main(["--tables", *map(str, studies), "--out", str(out),
-                             "--provenance", str(prov), "--templates", str(TEMPLATES)]) == 0
+    assert (
+        render_step.main(
+            [
+                "--tables",
+                *map(str, studies),
+                "--out",
+                str(out),
+                "--provenance",
+                str(prov),
+                "--templates",
+                str(TEMPLATES),
+            ]
+        )
+        == 0
+    )
     text = out.read_text()
     assert "0123abc" in text and "AutoLoRa Table 1 (ResNet-18)" in text
     assert text.startswith("<!DOCTYPE html>")  # the template's leading comment leaves no trace
@@ -209,8 +260,16 @@ def test_render_step_without_templates_names_the_expected_path(studies, tmp_path
     with pytest.raises(SystemExit, match=re.escape(str(expected))):
         render_step.main(["--tables", str(studies[0]), "--out", str(out)])
     with pytest.raises(SystemExit, match="pass --templates"):
-        render_step.main(["--tables", str(studies[0]), "--out", str(out),
-                          "--templates", str(tmp_path / "nowhere")])
+        render_step.main(
+            [
+                "--tables",
+                str(studies[0]),
+                "--out",
+                str(out),
+                "--templates",
+                str(tmp_path / "nowhere"),
+            ]
+        )
     assert not out.exists()
     with pytest.raises(FileNotFoundError, match="nowhere/report.html does not exist"):
         render_report(studies, out, templates=tmp_path / "nowhere")
@@ -222,15 +281,21 @@ def test_an_edited_template_changes_the_report(studies, tmp_path):
     edited = tmp_path / "templates"
     shutil.copytree(TEMPLATES, edited)
     page = edited / "report.html"
-    page.write_text(page.read_text().replace("<h1>{{ title }}</h1>",
-                                             "<h1>{{ title }} (edited)</h1>"))
+    page.write_text(
+        page.read_text().replace("<h1>{{ title }}</h1>", "<h1>{{ title }} (edited)</h1>")
+    )
     out = render_report(studies, tmp_path / "index.html", templates=edited)
     assert "<h1>robustft — reproduction report (edited)</h1>" in out.read_text()
 
 
 #: what the pipeline produces that Snakemake's --report can show, and the caption of each
-CAPTION_KINDS = {"study_table", "per_class_table", "per_class_heatmap", "training_curves",
-                 "html_report"}
+CAPTION_KINDS = {
+    "study_table",
+    "per_class_table",
+    "per_class_heatmap",
+    "training_curves",
+    "html_report",
+}
 
 
 @pytest.mark.parametrize("study", ["demo", "autolora_table1", None])
@@ -245,12 +310,15 @@ def test_captions_render_as_snakemake_renders_them(study):
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     wildcards = SimpleNamespace(**({"study": study} if study else {}))
     for path in sorted(CAPTIONS.glob("*.rst")) + [ROOT / "report" / "workflow.rst"]:
-        text = Environment(trim_blocks=True, lstrip_blocks=True).from_string(
-            path.read_text()).render(snakemake=SimpleNamespace(wildcards=wildcards,
-                                                               config=config))
+        text = (
+            Environment(trim_blocks=True, lstrip_blocks=True)
+            .from_string(path.read_text())
+            .render(snakemake=SimpleNamespace(wildcards=wildcards, config=config))
+        )
         # halt_level 2: a reStructuredText warning (bad markup) is an error here
-        html = publish_parts(text, writer="html",
-                             settings_overrides={"halt_level": 2, "report_level": 5})["body"]
+        html = publish_parts(
+            text, writer="html", settings_overrides={"halt_level": 2, "report_level": 5}
+        )["body"]
         assert len(html) > 100, path.name
         if path.stem == "study_table" and study:
             assert study in html and config["studies"][study]["description"].split()[0] in html
@@ -267,16 +335,29 @@ def _chromium() -> str | None:
 def test_report_renders_in_headless_chromium(report, tmp_path):
     browser = _chromium()
     if browser is None:
-        pytest.skip("no chromium/chrome binary on PATH (apt-get install chromium); the "
-                    "browser rendering of the report is not checked")
+        pytest.skip(
+            "no chromium/chrome binary on PATH (apt-get install chromium); the "
+            "browser rendering of the report is not checked"
+        )
     out = report
     ARTIFACTS.mkdir(exist_ok=True)
     png = ARTIFACTS / "report.png"
     png.unlink(missing_ok=True)
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-           f"--screenshot={png}", "--window-size=1280,2000", out.resolve().as_uri()]
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={png}",
+        "--window-size=1280,2000",
+        out.resolve().as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert png.is_file() and png.stat().st_size > 10_000, proc.stderr[-2000:]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -22,19 +22,39 @@ import torch
 from robustft.models import build_model
 
 ATTACK = {"eps": 8 / 255, "step": 4 / 255, "steps": 2, "random_start": True}
-SETTINGS = {"run_name": "tiny/autolora", "method": "autolora", "arch": "resnet_mini", "width": 4, "seed": 0,
-                "epochs": 4, "batch_size": 12, "lr": 0.05, "train_attack": ATTACK,
-                "eval_attack": {**ATTACK, "random_start": False}, "grad_sim_batches": 1,
-                "method_params": {"lambda_source": "train_set"},
-                "lr_schedule": {"type": "multistep", "milestones": [2], "factor": 0.1}}
-
-
+SETTINGS = {
+    "run_name": "tiny/autolora",
+    "method": "autolora",
+    "arch": "resnet_mini",
+    "width": 4,
+    "seed": 0,
+    "epochs": 4,
+    "batch_size": 12,
+    "lr": 0.05,
+    "train_attack": ATTACK,
+    "eval_attack": {**ATTACK, "random_start": False},
+    "grad_sim_batches": 1,
+    "method_params": {"lambda_source": "train_set"},
+    "lr_schedule": {"type": "multistep", "milestones": [2], "factor": 0.1},
+}
 
 
 def train_cmd(data, backbone, ck, out, settings=SETTINGS):
-    return [sys.executable, "-m", "robustft.steps.train", "--settings", json.dumps(settings),
-            "--data", str(data), "--backbone", str(backbone), "--checkpoints", str(ck),
-            "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "robustft.steps.train",
+        "--settings",
+        json.dumps(settings),
+        "--data",
+        str(data),
+        "--backbone",
+        str(backbone),
+        "--checkpoints",
+        str(ck),
+        "--out",
+        str(out),
+    ]
 
 
 def wait_for_stderr_line(proc: subprocess.Popen, needle: str, timeout: float = 300) -> None:
@@ -68,12 +88,21 @@ def metrics(out: Path):
     return [[row[i] for i in keep] for row in rows]
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_data, tiny_backbone):
-    subprocess.run(train_cmd(tiny_data, tiny_backbone, tmp_path / "ck_ref", tmp_path / "ref"),
-                   check=True, capture_output=True)
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(
+    tmp_path, tiny_data, tiny_backbone
+):
+    subprocess.run(
+        train_cmd(tiny_data, tiny_backbone, tmp_path / "ck_ref", tmp_path / "ref"),
+        check=True,
+        capture_output=True,
+    )
     ck, out = tmp_path / "ck", tmp_path / "out"
-    proc = subprocess.Popen(train_cmd(tiny_data, tiny_backbone, ck, out),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        train_cmd(tiny_data, tiny_backbone, ck, out),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # The trainer logs "<run> epoch E: batch B/N" before batches of an epoch (E from 0): kill
     # when the second epoch starts its second batch, i.e. after epoch 0 was checkpointed and
     # with one batch of epoch 1 applied in memory only. Waiting for the line, not for a fixed
@@ -84,8 +113,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, tiny_
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "model_best.pt").exists()  # nothing half-written
     assert torch.load(ck / "last.pt", weights_only=True)["epoch"] < SETTINGS["epochs"] - 1
-    resumed = subprocess.run(train_cmd(tiny_data, tiny_backbone, ck, out), capture_output=True,
-                             text=True, check=True)
+    resumed = subprocess.run(
+        train_cmd(tiny_data, tiny_backbone, ck, out), capture_output=True, text=True, check=True
+    )
     assert "resumed after epoch" in resumed.stderr
     assert metrics(out) == metrics(tmp_path / "ref")
     a = torch.load(out / "model_best.pt", weights_only=True)["state_dict"]
@@ -98,14 +128,17 @@ class Payload:
         return (os.system, (f"touch {Path(os.environ['ROBUSTFT_PWNED'])}",))
 
 
-def test_malicious_backbone_never_executes_and_leaves_no_output(tmp_path, tiny_data,
-                                                                 monkeypatch):
+def test_malicious_backbone_never_executes_and_leaves_no_output(tmp_path, tiny_data, monkeypatch):
     marker = tmp_path / "pwned"
     monkeypatch.setenv("ROBUSTFT_PWNED", str(marker))
     evil = tmp_path / "evil.ckpt"
     torch.save({"model": {"module.model.conv1.weight": torch.zeros(1)}, "x": Payload()}, evil)
-    result = subprocess.run(train_cmd(tiny_data, evil, tmp_path / "ck", tmp_path / "out"),
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        train_cmd(tiny_data, evil, tmp_path / "ck", tmp_path / "out"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode != 0
     assert str(evil) in result.stderr
     assert not marker.exists()
@@ -116,8 +149,12 @@ def test_backbone_with_missing_tensor_names_file_and_tensor(tmp_path, tiny_data)
     state = build_model("resnet_mini", 5, width=4).state_dict()
     bad = tmp_path / "partial.pt"
     torch.save({k: v for k, v in state.items() if k != "layer2.0.conv1.weight"}, bad)
-    result = subprocess.run(train_cmd(tiny_data, bad, tmp_path / "ck", tmp_path / "out"),
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        train_cmd(tiny_data, bad, tmp_path / "ck", tmp_path / "out"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode != 0
     assert str(bad) in result.stderr and "layer2.0.conv1.weight" in result.stderr
     assert not (tmp_path / "out").exists()

@@ -50,7 +50,7 @@ def reference_mrc(model, param_name, x, y, *, lr, epochs, batch_size, orders):
         total = 0.0
         with torch.no_grad():
             for i in range(0, len(y), batch_size):
-                xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+                xb, yb = x[i : i + batch_size], y[i : i + batch_size]
                 total += F.cross_entropy(clone(xb), yb).item() * len(yb)
         return total / len(y)
 
@@ -58,7 +58,7 @@ def reference_mrc(model, param_name, x, y, *, lr, epochs, batch_size, orders):
     max_loss = 0.0
     for epoch in range(epochs):
         for i in range(0, len(y), batch_size):
-            index = orders[epoch][i:i + batch_size]
+            index = orders[epoch][i : i + batch_size]
             optimizer.zero_grad()
             (-F.cross_entropy(clone(x[index]), y[index])).backward()
             optimizer.step()
@@ -84,7 +84,7 @@ def old_project_mrc(model, param_name, x, y, *, lr, epochs, batch_size):
     for _ in range(epochs):
         seen = 0.0
         for i in range(0, len(y), batch_size):
-            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
             loss = F.cross_entropy(clone(xb), yb)
             (g,) = torch.autograd.grad(loss, weight)
             with torch.no_grad():
@@ -102,29 +102,57 @@ def module_of(model, name):
     return dict(model.named_modules())[name]
 
 
-@pytest.mark.parametrize(("name", "lr", "shuffle_seed"), [
-    ("head", 10.0, None), ("layer2.0.conv2", 1.0, 7), ("layer3.0.conv1", 10.0, 3)])
+@pytest.mark.parametrize(
+    ("name", "lr", "shuffle_seed"),
+    [("head", 10.0, None), ("layer2.0.conv2", 1.0, 7), ("layer3.0.conv1", 10.0, 3)],
+)
 def test_mrc_equals_the_official_procedure(name, lr, shuffle_seed):
     """(b) separate evaluation pass at the projected weights, max from 0, minus the clean loss."""
     model, x, y = tiny()
     epochs, bs = 3, 4  # 10 examples: the last batch of every pass is a partial one
-    expected = reference_mrc(model, f"{name}.weight", x, y, lr=lr, epochs=epochs,
-                             batch_size=bs, orders=permutations(len(y), epochs, shuffle_seed))
+    expected = reference_mrc(
+        model,
+        f"{name}.weight",
+        x,
+        y,
+        lr=lr,
+        epochs=epochs,
+        batch_size=bs,
+        orders=permutations(len(y), epochs, shuffle_seed),
+    )
     generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
-    got = module_robust_criticality(model, module_of(model, name), x, y, lr=lr, epochs=epochs,
-                                    radius=RADIUS, batch_size=bs,
-                                    shuffle=shuffle_seed is not None, generator=generator)
+    got = module_robust_criticality(
+        model,
+        module_of(model, name),
+        x,
+        y,
+        lr=lr,
+        epochs=epochs,
+        radius=RADIUS,
+        batch_size=bs,
+        shuffle=shuffle_seed is not None,
+        generator=generator,
+    )
     assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
 def test_old_running_max_differs_from_the_official_value():
     """(d) on this module the old procedure is 10× off, so the test above fails on it."""
     model, x, y = tiny()
-    expected = reference_mrc(model, "head.weight", x, y, lr=10.0, epochs=3, batch_size=4,
-                             orders=permutations(len(y), 3, None))
+    expected = reference_mrc(
+        model,
+        "head.weight",
+        x,
+        y,
+        lr=10.0,
+        epochs=3,
+        batch_size=4,
+        orders=permutations(len(y), 3, None),
+    )
     old = old_project_mrc(model, "head.weight", x, y, lr=10.0, epochs=3, batch_size=4)
-    got = module_robust_criticality(model, model.head, x, y, lr=10.0, epochs=3, batch_size=4,
-                                    shuffle=False)
+    got = module_robust_criticality(
+        model, model.head, x, y, lr=10.0, epochs=3, batch_size=4, shuffle=False
+    )
     assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
     assert abs(old - expected) > 0.1, (old, expected)
 
@@ -139,10 +167,20 @@ def test_evaluated_weights_stay_in_the_ball_and_are_restored():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     seen: list[tuple[bool, torch.Tensor]] = []
     hook = module.register_forward_hook(
-        lambda mod, args, out: seen.append((torch.is_grad_enabled(), mod.weight.detach().clone())))
+        lambda mod, args, out: seen.append((torch.is_grad_enabled(), mod.weight.detach().clone()))
+    )
     try:
-        module_robust_criticality(model, module, x, y, lr=10.0, epochs=4, radius=RADIUS,
-                                  batch_size=4, generator=torch.Generator().manual_seed(0))
+        module_robust_criticality(
+            model,
+            module,
+            x,
+            y,
+            lr=10.0,
+            epochs=4,
+            radius=RADIUS,
+            batch_size=4,
+            generator=torch.Generator().manual_seed(0),
+        )
     finally:
         hook.remove()
 
@@ -171,8 +209,16 @@ def test_paper_option_includes_the_unperturbed_point():
     kwargs = {"lr": 100.0, "epochs": 1, "batch_size": 2, "shuffle": False}
     official = module_robust_criticality(model, module, x, y, **kwargs)
     paper = module_robust_criticality(model, module, x, y, max_from="paper", **kwargs)
-    expected = reference_mrc(model, "layer2.0.conv1.weight", x, y, lr=100.0, epochs=1,
-                             batch_size=2, orders=permutations(len(y), 1, None))
+    expected = reference_mrc(
+        model,
+        "layer2.0.conv1.weight",
+        x,
+        y,
+        lr=100.0,
+        epochs=1,
+        batch_size=2,
+        orders=permutations(len(y), 1, None),
+    )
     assert official == pytest.approx(expected, rel=1e-5, abs=1e-6)
     assert official < -1e-3
     assert paper == 0.0
@@ -180,8 +226,9 @@ def test_paper_option_includes_the_unperturbed_point():
     kwargs = {"lr": 1.0, "epochs": 2, "batch_size": 4, "shuffle": False}
     positive = module_robust_criticality(model, model.head, x, y, **kwargs)
     assert positive > 0
-    assert module_robust_criticality(model, model.head, x, y, max_from="paper",
-                                     **kwargs) == pytest.approx(positive)
+    assert module_robust_criticality(
+        model, model.head, x, y, max_from="paper", **kwargs
+    ) == pytest.approx(positive)
 
 
 def test_bad_mrc_options_are_rejected():

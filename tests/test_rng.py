@@ -18,10 +18,30 @@ from robustft.attacks import ascend, pgd
 from robustft.batches import Split, train_batches
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "robustft"
-TORCH_RANDOM = {"rand", "randn", "randint", "randperm", "rand_like", "randn_like",
-                "randint_like", "bernoulli", "multinomial", "normal", "poisson", "Generator"}
-IN_PLACE_RANDOM = {"uniform_", "normal_", "random_", "bernoulli_", "exponential_",
-                   "geometric_", "cauchy_", "log_normal_"}
+TORCH_RANDOM = {
+    "rand",
+    "randn",
+    "randint",
+    "randperm",
+    "rand_like",
+    "randn_like",
+    "randint_like",
+    "bernoulli",
+    "multinomial",
+    "normal",
+    "poisson",
+    "Generator",
+}
+IN_PLACE_RANDOM = {
+    "uniform_",
+    "normal_",
+    "random_",
+    "bernoulli_",
+    "exponential_",
+    "geometric_",
+    "cauchy_",
+    "log_normal_",
+}
 
 
 def _random_calls(tree: ast.AST) -> list[tuple[int, str]]:
@@ -46,8 +66,10 @@ def test_no_module_but_rng_draws_torch_random_numbers():
             continue
         for line, call in _random_calls(ast.parse(path.read_text())):
             offenders.append(f"{path.relative_to(SRC)}:{line} {call}")
-    assert not offenders, ("draw random numbers through robustft.rng (generator device → tensor "
-                           "device), not directly: " + ", ".join(offenders))
+    assert not offenders, (
+        "draw random numbers through robustft.rng (generator device → tensor "
+        "device), not directly: " + ", ".join(offenders)
+    )
 
 
 def test_draws_happen_on_the_generator_device_and_land_on_the_tensor_device(monkeypatch):
@@ -78,11 +100,19 @@ def test_attacks_start_from_a_cpu_generator_on_another_device():
     def logits(z):
         return z.flatten(1) @ weight
 
-    out = pgd(logits, x, y, eps=0.1, step=0.05, steps=1, random_start=True,
-              generator=rng.new_generator(0))
+    out = pgd(
+        logits, x, y, eps=0.1, step=0.05, steps=1, random_start=True, generator=rng.new_generator(0)
+    )
     assert out.device.type == "meta"
-    out = ascend(lambda z: logits(z).sum(), x, eps=0.1, step=0.05, steps=1, init="normal",
-                 generator=rng.new_generator(0))
+    out = ascend(
+        lambda z: logits(z).sum(),
+        x,
+        eps=0.1,
+        step=0.05,
+        steps=1,
+        init="normal",
+        generator=rng.new_generator(0),
+    )
     assert out.device.type == "meta"
 
 

@@ -19,7 +19,8 @@ def test_lambda_weights_eq6_eq7():
 def test_multistep_baseline_schedule():
     s = MultiStepLR(0.01, (30, 50), 0.1)
     assert [s.lr_for_epoch(e) for e in (0, 29, 30, 49, 50, 59)] == pytest.approx(
-        [0.01, 0.01, 0.001, 0.001, 1e-4, 1e-4])
+        [0.01, 0.01, 0.001, 0.001, 1e-4, 1e-4]
+    )
 
 
 def feed(s: AutoLR, accs):
@@ -90,13 +91,16 @@ def test_unknown_variant_rejected():
         AutoLR(variant="apgd")
 
 
-@pytest.mark.parametrize("spec", [
-    {"type": "multistep", "milestones": [2], "factor": 0.1},
-    {"type": "auto", "variant": "official", "every": 4},
-    {"type": "cosine", "per_step": True},
-    {"type": "cosine"},
-    {"type": "cyclic"},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"type": "multistep", "milestones": [2], "factor": 0.1},
+        {"type": "auto", "variant": "official", "every": 4},
+        {"type": "cosine", "per_step": True},
+        {"type": "cosine"},
+        {"type": "cyclic"},
+    ],
+)
 def test_every_schedule_speaks_the_one_protocol(spec):
     """The loop calls lr_for_epoch, lr_for_step and end_epoch on every schedule alike."""
     s = build_schedule(SimpleNamespace(lr=0.1, epochs=10, lr_schedule=spec))

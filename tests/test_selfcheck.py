@@ -20,9 +20,14 @@ LINE = re.compile(r"^\[(PASS|FAIL)\] (\S+)", re.MULTILINE)
 
 def test_cli_on_cpu_checks_every_registered_method_and_both_attacks():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny tensors: no extra threads
-    done = subprocess.run([sys.executable, "-m", "robustft.selfcheck", "--device", "cpu"],
-                          check=False, capture_output=True, text=True, env=env,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "robustft.selfcheck", "--device", "cpu"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     status = {name: s for s, name in LINE.findall(done.stdout)}
     assert set(status) == set(METHODS) | {"pgd10", "autoattack"}, done.stdout
@@ -61,20 +66,27 @@ class Unseeded(PGDAT):
         return out
 
 
-@pytest.mark.parametrize(("method", "reason"), [
-    (NaNStep, "StepFailure: loss is nan"),
-    (Unseeded, "loss differs"),
-])
+@pytest.mark.parametrize(
+    ("method", "reason"),
+    [
+        (NaNStep, "StepFailure: loss is nan"),
+        (Unseeded, "loss differs"),
+    ],
+)
 def test_a_broken_method_fails_the_check_naming_it(monkeypatch, capsys, method, reason):
     monkeypatch.setitem(METHODS, method.name, method)
-    code = selfcheck.main(["--device", "cpu", "--methods", f"pgd_at,{method.name}",
-                           "--skip-attacks"])
+    code = selfcheck.main(
+        ["--device", "cpu", "--methods", f"pgd_at,{method.name}", "--skip-attacks"]
+    )
     out = capsys.readouterr().out
     assert code == 1, out
     assert re.search(rf"^\[FAIL\] {method.name} .*{reason}", out, re.MULTILINE), out
     assert re.search(r"^\[PASS\] pgd_at ", out, re.MULTILINE), out  # the others still run
-    assert out.strip().splitlines()[-1].startswith(
-        f"selfcheck FAILED on cpu: 1 of 2 checks failed ({method.name})")
+    assert (
+        out.strip()
+        .splitlines()[-1]
+        .startswith(f"selfcheck FAILED on cpu: 1 of 2 checks failed ({method.name})")
+    )
 
 
 def test_cuda_requested_without_cuda_exits_2(monkeypatch, capsys):
@@ -103,9 +115,14 @@ def test_tolerances_are_stated():
 
 def _result(loss, weight, trainable=("w",), grad_sim=None):
     return selfcheck.StepResult(
-        loss=loss, state={"w": torch.tensor([weight]), "n": torch.tensor(3)},
-        init={"w": torch.tensor([1.0]), "n": torch.tensor(3)}, trainable=list(trainable),
-        grad_sim=grad_sim, start_seconds=0.0, step_seconds=0.0)
+        loss=loss,
+        state={"w": torch.tensor([weight]), "n": torch.tensor(3)},
+        init={"w": torch.tensor([1.0]), "n": torch.tensor(3)},
+        trainable=list(trainable),
+        grad_sim=grad_sim,
+        start_seconds=0.0,
+        step_seconds=0.0,
+    )
 
 
 def test_comparison_is_relative_to_the_update_and_uses_the_device_tolerance():
@@ -113,15 +130,22 @@ def test_comparison_is_relative_to_the_update_and_uses_the_device_tolerance():
     CPU; the weights' own scale (1.0) is not what the difference is measured against."""
     ref = _result(2.0, 0.99)  # the step moved w by 0.01
     near = _result(2.0, 0.99 + 1e-6)  # 1e-4 of the update (1e-6 of the weight)
-    cuda, cpu = selfcheck.tolerance_for(torch.device("cuda")), selfcheck.tolerance_for(
-        torch.device("cpu"))
+    cuda, cpu = (
+        selfcheck.tolerance_for(torch.device("cuda")),
+        selfcheck.tolerance_for(torch.device("cpu")),
+    )
     assert selfcheck.compare_steps(near, ref, cuda)[0] == []
     assert "weights differ" in selfcheck.compare_steps(near, ref, cpu)[0][0]
     far = _result(2.0, 0.99 + 1e-4)  # 1e-2 of the update, 1e-4 of the weight: a wrong gradient
     assert any("weights differ" in p for p in selfcheck.compare_steps(far, ref, cuda)[0])
-    assert any("loss differs" in p for p in selfcheck.compare_steps(_result(2.01, 0.99), ref,
-                                                                     cuda)[0])
-    assert "trainable set differs from the CPU's" in selfcheck.compare_steps(
-        _result(2.0, 0.99, trainable=("v",)), ref, cuda)[0]
-    assert "the step changed no weight" in selfcheck.compare_steps(
-        _result(2.0, 1.0), _result(2.0, 1.0), cpu)[0]
+    assert any(
+        "loss differs" in p for p in selfcheck.compare_steps(_result(2.01, 0.99), ref, cuda)[0]
+    )
+    assert (
+        "trainable set differs from the CPU's"
+        in selfcheck.compare_steps(_result(2.0, 0.99, trainable=("v",)), ref, cuda)[0]
+    )
+    assert (
+        "the step changed no weight"
+        in selfcheck.compare_steps(_result(2.0, 1.0), _result(2.0, 1.0), cpu)[0]
+    )

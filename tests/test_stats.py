@@ -23,25 +23,45 @@ from robustft.tables.serialise import read_study_json
 from robustft.tables.significance import t_test
 
 
-def write_run(root: Path, dataset: str, backbone: str, variant: str, seed: int,
-              metrics: dict[str, float | None], *, method: str | None = None,
-              labels: dict | None = None, train_log: pd.DataFrame | None = None,
-              aa_warnings: list[str] | None = None, preset: str = "paper") -> Path:
+def write_run(
+    root: Path,
+    dataset: str,
+    backbone: str,
+    variant: str,
+    seed: int,
+    metrics: dict[str, float | None],
+    *,
+    method: str | None = None,
+    labels: dict | None = None,
+    train_log: pd.DataFrame | None = None,
+    aa_warnings: list[str] | None = None,
+    preset: str = "paper",
+) -> Path:
     """A run directory in the layout of ARCHITECTURE.md with run.yaml and eval.json.
 
     ``metrics`` are accuracies in [0, 1]; None leaves the metric out (e.g. AA skipped).
     """
     d = root / "runs" / dataset / backbone / variant / f"seed{seed}"
     d.mkdir(parents=True)
-    cfg = {"dataset": dataset, "backbone": backbone, "variant": variant, "seed": seed,
-           "method": method or variant, "preset": preset, "fidelity": "demo"}
+    cfg = {
+        "dataset": dataset,
+        "backbone": backbone,
+        "variant": variant,
+        "seed": seed,
+        "method": method or variant,
+        "preset": preset,
+        "fidelity": "demo",
+    }
     if labels:
         cfg["labels"] = labels
     (d / "run.yaml").write_text(yaml.safe_dump(cfg))
     # the layout robustft.evaluate writes: AutoAttack check messages at the top level
-    ev = {"metrics": {m: {"accuracy": a, "n": 1000} for m, a in metrics.items() if a is not None},
-          "per_example": {}, "warnings": list(aa_warnings or []),
-          "provenance": {"device": "cpu"}}
+    ev = {
+        "metrics": {m: {"accuracy": a, "n": 1000} for m, a in metrics.items() if a is not None},
+        "per_example": {},
+        "warnings": list(aa_warnings or []),
+        "provenance": {"device": "cpu"},
+    }
     if "AA" in ev["metrics"]:
         ev["metrics"]["AA"]["flagged"] = bool(aa_warnings)
     (d / "eval.json").write_text(json.dumps(ev))
@@ -53,16 +73,24 @@ def write_run(root: Path, dataset: str, backbone: str, variant: str, seed: int,
 def rec(variant, seed, sa, method=None, dataset="cifar10", backbone="resnet18", **metrics):
     m = {"SA": {"accuracy": sa, "n": 100}}
     m.update({k: {"accuracy": v, "n": 100} for k, v in metrics.items()})
-    return RunRecord(dataset=dataset, backbone=backbone, method=method or variant,
-                     variant=variant, seed=seed, metrics=m)
+    return RunRecord(
+        dataset=dataset,
+        backbone=backbone,
+        method=method or variant,
+        variant=variant,
+        seed=seed,
+        metrics=m,
+    )
 
 
 # --------------------------------------------------------------------------- mean / std
 
 
 def test_mean_std_by_hand_and_per_seed_values(tmp_path):
-    dirs = [write_run(tmp_path, "cifar10", "resnet18", "autolora", s, {"SA": a, "PGD10": p})
-            for s, a, p in [(0, 0.80, 0.50), (6, 0.82, 0.52), (66, 0.84, 0.57)]]
+    dirs = [
+        write_run(tmp_path, "cifar10", "resnet18", "autolora", s, {"SA": a, "PGD10": p})
+        for s, a, p in [(0, 0.80, 0.50), (6, 0.82, 0.52), (66, 0.84, 0.57)]
+    ]
     runs = [load_run_record(d) for d in dirs]
     assert runs[0].method == "AutoLoRa"  # canonical name -> paper display name
     t = aggregate_study("s", runs)
@@ -88,8 +116,11 @@ def test_one_seed_has_no_std_and_says_so():
 
 
 def test_missing_metric_for_some_seeds():
-    runs = [rec("autolora", 0, 0.8, AA=0.4), rec("autolora", 1, 0.8, AA=0.5),
-            rec("autolora", 2, 0.8)]
+    runs = [
+        rec("autolora", 0, 0.8, AA=0.4),
+        rec("autolora", 1, 0.8, AA=0.5),
+        rec("autolora", 2, 0.8),
+    ]
     t = aggregate_study("s", runs)
     aa = t.cells.set_index("metric").loc["AA"]
     assert aa["n_seeds"] == 2 and aa["mean"] == pytest.approx(45.0)
@@ -180,28 +211,31 @@ def test_paired_uses_common_seeds_and_constant_groups_are_undefined():
 
 
 def test_paper_value_lookup():
-    assert paper.lookup("AutoLoRa", 1, "ResNet-18", "CIFAR-10", "AutoLoRa", "",
-                        "SA") == pytest.approx(84.20)
+    assert paper.lookup(
+        "AutoLoRa", 1, "ResNet-18", "CIFAR-10", "AutoLoRa", "", "SA"
+    ) == pytest.approx(84.20)
     # pipeline spellings resolve to the printed ones
-    assert paper.lookup("AutoLoRa", 1, "resnet18", "cifar10", "AutoLoRa", None,
-                        "SA") == pytest.approx(84.20)
-    e = paper.lookup_entry("AutoLoRa", 8, "ResNet-18", "CIFAR-100", "AutoLoRa", "",
-                           "p_value_vs_vanilla_PGD10")
+    assert paper.lookup(
+        "AutoLoRa", 1, "resnet18", "cifar10", "AutoLoRa", None, "SA"
+    ) == pytest.approx(84.20)
+    e = paper.lookup_entry(
+        "AutoLoRa", 8, "ResNet-18", "CIFAR-100", "AutoLoRa", "", "p_value_vs_vanilla_PGD10"
+    )
     assert e is not None and e.text == "8e-05" and e.value == pytest.approx(8e-5)
-    assert paper.lookup("AutoLoRa", 3, "resnet18", "cifar10", "AutoLoRa", "rank=2",
-                        "RA") == pytest.approx(52.71)
-    assert paper.lookup("CLAT", 1, "resnet18", "cifar10", "PGD-AT", "",
-                        "clean") is not None  # RN18 alias
+    assert paper.lookup(
+        "AutoLoRa", 3, "resnet18", "cifar10", "AutoLoRa", "rank=2", "RA"
+    ) == pytest.approx(52.71)
+    assert (
+        paper.lookup("CLAT", 1, "resnet18", "cifar10", "PGD-AT", "", "clean") is not None
+    )  # RN18 alias
     # absent -> None
-    assert paper.lookup("AutoLoRa", 1, "ResNet-18", "CIFAR-10", "AutoLoRa", "",
-                        "FGSM") is None
+    assert paper.lookup("AutoLoRa", 1, "ResNet-18", "CIFAR-10", "AutoLoRa", "", "FGSM") is None
     assert paper.lookup("AutoLoRa", 1, "ResNet-18", "MNIST", "AutoLoRa", "", "SA") is None
-    assert paper.lookup("AutoLoRa", 2, "ResNet-18", "CIFAR-10", "AutoLoRa", "",
-                        "SA") is None
+    assert paper.lookup("AutoLoRa", 2, "ResNet-18", "CIFAR-10", "AutoLoRa", "", "SA") is None
     # table=None: unique across tables
-    assert paper.lookup("AutoLoRa", None, "ResNet-50", "CIFAR-10", "AutoLoRa", "",
-                        "SA") == paper.lookup("AutoLoRa", 2, "ResNet-50", "CIFAR-10",
-                                              "AutoLoRa", "", "SA")
+    assert paper.lookup(
+        "AutoLoRa", None, "ResNet-50", "CIFAR-10", "AutoLoRa", "", "SA"
+    ) == paper.lookup("AutoLoRa", 2, "ResNet-50", "CIFAR-10", "AutoLoRa", "", "SA")
     assert len(paper.load_paper_values("AutoLoRa")) == 400
     assert len(paper.hparams()) == 12
 
@@ -212,8 +246,7 @@ def test_study_mirroring_autolora_table1_shows_paper_values_diffs_and_p():
         runs.append(rec("autolora", s, 0.84 + s / 10000, "AutoLoRa", PGD10=0.54, AA=0.49))
         runs.append(rec("vanilla-rft", s, 0.81 + s / 5000, "Vanilla RFT", PGD10=0.53, AA=0.47))
     ref = PaperRef(paper="AutoLoRa", table={"resnet18": 1, "resnet50": 2}, pvalue_table=8)
-    t = aggregate_study("t1", runs, [Comparison("autolora", "vanilla-rft", name="vs_vanilla")],
-                        ref)
+    t = aggregate_study("t1", runs, [Comparison("autolora", "vanilla-rft", name="vs_vanilla")], ref)
     cell = t.cells.set_index(["variant", "metric"]).loc[("autolora", "SA")]
     assert cell["paper_value"] == pytest.approx(84.20)
     assert cell["paper_text"] == "84.20"
@@ -236,16 +269,24 @@ def test_ablation_labels_map_to_paper_variants():
     assert by.loc["SA", "paper_value"] == pytest.approx(83.69)
     assert by.loc["PGD10", "paper_value"] == pytest.approx(52.75)
     # explicit mapping to nothing: no paper value
-    t = aggregate_study("t3", runs, paper_ref={"paper": "AutoLoRa", "table": 3,
-                                               "variants": {"autolora-rank4": None}})
+    t = aggregate_study(
+        "t3",
+        runs,
+        paper_ref={"paper": "AutoLoRa", "table": 3, "variants": {"autolora-rank4": None}},
+    )
     assert t.cells["paper_value"].isna().all()
 
 
 def test_backbone_carries_the_paper_variant_autolora_table4():
-    runs = [rec("vanilla_rft", s, 0.55, "Vanilla RFT", dataset="cifar100",
-                backbone="resnet18_eps1") for s in (0, 1)]
-    ref = {"name": "AutoLoRa", "table": 4,  # config.yaml's spelling of the paper key
-           "backbones": {"resnet18_eps1": {"name": "ResNet-18", "variant": "eps_pt=1/255"}}}
+    runs = [
+        rec("vanilla_rft", s, 0.55, "Vanilla RFT", dataset="cifar100", backbone="resnet18_eps1")
+        for s in (0, 1)
+    ]
+    ref = {
+        "name": "AutoLoRa",
+        "table": 4,  # config.yaml's spelling of the paper key
+        "backbones": {"resnet18_eps1": {"name": "ResNet-18", "variant": "eps_pt=1/255"}},
+    }
     t = aggregate_study("t4", runs, paper_ref=ref)
     assert t.cells.iloc[0]["paper_value"] == pytest.approx(55.37)
     assert t.cells.iloc[0]["paper_source"] == "AutoLoRa Table 4"
@@ -254,11 +295,16 @@ def test_backbone_carries_the_paper_variant_autolora_table4():
 def test_comparison_with_paper_diff_elsewhere_autolora_table5():
     runs = [rec("twins", s, 0.85, "TWINS", PGD10=0.53) for s in (0, 1, 2)]
     runs += [rec("twins-autolr", s, 0.856 + s / 1000, "TWINS", PGD10=0.53) for s in (0, 1, 2)]
-    ref = {"paper": "AutoLoRa", "table": 5,
-           "variants": {"twins": {"variant": "autolr=off"},
-                        "twins-autolr": {"variant": "autolr=on"}}}
-    comp = {"ours": "twins-autolr", "baseline": "twins",
-            "paper_diff": {"metric": "diff_autolr_on_vs_off_{metric}", "variant": ""}}
+    ref = {
+        "paper": "AutoLoRa",
+        "table": 5,
+        "variants": {"twins": {"variant": "autolr=off"}, "twins-autolr": {"variant": "autolr=on"}},
+    }
+    comp = {
+        "ours": "twins-autolr",
+        "baseline": "twins",
+        "paper_diff": {"metric": "diff_autolr_on_vs_off_{metric}", "variant": ""},
+    }
     t = aggregate_study("t5", runs, [comp], ref)
     cells = t.cells.set_index(["variant", "metric"])
     assert cells.loc[("twins", "SA"), "paper_value"] == pytest.approx(85.27)
@@ -276,17 +322,42 @@ def test_comparison_with_paper_diff_elsewhere_autolora_table5():
 def test_aggregate_step_writes_csv_and_json(tmp_path):
     dirs = []
     for s, (a, b) in enumerate([(0.84, 0.81), (0.85, 0.815), (0.86, 0.80)]):
-        dirs.append(write_run(tmp_path, "cifar10", "resnet18", "autolora", s,
-                              {"SA": a, "PGD10": 0.5, "AA": None}))
-        dirs.append(write_run(tmp_path, "cifar10", "resnet18", "vanilla-rft", s,
-                              {"SA": b, "PGD10": 0.49, "AA": None}))
-    spec = {"title": "T1", "comparisons": [{"ours": "autolora", "baseline": "vanilla-rft"}],
-            "paper": {"paper": "AutoLoRa", "table": 1, "pvalue_table": 8},
-            "variants": {"vanilla-rft": {"method": "Vanilla RFT"}}}
+        dirs.append(
+            write_run(
+                tmp_path, "cifar10", "resnet18", "autolora", s, {"SA": a, "PGD10": 0.5, "AA": None}
+            )
+        )
+        dirs.append(
+            write_run(
+                tmp_path,
+                "cifar10",
+                "resnet18",
+                "vanilla-rft",
+                s,
+                {"SA": b, "PGD10": 0.49, "AA": None},
+            )
+        )
+    spec = {
+        "title": "T1",
+        "comparisons": [{"ours": "autolora", "baseline": "vanilla-rft"}],
+        "paper": {"paper": "AutoLoRa", "table": 1, "pvalue_table": 8},
+        "variants": {"vanilla-rft": {"method": "Vanilla RFT"}},
+    }
     out_csv, out_json = tmp_path / "tables" / "t1.csv", tmp_path / "tables" / "t1.json"
-    rc = aggregate_step.main(["--study", "t1", "--runs", *map(str, dirs),
-                              "--spec", json.dumps(spec), "--out-csv", str(out_csv),
-                              "--out-json", str(out_json)])
+    rc = aggregate_step.main(
+        [
+            "--study",
+            "t1",
+            "--runs",
+            *map(str, dirs),
+            "--spec",
+            json.dumps(spec),
+            "--out-csv",
+            str(out_csv),
+            "--out-json",
+            str(out_json),
+        ]
+    )
     assert rc == 0
     assert sorted(p.name for p in out_csv.parent.iterdir()) == ["t1.csv", "t1.json"]  # no temps
     df = pd.read_csv(out_csv)
@@ -309,14 +380,37 @@ def test_aggregate_step_writes_csv_and_json(tmp_path):
 
 
 def test_aggregate_step_reference_compares_with_every_other_variant(tmp_path):
-    dirs = [write_run(tmp_path, "textures", "mini_at", v, s, {"SA": 0.5 + s / 100},
-                      aa_warnings=["Warning: zero gradients"] if v == "twins" else None)
-            for v in ("vanilla_rft", "twins", "autolora") for s in (0, 1)]
+    dirs = [
+        write_run(
+            tmp_path,
+            "textures",
+            "mini_at",
+            v,
+            s,
+            {"SA": 0.5 + s / 100},
+            aa_warnings=["Warning: zero gradients"] if v == "twins" else None,
+        )
+        for v in ("vanilla_rft", "twins", "autolora")
+        for s in (0, 1)
+    ]
     out = tmp_path / "demo.json"
     spec = {"reference": "autolora", "figures": ["accuracy", "lr"], "paper": None}
-    aggregate_step.main(["--study", "demo", "--runs", *map(str, dirs), "--spec",
-                         json.dumps(spec), "--out-csv", str(tmp_path / "demo.csv"),
-                         "--out-json", str(out), "--test", "student"])
+    aggregate_step.main(
+        [
+            "--study",
+            "demo",
+            "--runs",
+            *map(str, dirs),
+            "--spec",
+            json.dumps(spec),
+            "--out-csv",
+            str(tmp_path / "demo.csv"),
+            "--out-json",
+            str(out),
+            "--test",
+            "student",
+        ]
+    )
     t = read_study_json(out)
     assert list(dict.fromkeys(t.comparisons["baseline_variant"])) == ["vanilla_rft", "twins"]
     assert set(t.comparisons["variant"]) == {"autolora"}
@@ -331,7 +425,12 @@ def test_run_identity_from_path_when_run_yaml_is_silent(tmp_path):
     (d / "run.yaml").write_text(yaml.safe_dump({"method": "twins", "lr": 0.01}))
     r = load_run_record(d)
     assert (r.dataset, r.backbone, r.variant, r.seed, r.method) == (
-        "cifar100", "resnet50", "twins", 6, "TWINS")
+        "cifar100",
+        "resnet50",
+        "twins",
+        6,
+        "TWINS",
+    )
 
 
 def test_read_study_json_names_a_file_that_is_not_a_study(tmp_path):
@@ -352,7 +451,8 @@ def test_packaged_paper_values_are_package_data():
 
     root = Path(__file__).resolve().parents[1]
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "package-data"]["robustft"]
+        "package-data"
+    ]["robustft"]
     package = root / "src" / "robustft"
     for pattern in patterns:
         assert list(package.glob(pattern)), f"package-data {pattern!r} matches no file"

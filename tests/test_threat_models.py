@@ -16,10 +16,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "robustft"
 
 def test_threat_models_are_the_papers():
     # AutoLoRa Sec. 5: PGD-10, 8/255, step 2/255; training from a random start, evaluation not
-    assert AUTOLORA_PAPER.train_attack() == {"eps": 8 / 255, "step": 2 / 255, "steps": 10,
-                                             "random_start": True}
-    assert AUTOLORA_PAPER.eval_attack() == {"eps": 8 / 255, "step": 2 / 255, "steps": 10,
-                                            "random_start": False}
+    assert AUTOLORA_PAPER.train_attack() == {
+        "eps": 8 / 255,
+        "step": 2 / 255,
+        "steps": 10,
+        "random_start": True,
+    }
+    assert AUTOLORA_PAPER.eval_attack() == {
+        "eps": 8 / 255,
+        "step": 2 / 255,
+        "steps": 10,
+        "random_start": False,
+    }
     # the official scripts' -e 0.0314 and step 0.00784 (spec §4, §11.14)
     assert AUTOLORA_OFFICIAL.budget() == {"eps": 0.0314, "step": 0.00784}
     # CLAT Sec. 4.1: ε 0.03, α 0.007, 10 steps, random start in training and evaluation
@@ -50,11 +58,11 @@ def test_every_default_budget_is_a_named_threat_model():
     assert CLAT_EVAL == PGDConfig(**CLAT_PAPER.eval_attack())
     assert apgd_ce.__kwdefaults__["eps"] == CLAT_PAPER.eps
     assert epsilon_sweep.__kwdefaults__["step_ratio"] == pytest.approx(
-        CLAT_PAPER.step / CLAT_PAPER.eps)
+        CLAT_PAPER.step / CLAT_PAPER.eps
+    )
     assert run_autoattack.__kwdefaults__["eps"] == AUTOLORA_PAPER.eps
     assert selfcheck.AA_EPS == AUTOLORA_PAPER.eps
-    assert selfcheck.EVAL_PGD == PGDConfig(**{**AUTOLORA_PAPER.eval_attack(),
-                                              "random_start": True})
+    assert selfcheck.EVAL_PGD == PGDConfig(**{**AUTOLORA_PAPER.eval_attack(), "random_start": True})
 
 
 # --- one spelling ---------------------------------------------------------------------------
@@ -92,9 +100,11 @@ def spelled_budgets(source: str) -> list[tuple[int, str, str]]:
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
             args = node.args
             positional = args.posonlyargs + args.args
-            with_default = positional[len(positional) - len(args.defaults):]
-            for arg, default in [*zip(with_default, args.defaults),
-                                 *zip(args.kwonlyargs, args.kw_defaults)]:
+            with_default = positional[len(positional) - len(args.defaults) :]
+            for arg, default in [
+                *zip(with_default, args.defaults),
+                *zip(args.kwonlyargs, args.kw_defaults),
+            ]:
                 if arg.arg in BUDGET_NAMES:
                     check(arg.arg, default)
         elif isinstance(node, ast.Dict):
@@ -104,23 +114,31 @@ def spelled_budgets(source: str) -> list[tuple[int, str, str]]:
         elif isinstance(node, ast.AnnAssign | ast.Assign):
             targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
             for target in targets:
-                if isinstance(target, ast.Name) and (target.id in BUDGET_NAMES
-                                                     or _EPS_CONSTANT.search(target.id)):
+                if isinstance(target, ast.Name) and (
+                    target.id in BUDGET_NAMES or _EPS_CONSTANT.search(target.id)
+                ):
                     check(target.id, node.value)
     return found
 
 
 def test_the_scan_finds_the_spellings_it_looks_for():
-    source = ("from dataclasses import dataclass\n"
-              "AA_EPS = 8 / 255\n"
-              "@dataclass\nclass C:\n    eps: float = 0.03\n    step: float = 2 / 255\n"
-              "def f(x, *, eps=0.0314, momentum=0.9): return g(x, step=0.007)\n"
-              "D = {'eps': 0.03, 'steps': 10, 'lr': 0.1}\n"
-              "bn = dict(eps=1e-5)\n"
-              "none = dict(eps=0.0)\n")
+    source = (
+        "from dataclasses import dataclass\n"
+        "AA_EPS = 8 / 255\n"
+        "@dataclass\nclass C:\n    eps: float = 0.03\n    step: float = 2 / 255\n"
+        "def f(x, *, eps=0.0314, momentum=0.9): return g(x, step=0.007)\n"
+        "D = {'eps': 0.03, 'steps': 10, 'lr': 0.1}\n"
+        "bn = dict(eps=1e-5)\n"
+        "none = dict(eps=0.0)\n"
+    )
     assert sorted((line, n, e) for line, n, e in spelled_budgets(source)) == [
-        (2, "AA_EPS", "8 / 255"), (5, "eps", "0.03"), (6, "step", "2 / 255"),
-        (7, "eps", "0.0314"), (7, "step", "0.007"), (8, "eps", "0.03")]
+        (2, "AA_EPS", "8 / 255"),
+        (5, "eps", "0.03"),
+        (6, "step", "2 / 255"),
+        (7, "eps", "0.0314"),
+        (7, "step", "0.007"),
+        (8, "eps", "0.03"),
+    ]
 
 
 def test_no_budget_is_spelled_outside_the_threat_model_module():
@@ -131,5 +149,6 @@ def test_no_budget_is_spelled_outside_the_threat_model_module():
         found = spelled_budgets(path.read_text(encoding="utf-8"))
         if found:
             spelled[str(path.relative_to(SRC))] = found
-    assert spelled == {}, ("ε/step spelled as numbers; refer to robustft.threat_models "
-                           f"instead: {spelled}")
+    assert spelled == {}, (
+        f"ε/step spelled as numbers; refer to robustft.threat_models instead: {spelled}"
+    )

@@ -13,14 +13,22 @@ ATTACK = {"eps": 8 / 255, "step": 4 / 255, "steps": 2, "random_start": True}
 
 
 def config(method="vanilla_rft", **kw):
-    values = {"run_name": f"tiny/{method}", "method": method, "arch": "resnet_mini", "width": 4, "seed": 0,
-                  "epochs": 3, "batch_size": 12, "lr": 0.05, "train_attack": ATTACK,
-                  "eval_attack": {**ATTACK, "random_start": False}, "grad_sim_batches": 1,
-                  "lr_schedule": {"type": "multistep", "milestones": [2], "factor": 0.1}}
+    values = {
+        "run_name": f"tiny/{method}",
+        "method": method,
+        "arch": "resnet_mini",
+        "width": 4,
+        "seed": 0,
+        "epochs": 3,
+        "batch_size": 12,
+        "lr": 0.05,
+        "train_attack": ATTACK,
+        "eval_attack": {**ATTACK, "random_start": False},
+        "grad_sim_batches": 1,
+        "lr_schedule": {"type": "multistep", "milestones": [2], "factor": 0.1},
+    }
     values.update(kw)
     return TrainConfig(**values)
-
-
 
 
 def strip_time(rows):
@@ -50,9 +58,12 @@ def test_deterministic_on_cpu(tmp_path, tiny_data, tiny_backbone):
     assert strip_time(a) == strip_time(b)
 
 
-def test_resume_after_interruption_gives_identical_metrics(tmp_path, tiny_data, tiny_backbone,
-                                                           monkeypatch):
-    full = train_run(config("autolora"), tiny_data, tiny_backbone, tmp_path / "full", tmp_path / "o1")
+def test_resume_after_interruption_gives_identical_metrics(
+    tmp_path, tiny_data, tiny_backbone, monkeypatch
+):
+    full = train_run(
+        config("autolora"), tiny_data, tiny_backbone, tmp_path / "full", tmp_path / "o1"
+    )
     trainer = Trainer(config("autolora"), tiny_data, tiny_backbone, tmp_path / "ck")
     original = Trainer.run_epoch
 
@@ -65,17 +76,22 @@ def test_resume_after_interruption_gives_identical_metrics(tmp_path, tiny_data, 
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     monkeypatch.setattr(Trainer, "run_epoch", original)
-    resumed = train_run(config("autolora"), tiny_data, tiny_backbone, tmp_path / "ck", tmp_path / "o2")
+    resumed = train_run(
+        config("autolora"), tiny_data, tiny_backbone, tmp_path / "ck", tmp_path / "o2"
+    )
     assert strip_time(resumed) == strip_time(full)
-    saved = [torch.load(tmp_path / o / "model_best.pt", weights_only=True)["state_dict"]
-             for o in ("o1", "o2")]
+    saved = [
+        torch.load(tmp_path / o / "model_best.pt", weights_only=True)["state_dict"]
+        for o in ("o1", "o2")
+    ]
     assert all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
 
 
 def test_checkpoint_of_other_settings_is_kept_aside_not_resumed(tmp_path, tiny_data, tiny_backbone):
     train_run(config(epochs=1), tiny_data, tiny_backbone, tmp_path / "ck", tmp_path / "o")
-    rows = train_run(config(epochs=1, lr=0.1), tiny_data, tiny_backbone, tmp_path / "ck",
-                     tmp_path / "o")
+    rows = train_run(
+        config(epochs=1, lr=0.1), tiny_data, tiny_backbone, tmp_path / "ck", tmp_path / "o"
+    )
     assert rows[0]["lr"] == 0.1  # trained afresh with the new settings
     assert len(list((tmp_path / "ck").glob("last.stale-*.pt"))) == 1
 
@@ -94,20 +110,34 @@ def test_nan_loss_stops_with_run_epoch_and_step(tmp_path, tiny_data, tiny_backbo
         return out
 
     monkeypatch.setattr(VanillaRFT, "batch_loss", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"run tiny/vanilla_rft: loss is nan at epoch 1 "
-                                                 r"step 1"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"run tiny/vanilla_rft: loss is nan at epoch 1 "
+        r"step 1",
+    ):
         train_run(config(), tiny_data, tiny_backbone, tmp_path / "ck", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
-def test_auto_lr_halves_and_reloads_best_validation_weights(tmp_path, tiny_data, tiny_backbone,
-                                                           monkeypatch):
-    cfg = config("autolora", epochs=3, lr=0.01,
-                 lr_schedule={"type": "auto", "variant": "official", "every": 1, "min_lr": 1e-5})
+def test_auto_lr_halves_and_reloads_best_validation_weights(
+    tmp_path, tiny_data, tiny_backbone, monkeypatch
+):
+    cfg = config(
+        "autolora",
+        epochs=3,
+        lr=0.01,
+        lr_schedule={"type": "auto", "variant": "official", "every": 1, "min_lr": 1e-5},
+    )
     trainer = Trainer(cfg, tiny_data, tiny_backbone, tmp_path / "ck")
     scripted = iter([0.5, 0.4, 0.6])  # epoch 1 is worse: 0 of 1 increases -> halve + reload
-    monkeypatch.setattr(Trainer, "evaluate_split", lambda self, name: {
-        f"{name}_nat_acc": 0.0, f"{name}_pgd_acc": next(scripted) if name == "val" else 0.0})
+    monkeypatch.setattr(
+        Trainer,
+        "evaluate_split",
+        lambda self, name: {
+            f"{name}_nat_acc": 0.0,
+            f"{name}_pgd_acc": next(scripted) if name == "val" else 0.0,
+        },
+    )
     snapshots = {}
     original_run, original_end = Trainer.run_epoch, Trainer.end_epoch
 
@@ -126,12 +156,14 @@ def test_auto_lr_halves_and_reloads_best_validation_weights(tmp_path, tiny_data,
     assert "condition 1" in rows[1]["lr_event"]
     # epoch 2 starts from the weights of epoch 0 (best validation RA), not those of epoch 1
     assert all(torch.equal(snapshots["start2"][k], snapshots["end0"][k]) for k in snapshots["end0"])
-    assert not all(torch.equal(snapshots["start2"][k], snapshots["end1"][k])
-                   for k in snapshots["end1"])
+    assert not all(
+        torch.equal(snapshots["start2"][k], snapshots["end1"][k]) for k in snapshots["end1"]
+    )
 
 
-def test_the_loop_drives_any_schedule_through_the_protocol(tmp_path, tiny_data, tiny_backbone,
-                                                            monkeypatch):
+def test_the_loop_drives_any_schedule_through_the_protocol(
+    tmp_path, tiny_data, tiny_backbone, monkeypatch
+):
     """No special case for AutoLR: a schedule the loop has never heard of gets its per-step LR
     applied, and its end-of-epoch decision (reload the best-val weights, stop) is carried out
     and logged."""
@@ -146,8 +178,9 @@ def test_the_loop_drives_any_schedule_through_the_protocol(tmp_path, tiny_data, 
             return 0.001 * (step + 1) / steps_per_epoch
 
         def end_epoch(self, epoch, val_robust_acc):
-            return LRDecision(lr=0.0, reload_best=epoch == 1, stop=epoch == 1,
-                              reason="scripted", logged=True)
+            return LRDecision(
+                lr=0.0, reload_best=epoch == 1, stop=epoch == 1, reason="scripted", logged=True
+            )
 
     monkeypatch.setattr(train_module, "build_schedule", lambda cfg: Scripted())
     trainer = Trainer(config(epochs=3), tiny_data, tiny_backbone, tmp_path / "ck")

@@ -22,10 +22,19 @@ from robustft.io import sha256_file
 from robustft.models.checkpoint import CheckpointError
 
 ATTACK = {"eps": 8 / 255, "step": 4 / 255, "steps": 1, "random_start": True}
-TRAIN = {"run_name": "tiny/pgd_at", "method": "pgd_at", "arch": "resnet_mini", "width": 4,
-         "seed": 0, "epochs": 2, "batch_size": 12, "lr": 0.05, "train_attack": ATTACK,
-         "eval_attack": {**ATTACK, "random_start": False},
-         "lr_schedule": {"type": "multistep", "milestones": [1], "factor": 0.1}}
+TRAIN = {
+    "run_name": "tiny/pgd_at",
+    "method": "pgd_at",
+    "arch": "resnet_mini",
+    "width": 4,
+    "seed": 0,
+    "epochs": 2,
+    "batch_size": 12,
+    "lr": 0.05,
+    "train_attack": ATTACK,
+    "eval_attack": {**ATTACK, "random_start": False},
+    "lr_schedule": {"type": "multistep", "milestones": [1], "factor": 0.1},
+}
 
 
 def seal(root: Path) -> Path:
@@ -59,9 +68,17 @@ def train_config(**kw):
 def eval_settings() -> dict:
     """Evaluation settings (robustft.contracts.EvaluateSettings) of a model file that does not
     describe itself: the legacy arch/width/method keys rebuild it."""
-    return {"eval_attack": TRAIN["eval_attack"], "arch": TRAIN["arch"], "width": TRAIN["width"],
-            "method": TRAIN["method"], "method_params": {}, "input_size": None, "device": "cpu",
-            "batch_size": 12, "autoattack": False}
+    return {
+        "eval_attack": TRAIN["eval_attack"],
+        "arch": TRAIN["arch"],
+        "width": TRAIN["width"],
+        "method": TRAIN["method"],
+        "method_params": {},
+        "input_size": None,
+        "device": "cpu",
+        "batch_size": 12,
+        "autoattack": False,
+    }
 
 
 def save_model(path: Path) -> Path:
@@ -158,16 +175,24 @@ def test_corrupt_model_best_names_the_path_when_loaded(tmp_path, tiny_data):
     assert model.read_bytes() == content
 
 
-def test_corrupt_last_checkpoint_is_moved_aside_and_the_run_starts_over(tmp_path, tiny_data,
-                                                                        tiny_backbone, caplog):
+def test_corrupt_last_checkpoint_is_moved_aside_and_the_run_starts_over(
+    tmp_path, tiny_data, tiny_backbone, caplog
+):
     from robustft.train import train_run
 
     def strip_time(rows):  # NaN (grad_sim of a method without two objectives) != NaN
-        return [{k: "nan" if isinstance(v, float) and math.isnan(v) else v
-                 for k, v in r.items() if k != "seconds"} for r in rows]
+        return [
+            {
+                k: "nan" if isinstance(v, float) and math.isnan(v) else v
+                for k, v in r.items()
+                if k != "seconds"
+            }
+            for r in rows
+        ]
 
-    reference = train_run(train_config(), tiny_data, tiny_backbone, tmp_path / "ck_ref",
-                          tmp_path / "ref")
+    reference = train_run(
+        train_config(), tiny_data, tiny_backbone, tmp_path / "ck_ref", tmp_path / "ref"
+    )
     ck = tmp_path / "ck"
     ck.mkdir()
     # a checkpoint cut short (the disk filled up while it was copied, say)

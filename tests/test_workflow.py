@@ -27,17 +27,23 @@ def workflow_copy(tmp: Path, config: Path | None = None) -> Path:
 
 
 def snakemake(wd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*SNAKEMAKE, "--cores", "2", *args], cwd=wd, capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [*SNAKEMAKE, "--cores", "2", *args], cwd=wd, capture_output=True, text=True, check=False
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
 def job_counts(output: str) -> dict[str, int]:
     table = output.split("Job stats:")[1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
-            if m[1] != "total"}
+    return {
+        m[1]: int(m[2])
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
+        if m[1] != "total"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +51,18 @@ def paper_wf(tmp_path_factory):
     return workflow_copy(tmp_path_factory.mktemp("paper"))
 
 
-@pytest.mark.parametrize("study, expected", [
-    ("autolora_table1", {"prepare_data": 6, "fetch_backbone": 1, "train": 54, "evaluate": 54}),
-    ("autolora_table2", {"prepare_data": 6, "fetch_backbone": 1, "train": 54, "evaluate": 54}),
-    ("autolora_table3", {"prepare_data": 4, "fetch_backbone": 1, "train": 48, "evaluate": 48}),
-    ("autolora_table4", {"prepare_data": 2, "fetch_backbone": 5, "train": 90, "evaluate": 90}),
-    ("autolora_table5", {"prepare_data": 4, "fetch_backbone": 1, "train": 24, "evaluate": 24}),
-    ("autolora_table6", {"prepare_data": 2, "fetch_backbone": 1, "train": 42, "evaluate": 42}),
-    ("autolora_figures", {"prepare_data": 3, "fetch_backbone": 1, "train": 27, "evaluate": 27}),
-])
+@pytest.mark.parametrize(
+    "study, expected",
+    [
+        ("autolora_table1", {"prepare_data": 6, "fetch_backbone": 1, "train": 54, "evaluate": 54}),
+        ("autolora_table2", {"prepare_data": 6, "fetch_backbone": 1, "train": 54, "evaluate": 54}),
+        ("autolora_table3", {"prepare_data": 4, "fetch_backbone": 1, "train": 48, "evaluate": 48}),
+        ("autolora_table4", {"prepare_data": 2, "fetch_backbone": 5, "train": 90, "evaluate": 90}),
+        ("autolora_table5", {"prepare_data": 4, "fetch_backbone": 1, "train": 24, "evaluate": 24}),
+        ("autolora_table6", {"prepare_data": 2, "fetch_backbone": 1, "train": 42, "evaluate": 42}),
+        ("autolora_figures", {"prepare_data": 3, "fetch_backbone": 1, "train": 27, "evaluate": 27}),
+    ],
+)
 def test_paper_study_dag(paper_wf, study, expected):
     out = snakemake(paper_wf, "-n", "--quiet", "rules", "--config", f"targets=[{study}]").stdout
     assert job_counts(out) == {**expected, "aggregate": 1, "render_report": 1, "all": 1}
@@ -69,13 +78,20 @@ def test_all_autolora_studies_share_identical_runs(paper_wf):
     assert counts["aggregate"] == 7
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda c: c["studies"]["demo"].update(seed=[0]), "config key 'studies.demo'"),
-    (lambda c: c["studies"]["demo"].update(variants=["autolora", "sam"]),
-     "config key 'studies.demo.variants[1]': unknown variant 'sam'"),
-    (lambda c: c["fidelities"]["demo"]["training"].update(epochs="5"),
-     "config key 'fidelities.demo.training.epochs'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["studies"]["demo"].update(seed=[0]), "config key 'studies.demo'"),
+        (
+            lambda c: c["studies"]["demo"].update(variants=["autolora", "sam"]),
+            "config key 'studies.demo.variants[1]': unknown variant 'sam'",
+        ),
+        (
+            lambda c: c["fidelities"]["demo"]["training"].update(epochs="5"),
+            "config key 'fidelities.demo.training.epochs'",
+        ),
+    ],
+)
 def test_bad_config_fails_before_any_job(tmp_path, edit, message):
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     edit(cfg)
@@ -114,7 +130,12 @@ def test_changing_one_rank_reruns_exactly_the_affected_jobs(micro_run):
         out = snakemake(micro_run, "-n").stdout
     finally:
         path.write_text(original)
-    assert job_counts(out) == {"train": 1, "evaluate": 1, "aggregate": 1, "render_report": 1,
-                               "all": 1}
+    assert job_counts(out) == {
+        "train": 1,
+        "evaluate": 1,
+        "aggregate": 1,
+        "render_report": 1,
+        "all": 1,
+    }
     assert "micro/tex/tiny/autolora-rank4/seed0" in out
     assert "autolora/seed0/model_best.pt" not in out.replace("autolora-rank4", "")

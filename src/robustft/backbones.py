@@ -14,8 +14,10 @@ from pathlib import Path
 
 from robustft.data.download import fetch
 
-SALMAN_URL = ("https://huggingface.co/madrylab/robust-imagenet-models/resolve/main/"
-              "{arch}_linf_eps{eps:.1f}.ckpt")
+SALMAN_URL = (
+    "https://huggingface.co/madrylab/robust-imagenet-models/resolve/main/"
+    "{arch}_linf_eps{eps:.1f}.ckpt"
+)
 SALMAN_EPS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 

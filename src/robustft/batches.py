@@ -52,7 +52,10 @@ class Split:
             ascending = np.argsort(index, kind="stable")
             back = np.empty_like(ascending)
             back[ascending] = np.arange(len(index))  # position of each requested row in the read
-            x, y = np.array(self.x[index[ascending]])[back], np.array(self.y[index[ascending]])[back]
+            x, y = (
+                np.array(self.x[index[ascending]])[back],
+                np.array(self.y[index[ascending]])[back],
+            )
         x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().float().div_(255)
         return x, torch.from_numpy(y)  # NCHW-contiguous: attacks .view() the batch
 

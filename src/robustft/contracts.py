@@ -49,11 +49,16 @@ class Contract:
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(values) - set(fields))
         if unknown:
-            raise ContractError(f"unknown {cls._what} setting(s) {unknown}; known: "
-                                f"{', '.join(fields)}")
-        missing = [n for n, f in fields.items() if n not in values
-                   and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]
+            raise ContractError(
+                f"unknown {cls._what} setting(s) {unknown}; known: {', '.join(fields)}"
+            )
+        missing = [
+            n
+            for n, f in fields.items()
+            if n not in values
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
             raise ContractError(f"{cls._what}: missing setting(s) {missing}")
         kwargs = dict(values)
@@ -113,7 +118,8 @@ class TrainConfig(Contract):
     weight_decay: float = 1e-4
     momentum: float = 0.9
     lr_schedule: dict[str, Any] = field(
-        default_factory=lambda: {"type": "multistep", "milestones": [30, 50], "factor": 0.1})
+        default_factory=lambda: {"type": "multistep", "milestones": [30, 50], "factor": 0.1}
+    )
     # AutoLoRa Sec. 5 (robustft.threat_models): PGD-10 at 8/255, step 2/255; the presets of
     # robustft.plan.settings override ε/step
     train_attack: dict[str, Any] = field(default_factory=AUTOLORA_PAPER.train_attack)
@@ -272,7 +278,8 @@ class CriticalitySettings(Contract):
     clat_method: str = "clat"
     clat_params: dict[str, Any] = field(default_factory=dict)
     batch_sizes: list[int] = field(
-        default_factory=lambda: list(ClatProtocol().criticality_batch_sizes))
+        default_factory=lambda: list(ClatProtocol().criticality_batch_sizes)
+    )
     repeats: int = 1
     seed: int = 0
     device: str = "cpu"

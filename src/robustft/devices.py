@@ -107,8 +107,9 @@ def detect_gpus(environ: MutableMapping[str, str] | None = None) -> list[str]:
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
-            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20,
-                                 check=True).stdout
+            out = subprocess.run(
+                [smi, "-L"], capture_output=True, text=True, timeout=20, check=True
+            ).stdout
             # "GPU 0: NVIDIA A100 (UUID: ...)"; MIG instances are indented and not counted.
             return re.findall(r"^GPU (\d+):", out, flags=re.MULTILINE)
         except (OSError, subprocess.SubprocessError) as err:
@@ -119,8 +120,7 @@ def detect_gpus(environ: MutableMapping[str, str] | None = None) -> list[str]:
     return []
 
 
-def _lock_dir(lock_dir: str | os.PathLike[str] | None,
-              environ: MutableMapping[str, str]) -> Path:
+def _lock_dir(lock_dir: str | os.PathLike[str] | None, environ: MutableMapping[str, str]) -> Path:
     path = Path(lock_dir or environ.get("ROBUSTFT_GPU_LOCK_DIR") or DEFAULT_LOCK_DIR)
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
@@ -151,10 +151,15 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def claim_gpus(count: int = 1, *, gpus: Sequence[str] | None = None,
-               lock_dir: str | os.PathLike[str] | None = None,
-               environ: MutableMapping[str, str] | None = None,
-               timeout: float | None = None, poll: float = 1.0) -> GpuClaim | None:
+def claim_gpus(
+    count: int = 1,
+    *,
+    gpus: Sequence[str] | None = None,
+    lock_dir: str | os.PathLike[str] | None = None,
+    environ: MutableMapping[str, str] | None = None,
+    timeout: float | None = None,
+    poll: float = 1.0,
+) -> GpuClaim | None:
     """Claim ``count`` free GPUs and set ``CUDA_VISIBLE_DEVICES`` to them in ``environ``.
 
     Returns ``None`` (and changes nothing) when the job needs no GPU, when
@@ -166,8 +171,10 @@ def claim_gpus(count: int = 1, *, gpus: Sequence[str] | None = None,
     if count <= 0:
         return None
     if "CUDA_VISIBLE_DEVICES" in environ:
-        log.info("CUDA_VISIBLE_DEVICES=%r is set already; not picking a GPU",
-                 environ["CUDA_VISIBLE_DEVICES"])
+        log.info(
+            "CUDA_VISIBLE_DEVICES=%r is set already; not picking a GPU",
+            environ["CUDA_VISIBLE_DEVICES"],
+        )
         return None
     scheduler = [v for v in SCHEDULER_VARIABLES if environ.get(v)]
     if scheduler:
@@ -177,8 +184,9 @@ def claim_gpus(count: int = 1, *, gpus: Sequence[str] | None = None,
     if not pool:
         return None
     if count > len(pool):
-        raise RuntimeError(f"the job needs {count} GPUs but this machine has {len(pool)} "
-                           f"({','.join(pool)})")
+        raise RuntimeError(
+            f"the job needs {count} GPUs but this machine has {len(pool)} ({','.join(pool)})"
+        )
     directory = _lock_dir(lock_dir, environ)
     host = socket.gethostname().split(".")[0]
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -204,8 +212,10 @@ def claim_gpus(count: int = 1, *, gpus: Sequence[str] | None = None,
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
         if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"no {count} free GPU(s) among {','.join(pool)} after "
-                               f"{timeout:g} s; the holders are listed in {directory}")
+            raise TimeoutError(
+                f"no {count} free GPU(s) among {','.join(pool)} after "
+                f"{timeout:g} s; the holders are listed in {directory}"
+            )
         if not announced:
             log.info("all of GPUs %s are busy; waiting for one to free up", ",".join(pool))
             announced = True
@@ -216,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m robustft.devices",
         description="Claim free local GPUs, set CUDA_VISIBLE_DEVICES and run a command "
-                    "holding them (a no-op under SLURM or when CUDA_VISIBLE_DEVICES is set).")
+        "holding them (a no-op under SLURM or when CUDA_VISIBLE_DEVICES is set).",
+    )
     p.add_argument("--gpus", type=int, default=1, help="GPUs the command needs (0: none)")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many s")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- command [args...]")
@@ -224,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         p.error("no command given")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     claim = claim_gpus(args.gpus, timeout=args.timeout)
     if claim is not None:
         for fd in claim._handles:  # the command inherits the locks and holds them until it exits

@@ -46,9 +46,14 @@ def provenance(device: torch.device, extra: dict[str, Any] | None = None) -> dic
 
     import robustft
 
-    info = {"robustft": robustft.__version__, "torch": torch.__version__,
-            "numpy": numpy.__version__, "python": platform.python_version(),
-            "device": str(device), "host": platform.node()}
+    info = {
+        "robustft": robustft.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "host": platform.node(),
+    }
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -58,8 +63,9 @@ def provenance(device: torch.device, extra: dict[str, Any] | None = None) -> dic
     return {**info, **(extra or {})}
 
 
-def load_trained(settings: Mapping[str, Any] | None, model_path: Path, data_dir: Path,
-                 device: torch.device) -> torch.nn.Module:
+def load_trained(
+    settings: Mapping[str, Any] | None, model_path: Path, data_dir: Path, device: torch.device
+) -> torch.nn.Module:
     """The run's model with its selected weights (inference drops the LoRA branch).
 
     A ``model_best.pt`` describes its own model (:class:`robustft.models.checkpoint.ModelSpec`)
@@ -83,20 +89,28 @@ def load_trained(settings: Mapping[str, Any] | None, model_path: Path, data_dir:
         return model_from_payload(payload, model_path)[0].to(device).eval()
     legacy = _legacy_model_settings(settings, model_path)
     method = build_method(legacy["method"], **(legacy.get("method_params") or {}))
-    model = build_model(legacy["arch"], num_classes(data_dir), width=legacy.get("width"),
-                        input_size=legacy.get("input_size"), **method.model_kwargs())
+    model = build_model(
+        legacy["arch"],
+        num_classes(data_dir),
+        width=legacy.get("width"),
+        input_size=legacy.get("input_size"),
+        **method.model_kwargs(),
+    )
     state = state_dict_of(payload, model_path)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"{model_path}: does not fit the model these settings build "
-                              f"({legacy['arch']}, {legacy['method']}): {e}. "
-                              f"{RETRAIN_HINT}") from e
+        raise CheckpointError(
+            f"{model_path}: does not fit the model these settings build "
+            f"({legacy['arch']}, {legacy['method']}): {e}. "
+            f"{RETRAIN_HINT}"
+        ) from e
     return model.to(device).eval()
 
 
-def _legacy_model_settings(settings: Mapping[str, Any] | None,
-                           model_path: Path) -> Mapping[str, Any]:
+def _legacy_model_settings(
+    settings: Mapping[str, Any] | None, model_path: Path
+) -> Mapping[str, Any]:
     """What rebuilds a model file that does not describe itself: ``settings`` if they name an
     architecture, else the training settings in the ``run.yaml`` beside the file."""
     from robustft.models.checkpoint import RETRAIN_HINT, CheckpointError
@@ -110,13 +124,16 @@ def _legacy_model_settings(settings: Mapping[str, Any] | None,
         values = (yaml.safe_load(record.read_text(encoding="utf-8")) or {}).get("settings") or {}
         if values.get("arch"):
             return values
-    raise CheckpointError(f"{model_path}: does not describe its model (written by an older "
-                          "version of robustft) and nothing says which model it is (no arch in "
-                          f"the settings, no run.yaml beside it). {RETRAIN_HINT}")
+    raise CheckpointError(
+        f"{model_path}: does not describe its model (written by an older "
+        "version of robustft) and nothing says which model it is (no arch in "
+        f"the settings, no run.yaml beside it). {RETRAIN_HINT}"
+    )
 
 
-def evaluate_run(settings: EvaluateSettings | Mapping[str, Any], model_path: Path,
-                 data_dir: Path) -> dict[str, Any]:
+def evaluate_run(
+    settings: EvaluateSettings | Mapping[str, Any], model_path: Path, data_dir: Path
+) -> dict[str, Any]:
     """``settings``: the evaluate step's contract (a mapping is read as one, strictly)."""
     settings = EvaluateSettings.from_dict(settings)
     device = resolve_device(settings.device)
@@ -127,8 +144,9 @@ def evaluate_run(settings: EvaluateSettings | Mapping[str, Any], model_path: Pat
     protocol = settings.protocol
     n_cls = num_classes(data_dir)
     if protocol is not None:
-        metrics, per_example, timing, labels, preds = _clat_protocol(model, test, protocol,
-                                                                     settings, n_cls)
+        metrics, per_example, timing, labels, preds = _clat_protocol(
+            model, test, protocol, settings, n_cls
+        )
     else:
         predicted, truth = predict(model, eval_batches(test, bs))  # the one clean loop
         preds, labels = predicted.tolist(), truth.tolist()
@@ -136,13 +154,16 @@ def evaluate_run(settings: EvaluateSettings | Mapping[str, Any], model_path: Pat
         generator = rng.new_generator(settings.seed)
         pgd_flags = []
         for x, y in eval_batches(test, bs):
-            pgd_flags += pgd_accuracy(model, x.to(device), y.to(device), attack,
-                                      generator=generator).tolist()
+            pgd_flags += pgd_accuracy(
+                model, x.to(device), y.to(device), attack, generator=generator
+            ).tolist()
         clean = [int(p == t) for p, t in zip(preds, labels, strict=True)]
         # a point is PGD-robust only if it is also correct clean
         pgd_flags = [c & p for c, p in zip(clean, pgd_flags)]
-        metrics = {"SA": _metric(clean, labels, n_cls),
-                   "PGD10": _metric(pgd_flags, labels, n_cls, attack=attack.__dict__)}
+        metrics = {
+            "SA": _metric(clean, labels, n_cls),
+            "PGD10": _metric(pgd_flags, labels, n_cls, attack=attack.__dict__),
+        }
         per_example = {"SA": clean, "PGD10": pgd_flags}
         timing = {"pgd_seconds": time.perf_counter() - started}
     warnings: list[str] = []
@@ -154,20 +175,35 @@ def evaluate_run(settings: EvaluateSettings | Mapping[str, Any], model_path: Pat
             eps = (protocol.attack if protocol is not None else settings.eval_attack)["eps"]
         subset = test.subset(settings.autoattack_examples)
         x, y = subset.tensors()
-        result = run_autoattack(model, x.to(device), y.to(device), eps=eps,
-                                seed=settings.seed, batch_size=settings.autoattack_batch_size,
-                                device=str(device))
-        metrics["AA"] = _metric(list(result.per_example), y.tolist(), n_cls,
-                                config=result.config,
-                                flagged=result.flagged, library=result.library)
+        result = run_autoattack(
+            model,
+            x.to(device),
+            y.to(device),
+            eps=eps,
+            seed=settings.seed,
+            batch_size=settings.autoattack_batch_size,
+            device=str(device),
+        )
+        metrics["AA"] = _metric(
+            list(result.per_example),
+            y.tolist(),
+            n_cls,
+            config=result.config,
+            flagged=result.flagged,
+            library=result.library,
+        )
         per_example["AA"] = list(result.per_example)
         warnings = list(result.warnings)
         timing["autoattack_seconds"] = result.seconds
     counts = class_counts(labels, n_cls)
     return {
-        "metrics": metrics, "per_example": per_example, "warnings": warnings, "timing": timing,
-        "provenance": provenance(device, {"checkpoint_sha256": sha256_file(model_path),
-                                          "seed": settings.seed}),
+        "metrics": metrics,
+        "per_example": per_example,
+        "warnings": warnings,
+        "timing": timing,
+        "provenance": provenance(
+            device, {"checkpoint_sha256": sha256_file(model_path), "seed": settings.seed}
+        ),
         "classes": {"names": _class_names(data_dir, n_cls), "counts": counts},
         "predictions": preds,
         "never_predicted": never_predicted(preds, counts),
@@ -180,9 +216,9 @@ def _class_names(data_dir: Path, n_cls: int) -> list[str]:
     return names if len(names) == n_cls else [str(c) for c in range(n_cls)]
 
 
-def _clat_protocol(model: torch.nn.Module, test, protocol: ClatProtocol,
-                   settings: EvaluateSettings, n_cls: int
-                   ) -> tuple[dict, dict, dict, list[int], list[int]]:
+def _clat_protocol(
+    model: torch.nn.Module, test, protocol: ClatProtocol, settings: EvaluateSettings, n_cls: int
+) -> tuple[dict, dict, dict, list[int], list[int]]:
     """SA, PGD10 (min over restarts), PGD10_worst, APGD_CE and the ε sweep (CLAT Sec. 4.1).
 
     Also returns the labels and clean predictions of the evaluated examples.
@@ -199,27 +235,47 @@ def _clat_protocol(model: torch.nn.Module, test, protocol: ClatProtocol,
     attack = PGDConfig(**protocol.attack)
     timing: dict[str, float] = {}
     started = time.perf_counter()
-    res = ec.pgd_restarts(model, x, y, attack=attack, restarts=protocol.restarts, seed=seed,
-                          batch_size=bs)
+    res = ec.pgd_restarts(
+        model, x, y, attack=attack, restarts=protocol.restarts, seed=seed, batch_size=bs
+    )
     # clean predictions once; correctness as in ec.clean_correct (argmax == label, eval mode)
     preds = predict(model, zip(x.split(bs), y.split(bs)))[0].tolist()
     clean = [int(p == t) for p, t in zip(preds, labels, strict=True)]
     timing["pgd_seconds"] = time.perf_counter() - started
     metrics = {
         "SA": metric(clean),
-        "PGD10": metric(res.per_example_min_run, attack=attack.__dict__,
-                        restarts=protocol.restarts, accuracies=res.accuracies,
-                        min_run=res.min_run, reported="minimum over restarts (CLAT Sec. 4.1)"),
-        "PGD10_worst": metric(res.per_example_worst_case, attack=attack.__dict__,
-                              restarts=protocol.restarts,
-                              reported="robust in every restart (per example)"),
+        "PGD10": metric(
+            res.per_example_min_run,
+            attack=attack.__dict__,
+            restarts=protocol.restarts,
+            accuracies=res.accuracies,
+            min_run=res.min_run,
+            reported="minimum over restarts (CLAT Sec. 4.1)",
+        ),
+        "PGD10_worst": metric(
+            res.per_example_worst_case,
+            attack=attack.__dict__,
+            restarts=protocol.restarts,
+            reported="robust in every restart (per example)",
+        ),
     }
-    per_example = {"SA": clean, "PGD10": res.per_example_min_run,
-                   "PGD10_worst": res.per_example_worst_case}
+    per_example = {
+        "SA": clean,
+        "PGD10": res.per_example_min_run,
+        "PGD10_worst": res.per_example_worst_case,
+    }
     if protocol.apgd_ce:
         started = time.perf_counter()
-        apgd = ec.apgd_ce(model, x, y, eps=attack.eps, n_iter=protocol.apgd_ce_iterations,
-                          restarts=1, seed=seed, batch_size=bs)
+        apgd = ec.apgd_ce(
+            model,
+            x,
+            y,
+            eps=attack.eps,
+            n_iter=protocol.apgd_ce_iterations,
+            restarts=1,
+            seed=seed,
+            batch_size=bs,
+        )
         metrics["APGD_CE"] = metric(apgd["per_example"], settings=apgd["settings"])
         per_example["APGD_CE"] = apgd["per_example"]
         timing["apgd_ce_seconds"] = time.perf_counter() - started
@@ -229,16 +285,30 @@ def _clat_protocol(model: torch.nn.Module, test, protocol: ClatProtocol,
             if eps == 0:
                 flags = clean
             else:
-                cfg = PGDConfig(eps=eps, step=attack.step / attack.eps * eps, steps=attack.steps,
-                                random_start=True)
-                flags = ec.pgd_restarts(model, x, y, attack=cfg, seed=seed, batch_size=bs,
-                                        restarts=protocol.sweep_restarts).per_example_min_run
-            metrics[sweep_metric(eps)] = metric(flags, eps=eps,
-                                                restarts=protocol.sweep_restarts)
+                cfg = PGDConfig(
+                    eps=eps,
+                    step=attack.step / attack.eps * eps,
+                    steps=attack.steps,
+                    random_start=True,
+                )
+                flags = ec.pgd_restarts(
+                    model,
+                    x,
+                    y,
+                    attack=cfg,
+                    seed=seed,
+                    batch_size=bs,
+                    restarts=protocol.sweep_restarts,
+                ).per_example_min_run
+            metrics[sweep_metric(eps)] = metric(flags, eps=eps, restarts=protocol.sweep_restarts)
         timing["sweep_seconds"] = time.perf_counter() - started
     return metrics, per_example, timing, labels, preds
 
 
 def _metric(flags: list[int], labels: list[int], n_cls: int, **extra: Any) -> dict[str, Any]:
-    return {"accuracy": sum(flags) / max(len(flags), 1), "n": len(flags), **extra,
-            "per_class": per_class_accuracy(flags, labels, n_cls)}
+    return {
+        "accuracy": sum(flags) / max(len(flags), 1),
+        "n": len(flags),
+        **extra,
+        "per_class": per_class_accuracy(flags, labels, n_cls),
+    }

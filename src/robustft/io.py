@@ -46,7 +46,8 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f".tmp{path.suffix if suffix is None else suffix}",
+        prefix=f".{path.name}.",
+        suffix=f".tmp{path.suffix if suffix is None else suffix}",
         dir=path.parent,
     )
     os.close(fd)
@@ -122,7 +123,9 @@ def move_aside(path: str | os.PathLike[str], tag: str) -> Path:
     raise AssertionError("unreachable")
 
 
-def hash_file(path: str | os.PathLike[str], algorithms: tuple[str, ...] = ("sha256",)) -> dict[str, str]:
+def hash_file(
+    path: str | os.PathLike[str], algorithms: tuple[str, ...] = ("sha256",)
+) -> dict[str, str]:
     """Hex digests of ``path`` for several algorithms in one pass over the file."""
     hashers = {name: hashlib.new(name) for name in algorithms}
     with open(path, "rb") as fh:

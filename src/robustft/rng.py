@@ -31,15 +31,17 @@ def _source(generator: torch.Generator | None, like: torch.Tensor) -> torch.devi
 
 def uniform(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """U[0, 1) of ``like``'s shape, dtype and device."""
-    draw = torch.rand(like.shape, generator=generator, dtype=like.dtype,
-                      device=_source(generator, like))
+    draw = torch.rand(
+        like.shape, generator=generator, dtype=like.dtype, device=_source(generator, like)
+    )
     return draw.to(like.device)
 
 
 def normal(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """N(0, I) of ``like``'s shape, dtype and device."""
-    draw = torch.randn(like.shape, generator=generator, dtype=like.dtype,
-                       device=_source(generator, like))
+    draw = torch.randn(
+        like.shape, generator=generator, dtype=like.dtype, device=_source(generator, like)
+    )
     return draw.to(like.device)
 
 
@@ -48,8 +50,9 @@ def randperm(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     return torch.randperm(n, generator=generator, device=_cpu(generator))
 
 
-def randint(low: int, high: int, shape: tuple[int, ...],
-            generator: torch.Generator | None = None) -> torch.Tensor:
+def randint(
+    low: int, high: int, shape: tuple[int, ...], generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Integers in ``[low, high)`` on the CPU (crop offsets and other host-side choices)."""
     return torch.randint(low, high, shape, generator=generator, device=_cpu(generator))
 

@@ -243,10 +243,16 @@ def build_schedule(cfg: Any) -> Schedule:
     if kind == "auto":
         return AutoLR(lr0=cfg.lr, **spec)
     if kind == "cosine":
-        return CosineLR(cfg.lr, total=spec.get("total_epochs") or cfg.epochs,
-                        offset=spec.get("offset", 0), per_step=spec.get("per_step", False))
+        return CosineLR(
+            cfg.lr,
+            total=spec.get("total_epochs") or cfg.epochs,
+            offset=spec.get("offset", 0),
+            per_step=spec.get("per_step", False),
+        )
     if kind == "cyclic":
-        return CyclicLR(cfg.lr, total=spec.get("total_epochs") or cfg.epochs,
-                        peak=spec.get("peak", 0.5))
+        return CyclicLR(
+            cfg.lr, total=spec.get("total_epochs") or cfg.epochs, peak=spec.get("peak", 0.5)
+        )
     raise ValueError(
-        f"lr_schedule.type must be 'multistep', 'auto', 'cosine' or 'cyclic', got {kind!r}")
+        f"lr_schedule.type must be 'multistep', 'auto', 'cosine' or 'cyclic', got {kind!r}"
+    )

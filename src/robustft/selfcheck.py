@@ -91,15 +91,17 @@ AA_EPS = AUTOLORA_PAPER.eps
 class Tolerance:
     """How far the target device may be from the CPU reference."""
 
-    rtol: float          # loss, weights (relative to the step's update), grad similarity
-    attack_rtol: float   # mean adversarial CE of PGD
-    count: int           # robust points (PGD, AutoAttack)
+    rtol: float  # loss, weights (relative to the step's update), grad similarity
+    attack_rtol: float  # mean adversarial CE of PGD
+    count: int  # robust points (PGD, AutoAttack)
 
     def describe(self) -> str:
         if self.rtol == 0 and self.count == 0:
             return "bit-identical (0) to a second CPU run"
-        return (f"loss/weights rtol {self.rtol:g}, PGD adversarial loss rtol "
-                f"{self.attack_rtol:g}, robust counts ±{self.count} point")
+        return (
+            f"loss/weights rtol {self.rtol:g}, PGD adversarial loss rtol "
+            f"{self.attack_rtol:g}, robust counts ±{self.count} point"
+        )
 
 
 def tolerance_for(device: torch.device) -> Tolerance:
@@ -168,8 +170,12 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _context(model: nn.Module, pool: tuple[torch.Tensor, torch.Tensor], device: torch.device,
-             generator: torch.Generator):
+def _context(
+    model: nn.Module,
+    pool: tuple[torch.Tensor, torch.Tensor],
+    device: torch.device,
+    generator: torch.Generator,
+):
     """A TrainContext whose train-set probes use the synthetic pool (autolora, clat, rift)."""
     from robustft.train import TrainConfig
 
@@ -184,9 +190,14 @@ def _context(model: nn.Module, pool: tuple[torch.Tensor, torch.Tensor], device: 
         index = rng.randperm(len(y_pool), generator)[:n]
         return x_pool[index.to(device)], y_pool[index.to(device)]
 
-    ctx = TrainContext(train_attack=PGDConfig(**cfg.train_attack), generator=generator,
-                       batch_size=BATCH, epoch=0, measure_train_accuracy=measure,
-                       train_examples=examples)
+    ctx = TrainContext(
+        train_attack=PGDConfig(**cfg.train_attack),
+        generator=generator,
+        batch_size=BATCH,
+        epoch=0,
+        measure_train_accuracy=measure,
+        train_examples=examples,
+    )
     return ctx, cfg
 
 
@@ -201,17 +212,23 @@ class StepFailure(RuntimeError):
 @dataclass
 class StepResult:
     loss: float
-    state: dict[str, torch.Tensor]     # after the step, on the CPU
-    init: dict[str, torch.Tensor]      # before start_epoch, on the CPU
+    state: dict[str, torch.Tensor]  # after the step, on the CPU
+    init: dict[str, torch.Tensor]  # before start_epoch, on the CPU
     trainable: list[str]
     grad_sim: float | None
-    start_seconds: float               # start_epoch (+ optimiser rebuild)
-    step_seconds: float                # batch_loss + backward + optimiser step
+    start_seconds: float  # start_epoch (+ optimiser rebuild)
+    step_seconds: float  # batch_loss + backward + optimiser step
     notes: list[str] = field(default_factory=list)
 
 
-def run_step(name: str, device: torch.device, pool: tuple[torch.Tensor, torch.Tensor], *,
-             seed: int = SEED, init: dict[str, torch.Tensor] | None = None) -> StepResult:
+def run_step(
+    name: str,
+    device: torch.device,
+    pool: tuple[torch.Tensor, torch.Tensor],
+    *,
+    seed: int = SEED,
+    init: dict[str, torch.Tensor] | None = None,
+) -> StepResult:
     """One epoch start and one training step of method ``name`` on ``device``.
 
     ``init``: initial weights to load after ``prepare_model`` (the CPU run's), so both runs
@@ -225,21 +242,31 @@ def run_step(name: str, device: torch.device, pool: tuple[torch.Tensor, torch.Te
     if init is not None:
         own = _cpu_state(model)
         if own.keys() != init.keys():
-            raise StepFailure(f"state dict keys differ from the CPU run's: "
-                              f"{sorted(own.keys() ^ init.keys())[:5]}")
-        gap = max((float((own[k].double() - init[k].double()).abs().max()) for k in own
-                   if own[k].is_floating_point() and own[k].numel()), default=0.0)
+            raise StepFailure(
+                f"state dict keys differ from the CPU run's: {sorted(own.keys() ^ init.keys())[:5]}"
+            )
+        gap = max(
+            (
+                float((own[k].double() - init[k].double()).abs().max())
+                for k in own
+                if own[k].is_floating_point() and own[k].numel()
+            ),
+            default=0.0,
+        )
         if gap > 0:  # informational: the run's initial weights depend on the device
-            notes.append(f"prepare_model initialised differently from the CPU (max |Δ| "
-                         f"{gap:.2g}); both runs use the CPU's weights")
+            notes.append(
+                f"prepare_model initialised differently from the CPU (max |Δ| "
+                f"{gap:.2g}); both runs use the CPU's weights"
+            )
         model.load_state_dict(init)
     start_state = _cpu_state(model)
     generator = rng.new_generator(seed)
     ctx, cfg = _context(model, pool, device, generator)
 
     def optimiser(params):
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
 
     params = method.trainable_parameters(model)
     opt = optimiser(params)
@@ -281,9 +308,16 @@ def run_step(name: str, device: torch.device, pool: tuple[torch.Tensor, torch.Te
     bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
     if bad:
         raise StepFailure(f"non-finite weights after the step: {bad[:3]}")
-    return StepResult(loss=loss, state=state, init=start_state,
-                      trainable=[names.get(id(p), "?") for p in params], grad_sim=grad_sim,
-                      start_seconds=start_seconds, step_seconds=step_seconds, notes=notes)
+    return StepResult(
+        loss=loss,
+        state=state,
+        init=start_state,
+        trainable=[names.get(id(p), "?") for p in params],
+        grad_sim=grad_sim,
+        start_seconds=start_seconds,
+        step_seconds=step_seconds,
+        notes=notes,
+    )
 
 
 @dataclass
@@ -300,9 +334,14 @@ def compare_steps(dev: StepResult, ref: StepResult, tol: Tolerance) -> tuple[lis
     problems = []
     if dev.trainable != ref.trainable:
         problems.append("trainable set differs from the CPU's")
-    update = max((float((ref.state[k].double() - ref.init[k].double()).abs().max())
-                  for k in ref.state if ref.state[k].is_floating_point()
-                  and ref.state[k].numel()), default=0.0)
+    update = max(
+        (
+            float((ref.state[k].double() - ref.init[k].double()).abs().max())
+            for k in ref.state
+            if ref.state[k].is_floating_point() and ref.state[k].numel()
+        ),
+        default=0.0,
+    )
     if update == 0:
         problems.append("the step changed no weight")
     diff = 0.0
@@ -327,8 +366,9 @@ def compare_steps(dev: StepResult, ref: StepResult, tol: Tolerance) -> tuple[lis
     return problems, measured
 
 
-def check_method(name: str, device: torch.device, pool, tol: Tolerance, *,
-                 seed: int = SEED) -> Check:
+def check_method(
+    name: str, device: torch.device, pool, tol: Tolerance, *, seed: int = SEED
+) -> Check:
     """CPU reference step, then the same step on ``device``; never raises."""
     try:
         ref = run_step(name, torch.device("cpu"), pool, seed=seed)
@@ -379,8 +419,16 @@ def _pgd_run(model, x, y, device, seed):
     _sync(device)
     seconds = time.perf_counter() - started
     # The same attack again (same generator seed) for the mean adversarial cross-entropy.
-    x_adv = pgd(model, x, y, eps=EVAL_PGD.eps, step=EVAL_PGD.step, steps=EVAL_PGD.steps,
-                random_start=EVAL_PGD.random_start, generator=rng.new_generator(seed))
+    x_adv = pgd(
+        model,
+        x,
+        y,
+        eps=EVAL_PGD.eps,
+        step=EVAL_PGD.step,
+        steps=EVAL_PGD.steps,
+        random_start=EVAL_PGD.random_start,
+        generator=rng.new_generator(seed),
+    )
     with torch.no_grad():
         loss = float(F.cross_entropy(model(x_adv), y))
     return int(robust.sum()), loss, seconds
@@ -392,8 +440,7 @@ def _aa_run(model, x, y, device, seed):
     model = copy.deepcopy(model).to(device)
     _sync(device)
     started = time.perf_counter()
-    result = run_autoattack(model, x.to(device), y.to(device), eps=AA_EPS, seed=seed,
-                            device=device)
+    result = run_autoattack(model, x.to(device), y.to(device), eps=AA_EPS, seed=seed, device=device)
     _sync(device)
     return result, time.perf_counter() - started
 
@@ -411,8 +458,10 @@ def check_attacks(device: torch.device, tol: Tolerance, *, seed: int = SEED) -> 
         d_loss = _relative(dev[1], ref[1])
         if d_loss > tol.attack_rtol:
             problems.append(f"adversarial loss differs by {d_loss:.2g} (> {tol.attack_rtol:g})")
-        detail = (f"{dev[2]:6.2f} s  robust {dev[0]}/{n} (cpu {ref[0]}/{n})  adversarial CE "
-                  f"{dev[1]:.5g} (Δ {d_loss:.1g})" + "".join(f"  [{p}]" for p in problems))
+        detail = (
+            f"{dev[2]:6.2f} s  robust {dev[0]}/{n} (cpu {ref[0]}/{n})  adversarial CE "
+            f"{dev[1]:.5g} (Δ {d_loss:.1g})" + "".join(f"  [{p}]" for p in problems)
+        )
         checks.append(Check("pgd10", not problems, detail))
     except Exception as e:  # noqa: BLE001
         checks.append(_crashed("pgd10", str(device), e))
@@ -426,8 +475,10 @@ def check_attacks(device: torch.device, tol: Tolerance, *, seed: int = SEED) -> 
         if dev_aa.flagged and not ref_aa.flagged:
             problems.append("flagged on the device only: " + "; ".join(dev_aa.warnings)[:300])
         stages = " ".join(f"{k} {v:.2f}" for k, v in dev_aa.stage_accuracy.items())
-        detail = (f"{seconds:6.2f} s  robust {dev_n}/{n} (cpu {ref_n}/{n})  stages: {stages}"
-                  + "".join(f"  [{p}]" for p in problems))
+        detail = (
+            f"{seconds:6.2f} s  robust {dev_n}/{n} (cpu {ref_n}/{n})  stages: {stages}"
+            + "".join(f"  [{p}]" for p in problems)
+        )
         checks.append(Check("autoattack", not problems, detail))
     except Exception as e:  # noqa: BLE001
         checks.append(_crashed("autoattack", str(device), e))
@@ -450,13 +501,20 @@ def _cpu_name() -> str:
 
 
 def describe_machine(device: torch.device) -> list[str]:
-    lines = [(f"torch {torch.__version__}, threads {torch.get_num_threads()} "
-              f"(interop {torch.get_num_interop_threads()}), python {platform.python_version()}"),
-             f"cpu: {_cpu_name()} ({os.cpu_count()} logical cores)"]
+    lines = [
+        (
+            f"torch {torch.__version__}, threads {torch.get_num_threads()} "
+            f"(interop {torch.get_num_interop_threads()}), python {platform.python_version()}"
+        ),
+        f"cpu: {_cpu_name()} ({os.cpu_count()} logical cores)",
+    ]
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        lines.insert(0, f"device: {device} = {props.name}, {props.total_memory / 2**30:.1f} GiB, "
-                        f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
+        lines.insert(
+            0,
+            f"device: {device} = {props.name}, {props.total_memory / 2**30:.1f} GiB, "
+            f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}",
+        )
     else:
         lines.insert(0, "device: cpu")
     return lines
@@ -474,10 +532,12 @@ def resolve(name: str) -> torch.device:
         _exit2(f"--device must be auto, cpu or cuda[:index], got {name!r}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            _exit2(f"--device {name}: torch {torch.__version__} sees no CUDA device "
-                   f"(built for CUDA {torch.version.cuda}; CUDA_VISIBLE_DEVICES="
-                   f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}). Check the driver "
-                   "(nvidia-smi) and CUDA_VISIBLE_DEVICES, or run with --device cpu")
+            _exit2(
+                f"--device {name}: torch {torch.__version__} sees no CUDA device "
+                f"(built for CUDA {torch.version.cuda}; CUDA_VISIBLE_DEVICES="
+                f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}). Check the driver "
+                "(nvidia-smi) and CUDA_VISIBLE_DEVICES, or run with --device cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             _exit2(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
     return device
@@ -496,13 +556,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m robustft.selfcheck",
         description="One training step of every registered method, PGD-10 and AutoAttack on a "
-                    "tiny model, on the target device and compared with the CPU.")
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA if available), cpu, or cuda[:index] (default: auto)")
-    parser.add_argument("--methods", default="",
-                        help="comma-separated method names (default: every registered method)")
-    parser.add_argument("--skip-attacks", action="store_true",
-                        help="skip the PGD-10 and AutoAttack checks")
+        "tiny model, on the target device and compared with the CPU.",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA if available), cpu, or cuda[:index] (default: auto)",
+    )
+    parser.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated method names (default: every registered method)",
+    )
+    parser.add_argument(
+        "--skip-attacks", action="store_true", help="skip the PGD-10 and AutoAttack checks"
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
 
@@ -515,8 +583,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("robustft self-check", flush=True)
     for line in describe_machine(device):
         print(line)
-    print(f"reference: cpu; tolerance: {tol.describe()}"
-          + ("; TF32 off during the check" if device.type == "cuda" else ""), flush=True)
+    print(
+        f"reference: cpu; tolerance: {tol.describe()}"
+        + ("; TF32 off during the check" if device.type == "cuda" else ""),
+        flush=True,
+    )
 
     started = time.perf_counter()
     checks: list[Check] = []
@@ -533,11 +604,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = [c.name for c in checks if not c.passed]
     seconds = time.perf_counter() - started
     if failed:
-        print(f"selfcheck FAILED on {device}: {len(failed)} of {len(checks)} checks failed "
-              f"({', '.join(failed)}) in {seconds:.1f} s")
+        print(
+            f"selfcheck FAILED on {device}: {len(failed)} of {len(checks)} checks failed "
+            f"({', '.join(failed)}) in {seconds:.1f} s"
+        )
         return 1
-    print(f"selfcheck passed on {device}: all {len(checks)} checks ({len(names)} methods"
-          f"{'' if args.skip_attacks else ', PGD-10, AutoAttack'}) in {seconds:.1f} s")
+    print(
+        f"selfcheck passed on {device}: all {len(checks)} checks ({len(names)} methods"
+        f"{'' if args.skip_attacks else ', PGD-10, AutoAttack'}) in {seconds:.1f} s"
+    )
     return 0
 
 

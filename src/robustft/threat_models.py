@@ -55,16 +55,30 @@ class ThreatModel:
 
 
 #: AutoLoRa Sec. 5 as printed: PGD-10, ε 8/255, step 2/255 (starts: the official code's)
-AUTOLORA_PAPER = ThreatModel("autolora_paper", eps=8 / 255, step=2 / 255, steps=10,
-                             train_random_start=True, eval_random_start=False)
+AUTOLORA_PAPER = ThreatModel(
+    "autolora_paper",
+    eps=8 / 255,
+    step=2 / 255,
+    steps=10,
+    train_random_start=True,
+    eval_random_start=False,
+)
 #: the official AutoLoRa/TWINS scripts' budget, -e 0.0314 and step 0.00784 (spec §4, §11.14)
-AUTOLORA_OFFICIAL = ThreatModel("autolora_official", eps=0.0314, step=0.00784, steps=10,
-                                train_random_start=True, eval_random_start=False)
+AUTOLORA_OFFICIAL = ThreatModel(
+    "autolora_official",
+    eps=0.0314,
+    step=0.00784,
+    steps=10,
+    train_random_start=True,
+    eval_random_start=False,
+)
 #: CLAT Sec. 4.1: ε 0.03, step 0.007, 10 steps, random start, training and evaluation
-CLAT_PAPER = ThreatModel("clat_paper", eps=0.03, step=0.007, steps=10,
-                         train_random_start=True, eval_random_start=True)
+CLAT_PAPER = ThreatModel(
+    "clat_paper", eps=0.03, step=0.007, steps=10, train_random_start=True, eval_random_start=True
+)
 
-THREAT_MODELS: dict[str, ThreatModel] = {t.name: t for t in (AUTOLORA_PAPER, AUTOLORA_OFFICIAL,
-                                                              CLAT_PAPER)}
+THREAT_MODELS: dict[str, ThreatModel] = {
+    t.name: t for t in (AUTOLORA_PAPER, AUTOLORA_OFFICIAL, CLAT_PAPER)
+}
 
 __all__ = ["AUTOLORA_OFFICIAL", "AUTOLORA_PAPER", "CLAT_PAPER", "THREAT_MODELS", "ThreatModel"]

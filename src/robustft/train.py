@@ -59,13 +59,16 @@ def resolve_device(name: str, *, gpus: int = 0) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         if name != "auto":
-            raise RuntimeError(f"device: {name} but torch sees no CUDA device here; set "
-                               "`device: cpu` (or `auto`) in config.yaml to run on the CPU")
+            raise RuntimeError(
+                f"device: {name} but torch sees no CUDA device here; set "
+                "`device: cpu` (or `auto`) in config.yaml to run on the CPU"
+            )
         if gpus > 0:
             raise RuntimeError(
                 f"this job asked for {gpus} GPU(s) (--gpus {gpus}, the rule's resources.gpu) but "
                 "torch sees no CUDA device (check CUDA_VISIBLE_DEVICES and the driver); to run "
-                "it on the CPU anyway set `device: cpu` in config.yaml")
+                "it on the CPU anyway set `device: cpu` in config.yaml"
+            )
         return torch.device("cpu")
     return torch.device("cuda" if name == "auto" else name)
 
@@ -79,23 +82,37 @@ def load_full_model(model: nn.Module, path: Path) -> None:
         raise ValueError(f"{path}: cannot initialise the model from this file: {e}") from e
 
 
-def pgd_accuracy_on(model: nn.Module, split: Split, attack: PGDConfig, batch_size: int,
-                    device: torch.device, generator: torch.Generator | None = None) -> float:
+def pgd_accuracy_on(
+    model: nn.Module,
+    split: Split,
+    attack: PGDConfig,
+    batch_size: int,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> float:
     correct = 0
     for x, y in eval_batches(split, batch_size):
-        correct += int(pgd_accuracy(model, x.to(device), y.to(device), attack,
-                                    generator=generator).sum())
+        correct += int(
+            pgd_accuracy(model, x.to(device), y.to(device), attack, generator=generator).sum()
+        )
     return correct / max(len(split), 1)
 
 
-def cosine_of_gradients(objectives: tuple[torch.Tensor, torch.Tensor],
-                        params: list[nn.Parameter]) -> float:
+def cosine_of_gradients(
+    objectives: tuple[torch.Tensor, torch.Tensor], params: list[nn.Parameter]
+) -> float:
     """AutoLoRa Eq. 3/4: cos(∇θ1 natural, ∇θ1 adversarial) over the FE parameters θ1."""
     flat = []
     for objective in objectives:
         grads = torch.autograd.grad(objective, params, retain_graph=True, allow_unused=True)
-        flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                               for g, p in zip(grads, params)]))
+        flat.append(
+            torch.cat(
+                [
+                    (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                    for g, p in zip(grads, params)
+                ]
+            )
+        )
     norms = flat[0].norm() * flat[1].norm()
     return float(flat[0] @ flat[1] / norms) if norms > 0 else 0.0
 
@@ -103,8 +120,9 @@ def cosine_of_gradients(objectives: tuple[torch.Tensor, torch.Tensor],
 class Trainer:
     """Runs one (dataset, backbone, method variant, seed) to completion, resumably."""
 
-    def __init__(self, cfg: TrainConfig, data_dir: Path, backbone: Path | None,
-                 checkpoint_dir: Path) -> None:
+    def __init__(
+        self, cfg: TrainConfig, data_dir: Path, backbone: Path | None, checkpoint_dir: Path
+    ) -> None:
         from robustft.models import load_backbone
 
         self.cfg = cfg
@@ -116,9 +134,14 @@ class Trainer:
         self.val = load_split(data_dir, "val").subset(cfg.val_examples)
         self.test = load_split(data_dir, "test").subset(cfg.test_examples)
         self.method: Method = build_method(cfg.method, **cfg.method_params)
-        self.model_spec = ModelSpec.of(cfg.arch, num_classes(data_dir), cfg.method,
-                                       input_size=cfg.input_size, width=cfg.width,
-                                       **self.method.model_kwargs())
+        self.model_spec = ModelSpec.of(
+            cfg.arch,
+            num_classes(data_dir),
+            cfg.method,
+            input_size=cfg.input_size,
+            width=cfg.width,
+            **self.method.model_kwargs(),
+        )
         self.model = self.model_spec.build()
         if backbone is not None:
             if cfg.init_from == "model":
@@ -151,8 +174,9 @@ class Trainer:
             return False
         lr = self.optimizer.param_groups[0]["lr"] if self.params else self.cfg.lr
         self.params = params
-        self.optimizer = torch.optim.SGD(self.params, lr=lr, momentum=self.cfg.momentum,
-                                         weight_decay=self.cfg.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.params, lr=lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay
+        )
         return True
 
     # --- checkpointing -----------------------------------------------------------------------
@@ -170,15 +194,22 @@ class Trainer:
 
     @property
     def _restart_hint(self) -> str:
-        return (f"Delete the run's checkpoint directory {self.checkpoint_dir} and run the "
-                "training job again (it starts over).")
+        return (
+            f"Delete the run's checkpoint directory {self.checkpoint_dir} and run the "
+            "training job again (it starts over)."
+        )
 
     def save_checkpoint(self, epoch: int) -> None:
         state = {
-            "epoch": epoch, "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-            "method": self.method.state_dict(), "rows": self.rows, "best": self.best,
-            "best_val": self.best_val, "stopped": self.stopped,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "method": self.method.state_dict(),
+            "rows": self.rows,
+            "best": self.best,
+            "best_val": self.best_val,
+            "stopped": self.stopped,
             "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
             "config": self.cfg.__dict__,
         }
@@ -199,15 +230,24 @@ class Trainer:
             # Unreadable (a disk error, a copy cut short): retrying would fail forever, and a
             # checkpoint only saves time, so keep the file for inspection and start over.
             aside = move_aside(self.last_path, "corrupt")
-            log.warning("%s: cannot resume from %s (%s); moved it to %s and starting over",
-                        self.cfg.run_name, self.last_path, e, aside)
+            log.warning(
+                "%s: cannot resume from %s (%s); moved it to %s and starting over",
+                self.cfg.run_name,
+                self.last_path,
+                e,
+                aside,
+            )
             return False
         if state["config"] != self.cfg.__dict__:
             # The run's settings changed (an edited ablation): that checkpoint is stale. Keep
             # it for inspection under another name and start from scratch.
             stale = move_aside(self.last_path, "stale")
-            log.warning("%s: %s has other settings; moved it to %s and starting over",
-                        self.cfg.run_name, self.last_path, stale.name)
+            log.warning(
+                "%s: %s has other settings; moved it to %s and starting over",
+                self.cfg.run_name,
+                self.last_path,
+                stale.name,
+            )
             return False
         self.model.load_state_dict(state["model"])
         self.method.load_state_dict(state["method"])
@@ -225,9 +265,13 @@ class Trainer:
     # --- one epoch ---------------------------------------------------------------------------
     def _context(self, epoch: int) -> TrainContext:
         def measure(forward) -> float:
-            flags = correct(self.model, train_batches(self.train, self.cfg.eval_batch_size,
-                                                      self.generator, augment=self.cfg.augment),
-                            forward=forward)
+            flags = correct(
+                self.model,
+                train_batches(
+                    self.train, self.cfg.eval_batch_size, self.generator, augment=self.cfg.augment
+                ),
+                forward=forward,
+            )
             return int(flags.sum()) / max(len(flags), 1)
 
         def examples(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,9 +279,14 @@ class Trainer:
             x, y = self.train.tensors(index.numpy())
             return x.to(self.device), y.to(self.device)
 
-        return TrainContext(train_attack=self.train_attack, generator=self.generator,
-                            batch_size=self.cfg.batch_size, epoch=epoch,
-                            measure_train_accuracy=measure, train_examples=examples)
+        return TrainContext(
+            train_attack=self.train_attack,
+            generator=self.generator,
+            batch_size=self.cfg.batch_size,
+            epoch=epoch,
+            measure_train_accuracy=measure,
+            train_examples=examples,
+        )
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         cfg, started = self.cfg, time.perf_counter()
@@ -256,11 +305,11 @@ class Trainer:
         sums: dict[str, float] = {}
         seen, grad_sims = 0, []
         fe_params = [p for p in self.model.feature_extractor_parameters() if p.requires_grad]
-        for step, (x, y) in enumerate(train_batches(self.train, cfg.batch_size, self.generator,
-                                                    augment=cfg.augment)):
+        for step, (x, y) in enumerate(
+            train_batches(self.train, cfg.batch_size, self.generator, augment=cfg.augment)
+        ):
             if step % max(1, steps_per_epoch // 4) == 0:  # ~5 progress lines per epoch
-                log.info("%s epoch %d: batch %d/%d", cfg.run_name, epoch, step + 1,
-                         steps_per_epoch)
+                log.info("%s epoch %d: batch %d/%d", cfg.run_name, epoch, step + 1, steps_per_epoch)
             x, y = x.to(self.device), y.to(self.device)
             step_lr = self.schedule.lr_for_step(epoch, step, steps_per_epoch)  # Fast-AT: cyclic
             for group in self.optimizer.param_groups:
@@ -269,7 +318,8 @@ class Trainer:
             if not torch.isfinite(out.loss):
                 raise NonFiniteLossError(
                     f"run {cfg.run_name}: loss is {out.loss.item()} at epoch {epoch} step {step} "
-                    f"(lr {lr:g}); stopping without writing a model")
+                    f"(lr {lr:g}); stopping without writing a model"
+                )
             if step < cfg.grad_sim_batches and out.objectives is not None:
                 grad_sims.append(cosine_of_gradients(out.objectives, fe_params))
             self.optimizer.zero_grad(set_to_none=True)
@@ -290,8 +340,10 @@ class Trainer:
         """Natural and PGD accuracy on ``val`` or ``test`` (the per-epoch subsets)."""
         split, bs, dev = getattr(self, name), self.cfg.eval_batch_size, self.device
         clean = correct(self.model, eval_batches(split, bs))
-        return {f"{name}_nat_acc": int(clean.sum()) / max(len(split), 1),
-                f"{name}_pgd_acc": pgd_accuracy_on(self.model, split, self.eval_attack, bs, dev)}
+        return {
+            f"{name}_nat_acc": int(clean.sum()) / max(len(split), 1),
+            f"{name}_pgd_acc": pgd_accuracy_on(self.model, split, self.eval_attack, bs, dev),
+        }
 
     def evaluate_epoch(self) -> dict[str, float]:
         return {**self.evaluate_split("val"), **self.evaluate_split("test")}
@@ -329,9 +381,13 @@ class Trainer:
         ``checkpoint_best.pth`` at all while robust accuracy stays 0); the two pick the same
         epoch whenever the official run writes a best checkpoint.
         """
-        score = {"test_pgd": row["test_pgd_acc"], "val_pgd": row["val_pgd_acc"],
-                 "test_nat": row["test_nat_acc"], "val_nat": row["val_nat_acc"],
-                 "last": float(epoch)}[self.cfg.selection]
+        score = {
+            "test_pgd": row["test_pgd_acc"],
+            "val_pgd": row["val_pgd_acc"],
+            "test_nat": row["test_nat_acc"],
+            "val_nat": row["val_nat_acc"],
+            "last": float(epoch),
+        }[self.cfg.selection]
         if score > self.best["score"]:
             self.best = {"score": score, "epoch": epoch}
             with atomic_path(self.best_path) as tmp:
@@ -341,25 +397,33 @@ class Trainer:
         """AutoLoRa's second "best on validation" copy, reloaded by the LR scheduler (spec §5,
         §7); like the official running best (−1), any first accuracy replaces −∞."""
         if row["val_pgd_acc"] > self.best_val["score"]:
-            self.best_val = {"score": row["val_pgd_acc"],
-                             "state": copy.deepcopy(self.model.state_dict())}
+            self.best_val = {
+                "score": row["val_pgd_acc"],
+                "state": copy.deepcopy(self.model.state_dict()),
+            }
 
     def fit(self) -> list[dict[str, Any]]:
         if self.cfg.selection not in ("test_pgd", "val_pgd", "test_nat", "val_nat", "last"):
-            raise ValueError(f"selection must be test_pgd, val_pgd, test_nat, val_nat or last, "
-                             f"got {self.cfg.selection!r}")
+            raise ValueError(
+                f"selection must be test_pgd, val_pgd, test_nat, val_nat or last, "
+                f"got {self.cfg.selection!r}"
+            )
         if self.cfg.epoch_end_order not in ("paper", "official"):
-            raise ValueError(f"epoch_end_order must be 'paper' or 'official', "
-                             f"got {self.cfg.epoch_end_order!r}")
+            raise ValueError(
+                f"epoch_end_order must be 'paper' or 'official', got {self.cfg.epoch_end_order!r}"
+            )
         self.try_resume()
         for epoch in range(self.start_epoch, self.cfg.epochs):
             if self.stopped:
                 break
             row = self.run_epoch(epoch)
             self.rows.append(row)
-            log.info("%s epoch %d: %s", self.cfg.run_name, epoch,
-                     ", ".join(f"{k}={v:.4g}" for k, v in row.items()
-                               if isinstance(v, float)))
+            log.info(
+                "%s epoch %d: %s",
+                self.cfg.run_name,
+                epoch,
+                ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)),
+            )
             self.save_checkpoint(epoch)
         self._finish()
         return self.rows
@@ -371,7 +435,8 @@ class Trainer:
         if type(self.method).finish is Method.finish or not self.best_path.exists():
             return
         self.model.load_state_dict(
-            load_model_state(self.best_path, map_location=self.device, hint=self._restart_hint))
+            load_model_state(self.best_path, map_location=self.device, hint=self._restart_hint)
+        )
         info = self.method.finish(self.model, self.evaluate_epoch)
         if info is None:
             return
@@ -386,9 +451,13 @@ class Trainer:
         with atomic_path(out_dir / "model_best.pt") as tmp:
             state = load_model_state(source, hint=self._restart_hint)
             # self-describing: later steps rebuild the model from "model", not from settings
-            payload = {"state_dict": state, "model": self.model_spec.as_dict(),
-                       "best_epoch": self.best["epoch"],
-                       "selection": self.cfg.selection, "config": self.cfg.__dict__}
+            payload = {
+                "state_dict": state,
+                "model": self.model_spec.as_dict(),
+                "best_epoch": self.best["epoch"],
+                "selection": self.cfg.selection,
+                "config": self.cfg.__dict__,
+            }
             if self.finish_info is not None:
                 payload["finish"] = self.finish_info
             torch.save(payload, tmp)
@@ -405,10 +474,12 @@ def write_log(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def train_run(cfg: TrainConfig, data_dir: Path, backbone: Path | None, checkpoint_dir: Path,
-              out_dir: Path) -> list[dict[str, Any]]:
-    trainer = Trainer(cfg, Path(data_dir), Path(backbone) if backbone else None,
-                      Path(checkpoint_dir))
+def train_run(
+    cfg: TrainConfig, data_dir: Path, backbone: Path | None, checkpoint_dir: Path, out_dir: Path
+) -> list[dict[str, Any]]:
+    trainer = Trainer(
+        cfg, Path(data_dir), Path(backbone) if backbone else None, Path(checkpoint_dir)
+    )
     rows = trainer.fit()
     trainer.write_outputs(Path(out_dir))
     return rows

@@ -37,8 +37,9 @@ def _device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def predict(model: nn.Module, batches: Batches, *, forward: Forward | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module, batches: Batches, *, forward: Forward | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted labels and true labels (both int64 on the CPU) of every example of ``batches``.
 
     ``forward`` (default: ``model`` itself) maps images to logits, e.g. a lambda selecting a
@@ -58,8 +59,7 @@ def predict(model: nn.Module, batches: Batches, *, forward: Forward | None = Non
     return torch.cat(preds), torch.cat(labels)
 
 
-def correct(model: nn.Module, batches: Batches, *, forward: Forward | None = None
-            ) -> torch.Tensor:
+def correct(model: nn.Module, batches: Batches, *, forward: Forward | None = None) -> torch.Tensor:
     """Per-example 0/1 correctness (int64, CPU) of ``forward`` (default ``model``), eval mode."""
     preds, labels = predict(model, batches, forward=forward)
     return (preds == labels).long()

@@ -58,11 +58,22 @@ STANDARD_LINF: dict[str, Any] = {
     "norm": "Linf",
     "version": "standard",
     "apgd": {"n_iter": 100, "n_restarts": 1, "eot_iter": 1, "rho": 0.75},
-    "apgd_targeted": {"n_iter": 100, "n_restarts": 1, "n_target_classes": 9, "eot_iter": 1,
-                      "rho": 0.75, "loss": "dlr-targeted"},
+    "apgd_targeted": {
+        "n_iter": 100,
+        "n_restarts": 1,
+        "n_target_classes": 9,
+        "eot_iter": 1,
+        "rho": 0.75,
+        "loss": "dlr-targeted",
+    },
     "fab": {"n_iter": 100, "n_restarts": 1, "n_target_classes": 9},
-    "square": {"n_queries": 5000, "p_init": 0.8, "n_restarts": 1, "rescale_schedule": False,
-               "loss": "margin"},
+    "square": {
+        "n_queries": 5000,
+        "p_init": 0.8,
+        "n_restarts": 1,
+        "rescale_schedule": False,
+        "loss": "margin",
+    },
 }
 
 _FINAL_ACC = re.compile(r"^robust accuracy: ([0-9.]+)%$")
@@ -127,35 +138,66 @@ def library_info() -> dict[str, str]:
         dist_version = metadata.version(LIBRARY)
     except metadata.PackageNotFoundError:  # pragma: no cover - vendored copy
         dist_version = "unknown"
-    return {"name": LIBRARY, "version": lib.__version__, "distribution_version": dist_version,
-            "reference": REFERENCE}
+    return {
+        "name": LIBRARY,
+        "version": lib.__version__,
+        "distribution_version": dist_version,
+        "reference": REFERENCE,
+    }
 
 
 def read_config(adversary: Any) -> dict[str, Any]:
     """The settings the attack objects actually hold (not what we asked for)."""
-    apgd, apgd_t, fab, square = (adversary.apgd, adversary.apgd_targeted, adversary.fab,
-                                 adversary.square)
+    apgd, apgd_t, fab, square = (
+        adversary.apgd,
+        adversary.apgd_targeted,
+        adversary.fab,
+        adversary.square,
+    )
     return {
         "attacks_to_run": list(adversary.attacks_to_run),
         "norm": adversary.norm,
         "version": adversary.version,
         "eps": float(adversary.epsilon),
         "seed": adversary.seed,
-        "apgd": {"n_iter": apgd.n_iter, "n_restarts": apgd.n_restarts,
-                 "eot_iter": apgd.eot_iter, "rho": apgd.thr_decr, "eps": float(apgd.eps),
-                 "norm": apgd.norm, "seed": apgd.seed},
-        "apgd_targeted": {"n_iter": apgd_t.n_iter, "n_restarts": apgd_t.n_restarts,
-                          "n_target_classes": apgd_t.n_target_classes,
-                          "eot_iter": apgd_t.eot_iter, "rho": apgd_t.thr_decr,
-                          "loss": apgd_t.loss, "eps": float(apgd_t.eps), "norm": apgd_t.norm,
-                          "seed": apgd_t.seed},
-        "fab": {"n_iter": fab.n_iter, "n_restarts": fab.n_restarts,
-                "n_target_classes": fab.n_target_classes, "eps": float(fab.eps),
-                "norm": fab.norm, "seed": fab.seed},
-        "square": {"n_queries": square.n_queries, "p_init": square.p_init,
-                   "n_restarts": square.n_restarts, "rescale_schedule": square.rescale_schedule,
-                   "loss": square.loss, "eps": float(square.eps), "norm": square.norm,
-                   "seed": square.seed},
+        "apgd": {
+            "n_iter": apgd.n_iter,
+            "n_restarts": apgd.n_restarts,
+            "eot_iter": apgd.eot_iter,
+            "rho": apgd.thr_decr,
+            "eps": float(apgd.eps),
+            "norm": apgd.norm,
+            "seed": apgd.seed,
+        },
+        "apgd_targeted": {
+            "n_iter": apgd_t.n_iter,
+            "n_restarts": apgd_t.n_restarts,
+            "n_target_classes": apgd_t.n_target_classes,
+            "eot_iter": apgd_t.eot_iter,
+            "rho": apgd_t.thr_decr,
+            "loss": apgd_t.loss,
+            "eps": float(apgd_t.eps),
+            "norm": apgd_t.norm,
+            "seed": apgd_t.seed,
+        },
+        "fab": {
+            "n_iter": fab.n_iter,
+            "n_restarts": fab.n_restarts,
+            "n_target_classes": fab.n_target_classes,
+            "eps": float(fab.eps),
+            "norm": fab.norm,
+            "seed": fab.seed,
+        },
+        "square": {
+            "n_queries": square.n_queries,
+            "p_init": square.p_init,
+            "n_restarts": square.n_restarts,
+            "rescale_schedule": square.rescale_schedule,
+            "loss": square.loss,
+            "eps": float(square.eps),
+            "norm": square.norm,
+            "seed": square.seed,
+        },
     }
 
 
@@ -172,15 +214,18 @@ def config_mismatches(config: dict[str, Any]) -> list[str]:
             problems.append(f"{key} = {config[key]!r}, standard is {want!r}")
     for key in ("apgd", "apgd_targeted", "fab", "square"):
         if config[key]["eps"] != config["eps"] or config[key]["norm"] != config["norm"]:
-            problems.append(f"{key} attacks eps={config[key]['eps']} {config[key]['norm']}, "
-                            f"not eps={config['eps']} {config['norm']}")
+            problems.append(
+                f"{key} attacks eps={config[key]['eps']} {config[key]['norm']}, "
+                f"not eps={config['eps']} {config['norm']}"
+            )
         if config[key]["seed"] != config["seed"]:
             problems.append(f"{key}.seed = {config[key]['seed']!r}, not {config['seed']!r}")
     return problems
 
 
-def build_standard_autoattack(model: nn.Module, *, eps: float, seed: int = 0,
-                              device: torch.device | str):
+def build_standard_autoattack(
+    model: nn.Module, *, eps: float, seed: int = 0, device: torch.device | str
+):
     """``pyautoattack.AutoAttack`` with ``norm='Linf'``, ``version='standard'`` and a fixed seed.
 
     Raises ``ValueError`` if the constructed object does not hold the standard settings
@@ -192,12 +237,15 @@ def build_standard_autoattack(model: nn.Module, *, eps: float, seed: int = 0,
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     lib = _library()
-    adversary = lib.AutoAttack(model, norm="Linf", eps=float(eps), version="standard",
-                               seed=seed, device=device)
+    adversary = lib.AutoAttack(
+        model, norm="Linf", eps=float(eps), version="standard", seed=seed, device=device
+    )
     problems = config_mismatches(read_config(adversary))
     if problems:
-        raise ValueError(f"{LIBRARY} {lib.__version__} does not build the standard AutoAttack: "
-                         + "; ".join(problems))
+        raise ValueError(
+            f"{LIBRARY} {lib.__version__} does not build the standard AutoAttack: "
+            + "; ".join(problems)
+        )
     return adversary
 
 
@@ -263,8 +311,11 @@ class _Recorder(logging.Handler):
                 if record.levelno >= h.level:
                     h.handle(record)
             node = node.parent if node.propagate else None
-        if found == 0 and logging.lastResort is not None \
-                and record.levelno >= logging.lastResort.level:
+        if (
+            found == 0
+            and logging.lastResort is not None
+            and record.levelno >= logging.lastResort.level
+        ):
             logging.lastResort.handle(record)
 
 
@@ -314,12 +365,13 @@ def _keep_tracer() -> Iterator[None]:
 
 
 @torch.no_grad()
-def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-             device: torch.device | str) -> torch.Tensor:
+def _correct(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device | str
+) -> torch.Tensor:
     out = []
     for i in range(0, x.shape[0], batch_size):
-        logits = model(x[i:i + batch_size].to(device))
-        out.append((logits.argmax(1) == y[i:i + batch_size].to(device)).cpu())
+        logits = model(x[i : i + batch_size].to(device))
+        out.append((logits.argmax(1) == y[i : i + batch_size].to(device)).cpu())
     return torch.cat(out)
 
 
@@ -327,8 +379,9 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
     if x.ndim != 4 or not x.is_floating_point():
         raise ValueError(f"x must be a float N×C×H×W tensor, got {tuple(x.shape)} {x.dtype}")
     if y.ndim != 1 or y.shape[0] != x.shape[0] or y.dtype != torch.long:
-        raise ValueError(f"y must be an int64 vector of length {x.shape[0]}, "
-                         f"got {tuple(y.shape)} {y.dtype}")
+        raise ValueError(
+            f"y must be an int64 vector of length {x.shape[0]}, got {tuple(y.shape)} {y.dtype}"
+        )
     if x.shape[0] == 0:
         raise ValueError("no inputs")
     if not (x.min() >= 0 and x.max() <= 1):  # also catches NaN
@@ -337,10 +390,17 @@ def _check_inputs(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
-def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                   eps: float = AUTOLORA_PAPER.eps,
-                   seed: int = 0, batch_size: int = 250, device: torch.device | str = "cpu",
-                   return_adv: bool = False) -> AutoAttackResult:
+def run_autoattack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float = AUTOLORA_PAPER.eps,
+    seed: int = 0,
+    batch_size: int = 250,
+    device: torch.device | str = "cpu",
+    return_adv: bool = False,
+) -> AutoAttackResult:
     """Standard L∞ AutoAttack on ``(x, y)``; see the module docstring for what is guaranteed.
 
     ``x``: N×C×H×W in [0, 1] (any device; ``x_adv`` comes back on it), ``y``: int64 labels,
@@ -356,15 +416,20 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     if lib["version"] != PINNED_VERSION:
         notes.append(f"robustft: {LIBRARY} {lib['version']} imported, {PINNED_VERSION} pinned")
 
-    with _eval_mode_frozen(model), _preserve_rng(), _keep_tracer(), \
-            _record_library_log() as recorder, \
-            warnings.catch_warnings(record=True) as caught, \
-            tempfile.TemporaryDirectory(prefix="robustft-aa-") as tmp:
+    with (
+        _eval_mode_frozen(model),
+        _preserve_rng(),
+        _keep_tracer(),
+        _record_library_log() as recorder,
+        warnings.catch_warnings(record=True) as caught,
+        tempfile.TemporaryDirectory(prefix="robustft-aa-") as tmp,
+    ):
         warnings.simplefilter("always")
         adversary = build_standard_autoattack(model, eps=eps, seed=seed, device=device)
         state_path = Path(tmp) / "state.json"
-        x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size,
-                                                     state_path=state_path)
+        x_adv, _ = adversary.run_standard_evaluation(
+            x, y, batch_size=batch_size, state_path=state_path
+        )
         config = read_config(adversary)
         state = json.loads(state_path.read_text())
         x_adv = x_adv.detach()
@@ -410,21 +475,33 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         notes.append("robustft: library state file has no per-example flags")
     elif [bool(v) for v in lib_flags] != robust.tolist():
         diff = sum(bool(a) != bool(b) for a, b in zip(lib_flags, robust.tolist()))
-        notes.append(f"robustft: {diff} per-example flags differ between the library's "
-                     "bookkeeping and the recount on x_adv (non-deterministic model?)")
+        notes.append(
+            f"robustft: {diff} per-example flags differ between the library's "
+            "bookkeeping and the recount on x_adv (non-deterministic model?)"
+        )
     if library_accuracy is None:
         notes.append("robustft: the library logged no final robust accuracy")
     elif abs(library_accuracy - accuracy) > 0.5e-4 + 1e-9:  # logged with 2 decimals in %
-        notes.append(f"robustft: library logged robust accuracy {library_accuracy:.2%}, "
-                     f"recount gives {accuracy:.4%}")
+        notes.append(
+            f"robustft: library logged robust accuracy {library_accuracy:.2%}, "
+            f"recount gives {accuracy:.4%}"
+        )
 
     config["batch_size"] = batch_size
     config["device"] = str(device)
     return AutoAttackResult(
-        accuracy=accuracy, n=n, per_example=[int(v) for v in robust.tolist()],
-        clean_accuracy=clean_accuracy, clean_per_example=[int(v) for v in clean.tolist()],
-        warnings=notes, flagged=bool(notes), config=config, library=lib,
-        seconds=time.perf_counter() - start, stage_accuracy=stages,
-        library_accuracy=library_accuracy, log=log,
+        accuracy=accuracy,
+        n=n,
+        per_example=[int(v) for v in robust.tolist()],
+        clean_accuracy=clean_accuracy,
+        clean_per_example=[int(v) for v in clean.tolist()],
+        warnings=notes,
+        flagged=bool(notes),
+        config=config,
+        library=lib,
+        seconds=time.perf_counter() - start,
+        stage_accuracy=stages,
+        library_accuracy=library_accuracy,
+        log=log,
         x_adv=x_adv if return_adv else None,
     )

@@ -42,5 +42,12 @@ def feature_pgd(
     for ``x`` (treated as constants). CLAT(Fast) is ``steps=1`` with ``step = 1.25·eps``.
     """
     clean = [c.detach() for c in clean]
-    return ascend(lambda z: feature_distance(features(z), clean), x, eps=eps, step=step,
-                  steps=steps, init="uniform" if random_start else "zero", generator=generator)
+    return ascend(
+        lambda z: feature_distance(features(z), clean),
+        x,
+        eps=eps,
+        step=step,
+        steps=steps,
+        init="uniform" if random_start else "zero",
+        generator=generator,
+    )

@@ -133,8 +133,15 @@ def pgd(
     loss = loss_fn or _mean_ce
     mode = eval_mode(model) if isinstance(model, nn.Module) else nullcontext()
     with mode:
-        return ascend(lambda z: loss(model(z), y), x, eps=eps, step=step, steps=steps,
-                      init="uniform" if random_start else "zero", generator=generator)
+        return ascend(
+            lambda z: loss(model(z), y),
+            x,
+            eps=eps,
+            step=step,
+            steps=steps,
+            init="uniform" if random_start else "zero",
+            generator=generator,
+        )
 
 
 def pgd_accuracy(
@@ -147,7 +154,13 @@ def pgd_accuracy(
 ) -> torch.Tensor:
     """Per-example 0/1 robust correctness (int64, CPU) under PGD on the model's default branch."""
     x_adv = pgd(
-        model, x, y, eps=config.eps, step=config.step, steps=config.steps,
-        random_start=config.random_start, generator=generator,
+        model,
+        x,
+        y,
+        eps=config.eps,
+        step=config.step,
+        steps=config.steps,
+        random_start=config.random_start,
+        generator=generator,
     )
     return correct(model, [(x_adv, y)])

@@ -38,11 +38,15 @@ PINNED_VERSION = "3.5.1"
 #: Aligned settings (spec §5 "Do not use torchattacks.AutoAttack for reported AA numbers").
 ALIGNED: dict[str, dict[str, Any]] = {
     "apgd-ce": {"steps": 100, "n_restarts": 1, "loss": "ce", "eot_iter": 1, "rho": 0.75},
-    "apgd-t": {"steps": 100, "n_restarts": 1, "n_target_classes": 9, "eot_iter": 1,
-               "rho": 0.75},
+    "apgd-t": {"steps": 100, "n_restarts": 1, "n_target_classes": 9, "eot_iter": 1, "rho": 0.75},
     "fab-t": {"steps": 100, "n_restarts": 1, "n_target_classes": 9, "multi_targeted": True},
-    "square": {"n_queries": 5000, "n_restarts": 1, "p_init": 0.8, "loss": "margin",
-               "rescale_schedule": False},
+    "square": {
+        "n_queries": 5000,
+        "n_restarts": 1,
+        "p_init": 0.8,
+        "loss": "margin",
+        "rescale_schedule": False,
+    },
 }
 
 
@@ -65,19 +69,58 @@ def build_aligned_cascade(model: nn.Module, *, eps: float, seed: int = 0):
 
     # n_classes=10 gives n_target_classes = 9, the reference's fixed number of targets.
     attacks = [
-        ta.APGD(model, norm="Linf", eps=eps, steps=100, n_restarts=1, seed=seed, loss="ce",
-                eot_iter=1, rho=0.75),
-        ta.APGDT(model, norm="Linf", eps=eps, steps=100, n_restarts=1, seed=seed, eot_iter=1,
-                 rho=0.75, n_classes=10),
-        ta.FAB(model, norm="Linf", eps=eps, steps=100, n_restarts=1, seed=seed,
-               multi_targeted=True, n_classes=10),
-        ta.Square(model, norm="Linf", eps=eps, n_queries=5000, n_restarts=1, p_init=0.8,
-                  loss="margin", resc_schedule=False, seed=seed),
+        ta.APGD(
+            model,
+            norm="Linf",
+            eps=eps,
+            steps=100,
+            n_restarts=1,
+            seed=seed,
+            loss="ce",
+            eot_iter=1,
+            rho=0.75,
+        ),
+        ta.APGDT(
+            model,
+            norm="Linf",
+            eps=eps,
+            steps=100,
+            n_restarts=1,
+            seed=seed,
+            eot_iter=1,
+            rho=0.75,
+            n_classes=10,
+        ),
+        ta.FAB(
+            model,
+            norm="Linf",
+            eps=eps,
+            steps=100,
+            n_restarts=1,
+            seed=seed,
+            multi_targeted=True,
+            n_classes=10,
+        ),
+        ta.Square(
+            model,
+            norm="Linf",
+            eps=eps,
+            n_queries=5000,
+            n_restarts=1,
+            p_init=0.8,
+            loss="margin",
+            resc_schedule=False,
+            seed=seed,
+        ),
     ]
     cascade = ta.MultiAttack(attacks)
-    problems = [f"{name}.{k} = {v!r}, aligned is {want!r}"
-                for name, got in read_aligned_config(cascade).items() if name in ALIGNED
-                for k, want in ALIGNED[name].items() if (v := got[k]) != want]
+    problems = [
+        f"{name}.{k} = {v!r}, aligned is {want!r}"
+        for name, got in read_aligned_config(cascade).items()
+        if name in ALIGNED
+        for k, want in ALIGNED[name].items()
+        if (v := got[k]) != want
+    ]
     if problems:
         raise ValueError("torchattacks cascade is not aligned: " + "; ".join(problems))
     return cascade
@@ -86,27 +129,55 @@ def build_aligned_cascade(model: nn.Module, *, eps: float, seed: int = 0):
 def read_aligned_config(cascade) -> dict[str, Any]:
     apgd, apgdt, fab, square = cascade.attacks
     return {
-        "apgd-ce": {"steps": apgd.steps, "n_restarts": apgd.n_restarts, "loss": apgd.loss,
-                    "eot_iter": apgd.eot_iter, "rho": apgd.thr_decr, "eps": apgd.eps,
-                    "seed": apgd.seed},
-        "apgd-t": {"steps": apgdt.steps, "n_restarts": apgdt.n_restarts,
-                   "n_target_classes": apgdt.n_target_classes, "eot_iter": apgdt.eot_iter,
-                   "rho": apgdt.thr_decr, "eps": apgdt.eps, "seed": apgdt.seed},
-        "fab-t": {"steps": fab.steps, "n_restarts": fab.n_restarts,
-                  "n_target_classes": fab.n_target_classes,
-                  "multi_targeted": fab.multi_targeted, "eps": fab.eps, "seed": fab.seed},
-        "square": {"n_queries": square.n_queries, "n_restarts": square.n_restarts,
-                   "p_init": square.p_init, "loss": square.loss,
-                   "rescale_schedule": square.rescale_schedule, "eps": square.eps,
-                   "seed": square.seed},
+        "apgd-ce": {
+            "steps": apgd.steps,
+            "n_restarts": apgd.n_restarts,
+            "loss": apgd.loss,
+            "eot_iter": apgd.eot_iter,
+            "rho": apgd.thr_decr,
+            "eps": apgd.eps,
+            "seed": apgd.seed,
+        },
+        "apgd-t": {
+            "steps": apgdt.steps,
+            "n_restarts": apgdt.n_restarts,
+            "n_target_classes": apgdt.n_target_classes,
+            "eot_iter": apgdt.eot_iter,
+            "rho": apgdt.thr_decr,
+            "eps": apgdt.eps,
+            "seed": apgdt.seed,
+        },
+        "fab-t": {
+            "steps": fab.steps,
+            "n_restarts": fab.n_restarts,
+            "n_target_classes": fab.n_target_classes,
+            "multi_targeted": fab.multi_targeted,
+            "eps": fab.eps,
+            "seed": fab.seed,
+        },
+        "square": {
+            "n_queries": square.n_queries,
+            "n_restarts": square.n_restarts,
+            "p_init": square.p_init,
+            "loss": square.loss,
+            "rescale_schedule": square.rescale_schedule,
+            "eps": square.eps,
+            "seed": square.seed,
+        },
         "norm": "Linf",
     }
 
 
-def run_torchattacks_aligned(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                             eps: float = AUTOLORA_PAPER.eps, seed: int = 0,
-                             batch_size: int = 250,
-                             device: torch.device | str = "cpu") -> TorchattacksResult:
+def run_torchattacks_aligned(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float = AUTOLORA_PAPER.eps,
+    seed: int = 0,
+    batch_size: int = 250,
+    device: torch.device | str = "cpu",
+) -> TorchattacksResult:
     """Robust flags from the aligned torchattacks cascade (cross-check only, see module doc)."""
     _check_inputs(x, y, batch_size)
     x, y = x.detach(), y.detach()
@@ -117,7 +188,7 @@ def run_torchattacks_aligned(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         x_adv = x.clone()
         idx = clean.nonzero().flatten()
         for i in range(0, idx.numel(), batch_size):
-            chunk = idx[i:i + batch_size]
+            chunk = idx[i : i + batch_size]
             adv = cascade(x[chunk].to(device), y[chunk].to(device))
             x_adv[chunk] = adv.detach().to(x_adv.device)
         still = _correct(model, x_adv, y, batch_size, device)
@@ -128,9 +199,13 @@ def run_torchattacks_aligned(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     robust = clean & still
     config.update(eps=float(eps), seed=seed, batch_size=batch_size, device=str(device))
     return TorchattacksResult(
-        label=LABEL, accuracy=robust.float().mean().item(), n=x.shape[0],
+        label=LABEL,
+        accuracy=robust.float().mean().item(),
+        n=x.shape[0],
         per_example=[int(v) for v in robust.tolist()],
         clean_accuracy=clean.float().mean().item(),
-        clean_per_example=[int(v) for v in clean.tolist()], config=config,
+        clean_per_example=[int(v) for v in clean.tolist()],
+        config=config,
         library={"name": "torchattacks", "version": metadata.version("torchattacks")},
-        seconds=time.perf_counter() - start)
+        seconds=time.perf_counter() - start,
+    )

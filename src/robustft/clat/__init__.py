@@ -28,10 +28,16 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "candidate_layers": "layers", "following_batchnorm": "layers", "layer_index": "layers",
+    "candidate_layers": "layers",
+    "following_batchnorm": "layers",
+    "layer_index": "layers",
     "layer_parameters": "layers",
-    "PAPER_K": "criticality", "Criticality": "criticality", "FeatureTap": "criticality",
-    "default_k": "criticality", "layer_criticality": "criticality", "tap_modules": "criticality",
+    "PAPER_K": "criticality",
+    "Criticality": "criticality",
+    "FeatureTap": "criticality",
+    "default_k": "criticality",
+    "layer_criticality": "criticality",
+    "tap_modules": "criticality",
 }
 
 __all__ = [

@@ -51,8 +51,15 @@ _TINY = 1e-30
 #: CLAT Sec. 4.1: the number of critical layers per architecture (≈5 % of the layers), keyed
 #: by the paper's name of the architecture (``CifarArch.paper_name``). PreAct RN18's k is not
 #: stated in the paper; 1 as for RN18 (spec §1.3).
-PAPER_K: dict[str, int] = {"RN18": 1, "RN50": 3, "WRN34-10": 2, "VGG19": 1, "WRN70-16": 4,
-                           "DN121": 5, "PreActRN18": 1}
+PAPER_K: dict[str, int] = {
+    "RN18": 1,
+    "RN50": 3,
+    "WRN34-10": 2,
+    "VGG19": 1,
+    "WRN70-16": 4,
+    "DN121": 5,
+    "PreActRN18": 1,
+}
 
 
 def default_k(model: nn.Module) -> int:
@@ -61,8 +68,9 @@ def default_k(model: nn.Module) -> int:
     return PAPER_K.get(spec.paper_name, 1) if spec is not None else 1
 
 
-def tap_modules(model: nn.Module, names: Sequence[str], tap: str = "module",
-                example: torch.Tensor | None = None) -> list[nn.Module]:
+def tap_modules(
+    model: nn.Module, names: Sequence[str], tap: str = "module", example: torch.Tensor | None = None
+) -> list[nn.Module]:
     """The module whose output represents each named candidate layer (spec A2)."""
     if tap not in TAPS:
         raise ValueError(f"tap must be one of {TAPS}, got {tap!r}")
@@ -94,8 +102,9 @@ class FeatureTap:
         self.model = model
         self.modules = list(modules)
 
-    def run(self, x: torch.Tensor, *, stop_early: bool = False
-            ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    def run(
+        self, x: torch.Tensor, *, stop_early: bool = False
+    ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
         captured: dict[int, torch.Tensor] = {}
         n = len(self.modules)
 
@@ -104,6 +113,7 @@ class FeatureTap:
                 captured.setdefault(i, output)
                 if stop_early and len(captured) == n:
                     raise _Stop
+
             return hook
 
         handles = [m.register_forward_hook(make(i)) for i, m in enumerate(self.modules)]
@@ -129,10 +139,10 @@ class Criticality:
     """Weakness and criticality of every candidate layer (index 0 = CLAT layer 1)."""
 
     names: list[str]
-    weakness: list[float]          # W_i, CLAT Eq. 5
-    criticality: list[float]       # C_i under the chosen options, CLAT Eq. 6
-    input_weakness: float          # W_0 = (1/N_0) mean ‖δ‖₂
-    first_literal: float           # the paper's C_1 = W_1
+    weakness: list[float]  # W_i, CLAT Eq. 5
+    criticality: list[float]  # C_i under the chosen options, CLAT Eq. 6
+    input_weakness: float  # W_0 = (1/N_0) mean ‖δ‖₂
+    first_literal: float  # the paper's C_1 = W_1
     options: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     examples: int = 0
@@ -146,10 +156,16 @@ class Criticality:
         return self.ranking()[:k]
 
     def as_dict(self) -> dict:
-        return {"names": list(self.names), "weakness": list(self.weakness),
-                "criticality": list(self.criticality), "input_weakness": self.input_weakness,
-                "first_literal": self.first_literal, "options": dict(self.options),
-                "seconds": self.seconds, "examples": self.examples}
+        return {
+            "names": list(self.names),
+            "weakness": list(self.weakness),
+            "criticality": list(self.criticality),
+            "input_weakness": self.input_weakness,
+            "first_literal": self.first_literal,
+            "options": dict(self.options),
+            "seconds": self.seconds,
+            "examples": self.examples,
+        }
 
 
 def _distance(out: torch.Tensor, n: int) -> tuple[float, int]:
@@ -202,25 +218,37 @@ def layer_criticality(
     chunk = batch_size or len(y)
     with eval_mode(model):
         for s in range(0, len(y), chunk):
-            xb, yb = x[s:s + chunk], y[s:s + chunk]
+            xb, yb = x[s : s + chunk], y[s : s + chunk]
             if attack is not None:
                 xa = attack(xb, yb)
             else:
-                xa = pgd(model, xb, yb, eps=eps, step=step, steps=steps,
-                         random_start=random_start, generator=generator)
+                xa = pgd(
+                    model,
+                    xb,
+                    yb,
+                    eps=eps,
+                    step=step,
+                    steps=steps,
+                    random_start=random_start,
+                    generator=generator,
+                )
             n = len(yb)
             handles = []
             for i, (m, (_, layer)) in enumerate(zip(modules, layers)):
+
                 def out_hook(_m, _inp, out, i=i, n=n):
                     d, dim = _distance(out, n)
                     out_sum[i] += d
                     out_dim[i] = dim
+
                 handles.append(m.register_forward_hook(out_hook))
                 if ratio == "own_input":
+
                     def in_hook(_m, inputs, i=i, n=n):
                         d, dim = _distance(inputs[0], n)
                         in_sum[i] += d
                         in_dim[i] = dim
+
                     handles.append(layer.register_forward_pre_hook(in_hook))
             try:
                 with torch.no_grad():
@@ -244,7 +272,13 @@ def layer_criticality(
         crit.append(weakness[i] / max(denom, _TINY))
     if first == "literal":
         crit[0] = weakness[0]
-    return Criticality(names=names, weakness=weakness, criticality=crit, input_weakness=w0,
-                       first_literal=weakness[0],
-                       options={"tap": tap, "first": first, "ratio": ratio},
-                       seconds=time.perf_counter() - started, examples=n_total)
+    return Criticality(
+        names=names,
+        weakness=weakness,
+        criticality=crit,
+        input_weakness=w0,
+        first_literal=weakness[0],
+        options={"tap": tap, "first": first, "ratio": ratio},
+        seconds=time.perf_counter() - started,
+        examples=n_total,
+    )

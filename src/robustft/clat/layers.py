@@ -75,14 +75,19 @@ def following_batchnorm(model: nn.Module, example: torch.Tensor) -> dict[str, nn
     handles = []
     names = dict(candidate_layers(model))
     for name, m in names.items():
-        handles.append(m.register_forward_hook(
-            lambda _m, _i, out, name=name: outputs.__setitem__(id(out), name)))
+        handles.append(
+            m.register_forward_hook(
+                lambda _m, _i, out, name=name: outputs.__setitem__(id(out), name)
+            )
+        )
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
+
             def pre(bn, inputs):
                 owner = outputs.get(id(inputs[0]))
                 if owner is not None and owner not in found:
                     found[owner] = bn
+
             handles.append(m.register_forward_pre_hook(pre))
     was_training = model.training
     try:
@@ -96,8 +101,13 @@ def following_batchnorm(model: nn.Module, example: torch.Tensor) -> dict[str, nn
     return found
 
 
-def layer_parameters(model: nn.Module, names: list[str], *, include_bn: bool = True,
-                     example: torch.Tensor | None = None) -> list[nn.Parameter]:
+def layer_parameters(
+    model: nn.Module,
+    names: list[str],
+    *,
+    include_bn: bool = True,
+    example: torch.Tensor | None = None,
+) -> list[nn.Parameter]:
     """The trainable parameters of the named candidate layers (CLAT spec A6).
 
     Each layer contributes its own weight (and bias); with ``include_bn`` also the γ/β of the
@@ -127,5 +137,10 @@ def layer_parameters(model: nn.Module, names: list[str], *, include_bn: bool = T
     return params
 
 
-__all__ = ["SHORTCUT_MARKERS", "candidate_layers", "following_batchnorm", "layer_index",
-           "layer_parameters"]
+__all__ = [
+    "SHORTCUT_MARKERS",
+    "candidate_layers",
+    "following_batchnorm",
+    "layer_index",
+    "layer_parameters",
+]

@@ -116,10 +116,11 @@ class CLAT(Method):
         super().__init__(**hparams)
         for key, allowed in _CHOICES.items():
             if self.hp[key] not in allowed:
-                raise ValueError(f"{self.name}.{key} must be one of {allowed}, "
-                                 f"got {self.hp[key]!r}")
-        self.selected: list[int] = []       # 1-based CLAT layer numbers of S
-        self.lam: float | None = None       # λ in use (after calibration / scaling)
+                raise ValueError(
+                    f"{self.name}.{key} must be one of {allowed}, got {self.hp[key]!r}"
+                )
+        self.selected: list[int] = []  # 1-based CLAT layer numbers of S
+        self.lam: float | None = None  # λ in use (after calibration / scaling)
         self.history: list[dict[str, Any]] = []
         self._param_cache: tuple[tuple, list[nn.Parameter]] | None = None
         self._tap_cache: tuple[tuple, FeatureTap] | None = None
@@ -148,18 +149,31 @@ class CLAT(Method):
         cfg, results = ctx.train_attack, []
         for _ in range(int(self.hp["criticality_batches"])):
             x, y = ctx.train_examples(int(self.hp["criticality_examples"]))
-            results.append(layer_criticality(
-                model, x, y, eps=cfg.eps, step=cfg.step, steps=cfg.steps,
-                random_start=cfg.random_start, generator=ctx.generator, tap=self.hp["tap"],
-                first=self.hp["first_layer"], ratio=self.hp["ratio"],
-                include_head=self.hp["include_head"]))
+            results.append(
+                layer_criticality(
+                    model,
+                    x,
+                    y,
+                    eps=cfg.eps,
+                    step=cfg.step,
+                    steps=cfg.steps,
+                    random_start=cfg.random_start,
+                    generator=ctx.generator,
+                    tap=self.hp["tap"],
+                    first=self.hp["first_layer"],
+                    ratio=self.hp["ratio"],
+                    include_head=self.hp["include_head"],
+                )
+            )
         crit = results[0]
         if len(results) > 1:
             n = len(results)
-            crit.criticality = [sum(r.criticality[i] for r in results) / n
-                                for i in range(len(crit.names))]
-            crit.weakness = [sum(r.weakness[i] for r in results) / n
-                             for i in range(len(crit.names))]
+            crit.criticality = [
+                sum(r.criticality[i] for r in results) / n for i in range(len(crit.names))
+            ]
+            crit.weakness = [
+                sum(r.weakness[i] for r in results) / n for i in range(len(crit.names))
+            ]
             crit.seconds = sum(r.seconds for r in results)
             crit.examples = sum(r.examples for r in results)
         return crit
@@ -178,8 +192,14 @@ class CLAT(Method):
             chosen = sorted((rng.randperm(len(names), ctx.generator)[:k] + 1).tolist())
         self.selected = [int(i) for i in chosen]
         seconds = time.perf_counter() - started
-        self.history.append({"epoch": ctx.epoch, "selected": list(self.selected),
-                             "ranking": crit.ranking()[:10], **crit.as_dict()})
+        self.history.append(
+            {
+                "epoch": ctx.epoch,
+                "selected": list(self.selected),
+                "ranking": crit.ranking()[:10],
+                **crit.as_dict(),
+            }
+        )
         log: dict[str, float] = {"clat_selection_seconds": seconds}
         for j, idx in enumerate(self.selected):
             log[f"clat_layer_{j + 1}"] = float(idx)
@@ -197,9 +217,12 @@ class CLAT(Method):
         key = (id(model), *self.selected)
         if self._param_cache is None or self._param_cache[0] != key:
             names = self._names(model)
-            params = layer_parameters(model, [names[i - 1] for i in self.selected],
-                                      include_bn=self.hp["layer_params"] == "conv_bn",
-                                      example=self._example(model))
+            params = layer_parameters(
+                model,
+                [names[i - 1] for i in self.selected],
+                include_bn=self.hp["layer_params"] == "conv_bn",
+                example=self._example(model),
+            )
             self._param_cache = (key, params)
         params = self._param_cache[1]
         keep = {id(p) for p in params}
@@ -235,16 +258,21 @@ class CLAT(Method):
                 base = self.hp["lam"] if self.hp["lam"] > 0 else self.calibrate(model, ctx)
                 self.lam = float(base) * self.hp["lambda_scale"]
         log["clat_lambda"] = float(self.lam)
-        log["clat_trainable_params"] = float(sum(p.numel() for p in
-                                                 self.trainable_parameters(model)))
+        log["clat_trainable_params"] = float(
+            sum(p.numel() for p in self.trainable_parameters(model))
+        )
         return log
 
     def _tap(self, model: nn.Module) -> FeatureTap:
         key = (id(model), tuple(self.selected))
         if self._tap_cache is None or self._tap_cache[0] != key:  # once per selection
             names = self._names(model)
-            modules = tap_modules(model, [names[i - 1] for i in self.selected], self.hp["tap"],
-                                  example=self._example(model))
+            modules = tap_modules(
+                model,
+                [names[i - 1] for i in self.selected],
+                self.hp["tap"],
+                example=self._example(model),
+            )
             self._tap_cache = (key, FeatureTap(model, modules))
         return self._tap_cache[1]
 
@@ -259,8 +287,16 @@ class CLAT(Method):
         else:  # CLAT(Fast): one FGSM step from a random start
             steps, step, start = 1, self.hp["fgsm_step_factor"] * cfg.eps, True
         with eval_mode(model):
-            x_adv = feature_pgd(tap.features, x, clean_const, eps=cfg.eps, step=step,
-                                steps=steps, random_start=start, generator=ctx.generator)
+            x_adv = feature_pgd(
+                tap.features,
+                x,
+                clean_const,
+                eps=cfg.eps,
+                step=step,
+                steps=steps,
+                random_start=start,
+                generator=ctx.generator,
+            )
         logits, clean = tap.run(x)
         if self.hp["ce_on"] == "clean":
             adv = tap.features(x_adv)
@@ -279,8 +315,14 @@ class CLAT(Method):
             model.eval()
         ce, feat, logits = self._terms(model, x, y, ctx)
         loss = ce + self.lam * feat  # CLAT Eq. 9
-        return BatchOutput(loss=loss, stats={"loss_ce": ce.item(), "loss_feat": feat.item(),
-                                             "train_nat_acc": accuracy(logits, y)})
+        return BatchOutput(
+            loss=loss,
+            stats={
+                "loss_ce": ce.item(),
+                "loss_feat": feat.item(),
+                "train_nat_acc": accuracy(logits, y),
+            },
+        )
 
     def finish(self, model, evaluate):
         """Record every selection (full C vectors: Tables 3 and 7) with the run's model."""

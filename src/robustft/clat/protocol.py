@@ -38,15 +38,16 @@ CLAT_EVAL = PGDConfig(**CLAT_PAPER.eval_attack())
 
 def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int):
     for s in range(0, len(y), batch_size):
-        yield x[s:s + batch_size], y[s:s + batch_size]
+        yield x[s : s + batch_size], y[s : s + batch_size]
 
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                  batch_size: int = 256) -> torch.Tensor:
+def clean_correct(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
     """Per-example 0/1 clean correctness (:func:`robustft.attacks.correct` over batches)."""
     return correct(model, _batches(x, y, batch_size))
 
@@ -54,18 +55,27 @@ def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 def _pgd_examples(model, x, y, attack: PGDConfig, generator, batch_size):
     dev, out = _device(model), []
     for xb, yb in _batches(x, y, batch_size):
-        out.append(pgd(model, xb.to(dev), yb.to(dev), eps=attack.eps, step=attack.step,
-                       steps=attack.steps, random_start=attack.random_start,
-                       generator=generator).cpu())
+        out.append(
+            pgd(
+                model,
+                xb.to(dev),
+                yb.to(dev),
+                eps=attack.eps,
+                step=attack.step,
+                steps=attack.steps,
+                random_start=attack.random_start,
+                generator=generator,
+            ).cpu()
+        )
     return torch.cat(out)
 
 
 @dataclass
 class RestartResult:
-    accuracies: list[float]       # robust accuracy of each run
-    min_accuracy: float           # CLAT's reported number: the lowest run
+    accuracies: list[float]  # robust accuracy of each run
+    min_accuracy: float  # CLAT's reported number: the lowest run
     min_run: int
-    worst_case_accuracy: float    # robust in every run (per example)
+    worst_case_accuracy: float  # robust in every run (per example)
     clean_accuracy: float
     per_example_min_run: list[int]
     per_example_worst_case: list[int]
@@ -74,9 +84,16 @@ class RestartResult:
         return asdict(self)
 
 
-def pgd_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                 attack: PGDConfig = CLAT_EVAL, restarts: int = 10, seed: int = 0,
-                 batch_size: int = 256) -> RestartResult:
+def pgd_restarts(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    attack: PGDConfig = CLAT_EVAL,
+    restarts: int = 10,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> RestartResult:
     """White-box PGD repeated ``restarts`` times with different random starts (CLAT Sec. 4.1).
 
     Run ``r`` draws its starts from ``torch.Generator().manual_seed(seed + r)``.
@@ -92,16 +109,28 @@ def pgd_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     accs = [float(f.float().mean()) for f in runs]
     worst = torch.stack(runs).min(0).values
     j = min(range(restarts), key=lambda i: accs[i])
-    return RestartResult(accuracies=accs, min_accuracy=accs[j], min_run=j,
-                         worst_case_accuracy=float(worst.float().mean()),
-                         clean_accuracy=float(clean.float().mean()),
-                         per_example_min_run=runs[j].tolist(),
-                         per_example_worst_case=worst.tolist())
+    return RestartResult(
+        accuracies=accs,
+        min_accuracy=accs[j],
+        min_run=j,
+        worst_case_accuracy=float(worst.float().mean()),
+        clean_accuracy=float(clean.float().mean()),
+        per_example_min_run=runs[j].tolist(),
+        per_example_worst_case=worst.tolist(),
+    )
 
 
-def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = CLAT_PAPER.eps,
-            n_iter: int = 100, restarts: int = 1, seed: int = 0,
-            batch_size: int = 256) -> dict:
+def apgd_ce(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float = CLAT_PAPER.eps,
+    n_iter: int = 100,
+    restarts: int = 1,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict:
     """APGD-CE of ``pyautoattack`` (CLAT Table 8: ε 0.03, 1 restart), per-example flags.
 
     The library reseeds the global torch RNG; its state is restored afterwards.
@@ -114,8 +143,17 @@ def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 
     flags = []
     try:
         with eval_mode(model):
-            attack = APGDAttack(model, n_iter=n_iter, norm="Linf", n_restarts=restarts,
-                                eps=float(eps), seed=seed, loss="ce", rho=0.75, device=dev)
+            attack = APGDAttack(
+                model,
+                n_iter=n_iter,
+                norm="Linf",
+                n_restarts=restarts,
+                eps=float(eps),
+                seed=seed,
+                loss="ce",
+                rho=0.75,
+                device=dev,
+            )
             for xb, yb in _batches(x, y, batch_size):
                 x_adv = attack.perturb(xb.to(dev), yb.to(dev)).detach()
                 if (x_adv - xb.to(dev)).abs().max() > eps + 1e-6:
@@ -125,25 +163,47 @@ def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 
     finally:
         torch.set_rng_state(rng)
     robust = torch.cat(flags) & clean
-    return {"accuracy": float(robust.float().mean()), "n": len(y), "per_example": robust.tolist(),
-            "settings": {"eps": eps, "n_iter": n_iter, "restarts": restarts, "seed": seed,
-                         "loss": "ce", "norm": "Linf"}}
+    return {
+        "accuracy": float(robust.float().mean()),
+        "n": len(y),
+        "per_example": robust.tolist(),
+        "settings": {
+            "eps": eps,
+            "n_iter": n_iter,
+            "restarts": restarts,
+            "seed": seed,
+            "loss": "ce",
+            "norm": "Linf",
+        },
+    }
 
 
-def transfer_accuracy(source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                      *, attack: PGDConfig = CLAT_EVAL, seed: int = 0,
-                      batch_size: int = 256) -> float:
+def transfer_accuracy(
+    source: nn.Module,
+    target: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    attack: PGDConfig = CLAT_EVAL,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> float:
     """Accuracy of ``target`` on PGD examples crafted against ``source`` (CLAT Table 2)."""
     g = rng.new_generator(seed)
     x_adv = _pgd_examples(source, x, y, attack, g, batch_size)
-    robust = clean_correct(target, x_adv, y, batch_size) & clean_correct(target, x, y,
-                                                                         batch_size)
+    robust = clean_correct(target, x_adv, y, batch_size) & clean_correct(target, x, y, batch_size)
     return float(robust.float().mean())
 
 
-def transfer_matrix(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.Tensor, *,
-                    attack: PGDConfig = CLAT_EVAL, seed: int = 0,
-                    batch_size: int = 256) -> dict[str, dict[str, float]]:
+def transfer_matrix(
+    models: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    attack: PGDConfig = CLAT_EVAL,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> dict[str, dict[str, float]]:
     """``matrix[source][target]``; the diagonal is the white-box accuracy with the same seed."""
     matrix: dict[str, dict[str, float]] = {}
     for s_name, source in models.items():
@@ -151,16 +211,25 @@ def transfer_matrix(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch.T
         x_adv = _pgd_examples(source, x, y, attack, g, batch_size)
         matrix[s_name] = {}
         for t_name, target in models.items():
-            robust = (clean_correct(target, x_adv, y, batch_size)
-                      & clean_correct(target, x, y, batch_size))
+            robust = clean_correct(target, x_adv, y, batch_size) & clean_correct(
+                target, x, y, batch_size
+            )
             matrix[s_name][t_name] = float(robust.float().mean())
     return matrix
 
 
-def epsilon_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                  epsilons: Sequence[float], *, steps: int = 10,
-                  step_ratio: float = CLAT_EVAL.step / CLAT_EVAL.eps, restarts: int = 1,
-                  seed: int = 0, batch_size: int = 256) -> list[dict[str, float]]:
+def epsilon_sweep(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilons: Sequence[float],
+    *,
+    steps: int = 10,
+    step_ratio: float = CLAT_EVAL.step / CLAT_EVAL.eps,
+    restarts: int = 1,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> list[dict[str, float]]:
     """Robust accuracy (min over ``restarts``) for each ε, step = ``step_ratio``·ε (Figure 4)."""
     out = []
     for eps in epsilons:
@@ -168,7 +237,8 @@ def epsilon_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             acc = float(clean_correct(model, x, y, batch_size).float().mean())
         else:
             cfg = PGDConfig(eps=eps, step=step_ratio * eps, steps=steps, random_start=True)
-            acc = pgd_restarts(model, x, y, attack=cfg, restarts=restarts, seed=seed,
-                               batch_size=batch_size).min_accuracy
+            acc = pgd_restarts(
+                model, x, y, attack=cfg, restarts=restarts, seed=seed, batch_size=batch_size
+            ).min_accuracy
         out.append({"eps": float(eps), "accuracy": acc})
     return out

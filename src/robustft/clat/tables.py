@@ -65,12 +65,19 @@ def transfer_records(paths: Iterable[str | Path], spec: Mapping[str, Any]) -> li
                 if source == target:  # white-box: the run's own PGD10 is the stronger number
                     continue
                 variant = ident["variant"]
-                out.append(RunRecord(
-                    dataset=ident["dataset"], backbone=target,
-                    method=_method(spec, variant, variant), variant=f"{variant}<{source}",
-                    seed=int(ident["seed"]), labels={"attacker": _printed(spec, source)},
-                    metrics={"BB": {"accuracy": float(acc), "n": int(data["n"])}},
-                    run_dir=str(path), fidelity=ident.get("fidelity")))
+                out.append(
+                    RunRecord(
+                        dataset=ident["dataset"],
+                        backbone=target,
+                        method=_method(spec, variant, variant),
+                        variant=f"{variant}<{source}",
+                        seed=int(ident["seed"]),
+                        labels={"attacker": _printed(spec, source)},
+                        metrics={"BB": {"accuracy": float(acc), "n": int(data["n"])}},
+                        run_dir=str(path),
+                        fidelity=ident.get("fidelity"),
+                    )
+                )
     return out
 
 
@@ -86,18 +93,29 @@ def top5_records(runs: Iterable[RunRecord]) -> list[RunRecord]:
     for run in runs:
         if _first(run.train_log, "clat_top1") is None:
             continue  # not a CLAT run
-        first_row = next(i for i, v in enumerate(run.train_log["clat_top1"])
-                         if v is not None and not math.isnan(v))
+        first_row = next(
+            i
+            for i, v in enumerate(run.train_log["clat_top1"])
+            if v is not None and not math.isnan(v)
+        )
         for k in range(1, 6):
             column = run.train_log.get(f"clat_top{k}") or []
             if first_row >= len(column) or column[first_row] is None:
                 continue
-            out.append(RunRecord(
-                dataset=run.dataset, backbone=run.backbone, method=run.method,
-                variant=f"{run.variant}@position={k}", seed=run.seed,
-                labels={**run.labels, "position": k},
-                metrics={"CRIT": _value(column[first_row], "layer_index")},
-                run_dir=run.run_dir, preset=run.preset, fidelity=run.fidelity))
+            out.append(
+                RunRecord(
+                    dataset=run.dataset,
+                    backbone=run.backbone,
+                    method=run.method,
+                    variant=f"{run.variant}@position={k}",
+                    seed=run.seed,
+                    labels={**run.labels, "position": k},
+                    metrics={"CRIT": _value(column[first_row], "layer_index")},
+                    run_dir=run.run_dir,
+                    preset=run.preset,
+                    fidelity=run.fidelity,
+                )
+            )
     return out
 
 
@@ -106,8 +124,7 @@ def parameter_count(model_path: str | Path) -> int:
     from robustft.models.checkpoint import load_model_state
 
     state = load_model_state(model_path)  # a corrupt file: error naming it and what to do
-    return int(sum(t.numel() for k, t in state.items()
-                   if k.rsplit(".", 1)[-1] not in BN_BUFFERS))
+    return int(sum(t.numel() for k, t in state.items() if k.rsplit(".", 1)[-1] not in BN_BUFFERS))
 
 
 def add_parameter_counts(runs: Iterable[RunRecord]) -> None:
@@ -116,9 +133,11 @@ def add_parameter_counts(runs: Iterable[RunRecord]) -> None:
         if trainable is None or run.run_dir is None:
             continue
         total = parameter_count(Path(run.run_dir) / "model_best.pt")
-        run.metrics.update(PARAMS=_value(trainable, "count"),
-                           PARAMS_TOTAL=_value(total, "count"),
-                           PARAMS_PCT=_value(100.0 * trainable / total, "percent"))
+        run.metrics.update(
+            PARAMS=_value(trainable, "count"),
+            PARAMS_TOTAL=_value(total, "count"),
+            PARAMS_PCT=_value(100.0 * trainable / total, "percent"),
+        )
 
 
 def criticality_records(paths: Iterable[str | Path], spec: Mapping[str, Any]) -> list[RunRecord]:
@@ -127,23 +146,42 @@ def criticality_records(paths: Iterable[str | Path], spec: Mapping[str, Any]) ->
         data = _read(path)
         ident = data["identity"]
         variant, method = ident["variant"], _method(spec, ident["variant"], ident["variant"])
-        common = {"dataset": ident["dataset"], "backbone": ident["backbone"],
-                  "seed": int(ident["seed"]), "run_dir": str(path),
-                  "fidelity": ident.get("fidelity")}
+        common = {
+            "dataset": ident["dataset"],
+            "backbone": ident["backbone"],
+            "seed": int(ident["seed"]),
+            "run_dir": str(path),
+            "fidelity": ident.get("fidelity"),
+        }
         for res in data["results"]:
             bs = int(res["batch_size"])
-            out.append(RunRecord(method=method, variant=f"{variant}@batch_size={bs}",
-                                 labels={"batch_size": bs},
-                                 metrics={"TIME_S": _value(res["seconds"], "seconds")}, **common))
+            out.append(
+                RunRecord(
+                    method=method,
+                    variant=f"{variant}@batch_size={bs}",
+                    labels={"batch_size": bs},
+                    metrics={"TIME_S": _value(res["seconds"], "seconds")},
+                    **common,
+                )
+            )
             for k, index in enumerate(res["top5"], start=1):
-                out.append(RunRecord(
-                    method=method, variant=f"{variant}@batch_size={bs};position={k}",
-                    labels={"batch_size": bs, "position": k},
-                    metrics={"CRIT": _value(index, "layer_index")}, **common))
+                out.append(
+                    RunRecord(
+                        method=method,
+                        variant=f"{variant}@batch_size={bs};position={k}",
+                        labels={"batch_size": bs, "position": k},
+                        metrics={"CRIT": _value(index, "layer_index")},
+                        **common,
+                    )
+                )
         if data.get("reference_epoch_seconds") is not None:
-            out.append(RunRecord(
-                method=data.get("measured_method") or "PGD-AT",
-                variant=f"{data.get('measured_variant') or variant}@epoch", labels={},
-                metrics={"EPOCH_S": _value(data["reference_epoch_seconds"], "seconds")},
-                **common))
+            out.append(
+                RunRecord(
+                    method=data.get("measured_method") or "PGD-AT",
+                    variant=f"{data.get('measured_variant') or variant}@epoch",
+                    labels={},
+                    metrics={"EPOCH_S": _value(data["reference_epoch_seconds"], "seconds")},
+                    **common,
+                )
+            )
     return out

@@ -89,8 +89,9 @@ def _expected(sha256: str | None, md5: str | None) -> tuple[str, str] | None:
     return None
 
 
-def verify_file(path: str | os.PathLike[str], *, sha256: str | None = None,
-                md5: str | None = None) -> str:
+def verify_file(
+    path: str | os.PathLike[str], *, sha256: str | None = None, md5: str | None = None
+) -> str:
     """Verify ``path`` against the given digest; return its sha256.
 
     Raises :class:`ChecksumError` on a mismatch. With no digest given the file is accepted
@@ -127,8 +128,14 @@ def _offline_message(url: str, dest: Path, exp: tuple[str, str] | None, reason: 
     )
 
 
-def fetch(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None,
-          md5: str | None = None, offline: bool | None = None) -> str:
+def fetch(
+    url: str,
+    dest: str | os.PathLike[str],
+    *,
+    sha256: str | None = None,
+    md5: str | None = None,
+    offline: bool | None = None,
+) -> str:
     """Make sure ``dest`` holds the verified file from ``url``; return its sha256.
 
     ``offline`` defaults to the ``ROBUSTFT_OFFLINE`` environment variable. A file that is
@@ -146,7 +153,12 @@ def fetch(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None,
             aside = _move_aside(dest)
             log.warning(
                 "%s is corrupt or incomplete (expected %s %s, got %s); moved it aside to %s "
-                "and fetching it again.", dest, err.algorithm, err.expected, err.actual, aside,
+                "and fetching it again.",
+                dest,
+                err.algorithm,
+                err.expected,
+                err.actual,
+                aside,
             )
         else:
             if exp is None:
@@ -158,8 +170,11 @@ def fetch(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None,
     if offline is None:
         offline = os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes"}
     if offline:
-        raise DownloadError(_offline_message(url, dest, exp, f"downloads disabled ({OFFLINE_ENV})"),
-                            url=url, dest=dest)
+        raise DownloadError(
+            _offline_message(url, dest, exp, f"downloads disabled ({OFFLINE_ENV})"),
+            url=url,
+            dest=dest,
+        )
 
     part = dest.with_name(dest.name + ".part")
     hashers = {"sha256": hashlib.sha256(), "md5": hashlib.md5()}
@@ -174,24 +189,38 @@ def fetch(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None,
                     h.update(chunk)
                 done += len(chunk)
                 if total and done / total >= next_report:
-                    log.info("  %s: %3.0f%% of %.1f MB (%.0f s)", dest.name, 100 * done / total,
-                             total / 1e6, time.monotonic() - t0)
+                    log.info(
+                        "  %s: %3.0f%% of %.1f MB (%.0f s)",
+                        dest.name,
+                        100 * done / total,
+                        total / 1e6,
+                        time.monotonic() - t0,
+                    )
                     next_report += 0.1
     except (urllib.error.URLError, OSError, ValueError) as err:
         part.unlink(missing_ok=True)
         reason = getattr(err, "reason", None) or err
-        raise DownloadError(_offline_message(url, dest, exp, str(reason)), url=url,
-                            dest=dest) from err
+        raise DownloadError(
+            _offline_message(url, dest, exp, str(reason)), url=url, dest=dest
+        ) from err
 
     digests = {name: h.hexdigest() for name, h in hashers.items()}
     if exp is not None and digests[exp[0]] != exp[1]:
         aside = _move_aside(part)
-        raise ChecksumError(dest, exp[0], exp[1], digests[exp[0]],
-                            extra=f"The downloaded data was kept at {aside} for inspection.")
+        raise ChecksumError(
+            dest,
+            exp[0],
+            exp[1],
+            digests[exp[0]],
+            extra=f"The downloaded data was kept at {aside} for inspection.",
+        )
     os.replace(part, dest)
     if exp is None:
-        log.info("Downloaded %s; no published checksum, recording sha256 %s", dest.name,
-                 digests["sha256"])
+        log.info(
+            "Downloaded %s; no published checksum, recording sha256 %s",
+            dest.name,
+            digests["sha256"],
+        )
     return digests["sha256"]
 
 
@@ -218,6 +247,6 @@ def extract_archive(archive: str | os.PathLike[str], dest: str | os.PathLike[str
         with tarfile.open(archive, "r:*") as tar:
             tar.extractall(dest, filter="data")
     except tarfile.TarError as err:
-        raise DataError(f"Cannot extract {archive}: {err}. Delete it and re-run to fetch it "
-                        "again.") from err
-
+        raise DataError(
+            f"Cannot extract {archive}: {err}. Delete it and re-run to fetch it again."
+        ) from err

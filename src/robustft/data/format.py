@@ -75,8 +75,10 @@ _WARNED_UNVERIFIED: set[str] = set()
 
 
 def _redo_hint(root: Path) -> str:
-    return (f"Delete {root}/ and re-run the pipeline (or "
-            "`python -m robustft.steps.prepare_data`) to prepare it again.")
+    return (
+        f"Delete {root}/ and re-run the pipeline (or "
+        "`python -m robustft.steps.prepare_data`) to prepare it again."
+    )
 
 
 def _file_key(path: Path) -> tuple[int, int, int, int, int]:
@@ -96,14 +98,18 @@ def check_prepared_file(root: Path, manifest: Mapping[str, Any], fname: str) -> 
     if expected is None:
         if str(root) not in _WARNED_UNVERIFIED:
             _WARNED_UNVERIFIED.add(str(root))
-            log.warning("%s has no sha256 for %s: reading the prepared data unverified",
-                        root / "manifest.json", fname)
+            log.warning(
+                "%s has no sha256 for %s: reading the prepared data unverified",
+                root / "manifest.json",
+                fname,
+            )
         return
     try:
         key = _file_key(path)
     except FileNotFoundError:
-        raise ManifestError(f"{path} is listed in {root / 'manifest.json'} but missing. "
-                            f"{_redo_hint(root)}") from None
+        raise ManifestError(
+            f"{path} is listed in {root / 'manifest.json'} but missing. {_redo_hint(root)}"
+        ) from None
     actual = _HASHED.get(key)
     if actual is None:
         actual = _HASHED[key] = sha256_file(path)
@@ -111,7 +117,8 @@ def check_prepared_file(root: Path, manifest: Mapping[str, Any], fname: str) -> 
         raise ManifestError(
             f"{path}: the file changed since it was prepared (sha256 {actual}, "
             f"{root / 'manifest.json'} records {expected}; {key[2]} bytes on disk), so it is "
-            f"corrupt, truncated or was overwritten. {_redo_hint(root)}")
+            f"corrupt, truncated or was overwritten. {_redo_hint(root)}"
+        )
 
 
 def _load_array(path: Path, root: Path) -> np.ndarray:
@@ -120,18 +127,22 @@ def _load_array(path: Path, root: Path) -> np.ndarray:
         return np.load(path, mmap_mode="r")
     except (ValueError, OSError, EOFError) as err:
         if isinstance(err, FileNotFoundError):
-            raise ManifestError(f"{path} missing from prepared dataset {root}. "
-                                f"{_redo_hint(root)}") from err
-        raise ManifestError(f"{path}: cannot be read as a NumPy array (truncated or "
-                            f"corrupt: {err}). {_redo_hint(root)}") from err
+            raise ManifestError(
+                f"{path} missing from prepared dataset {root}. {_redo_hint(root)}"
+            ) from err
+        raise ManifestError(
+            f"{path}: cannot be read as a NumPy array (truncated or "
+            f"corrupt: {err}). {_redo_hint(root)}"
+        ) from err
 
 
 # --------------------------------------------------------------------------------------------
 # image loading
 
 
-def resize_center_crop(img: Image.Image, resolution: int, short_side: int | None = None
-                       ) -> Image.Image:
+def resize_center_crop(
+    img: Image.Image, resolution: int, short_side: int | None = None
+) -> Image.Image:
     """torchvision's ``Resize(short_side) -> CenterCrop(resolution)`` on a PIL image.
 
     Same arithmetic as torchvision (long side ``int(s * long / short)``, crop offset
@@ -155,8 +166,9 @@ def resize_center_crop(img: Image.Image, resolution: int, short_side: int | None
     return img
 
 
-def load_image(path: str | os.PathLike[str], resolution: int, short_side: int | None = None
-               ) -> np.ndarray:
+def load_image(
+    path: str | os.PathLike[str], resolution: int, short_side: int | None = None
+) -> np.ndarray:
     """Decode any PIL-readable image as RGB (grey is repeated to 3 channels) at ``resolution``."""
     with Image.open(path) as im:
         im = im.convert("RGB")
@@ -188,22 +200,32 @@ def _write_images(path: Path, data: SplitData, resolution: int, name: str) -> No
     if isinstance(data.images, np.ndarray):
         arr = data.images
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-            raise ValueError(f"{name}: images must be uint8 N x H x W x 3, got {arr.dtype} "
-                             f"{arr.shape}")
+            raise ValueError(
+                f"{name}: images must be uint8 N x H x W x 3, got {arr.dtype} {arr.shape}"
+            )
         if arr.shape[0] != n:
             raise ValueError(f"{name}: {arr.shape[0]} images but {n} labels")
         if arr.shape[1:3] != (resolution, resolution):
-            arr = np.stack([
-                np.asarray(resize_center_crop(Image.fromarray(a), resolution, data.short_side))
-                for a in arr
-            ]) if n else np.zeros((0, resolution, resolution, 3), np.uint8)
+            arr = (
+                np.stack(
+                    [
+                        np.asarray(
+                            resize_center_crop(Image.fromarray(a), resolution, data.short_side)
+                        )
+                        for a in arr
+                    ]
+                )
+                if n
+                else np.zeros((0, resolution, resolution, 3), np.uint8)
+            )
         np.save(path, np.ascontiguousarray(arr))
         return
     files = list(data.images)
     if len(files) != n:
         raise ValueError(f"{name}: {len(files)} image files but {n} labels")
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8,
-                                    shape=(n, resolution, resolution, 3))
+    out = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.uint8, shape=(n, resolution, resolution, 3)
+    )
     # duplicates (official Caltech-256 windows) are decoded once and kept in a small cache
     seen: set[str] = set()
     dups: set[str] = set()
@@ -230,11 +252,20 @@ def _write_images(path: Path, data: SplitData, resolution: int, name: str) -> No
     del out
 
 
-def write_prepared(out_dir: str | os.PathLike[str], *, name: str, classes: Sequence[str],
-                   num_classes: int, resolution: int, splits: Mapping[str, SplitData],
-                   split_seed: int | None, source: Mapping[str, Any],
-                   options: Mapping[str, Any], val_is_test: bool = False,
-                   extra: Mapping[str, Any] | None = None) -> Path:
+def write_prepared(
+    out_dir: str | os.PathLike[str],
+    *,
+    name: str,
+    classes: Sequence[str],
+    num_classes: int,
+    resolution: int,
+    splits: Mapping[str, SplitData],
+    split_seed: int | None,
+    source: Mapping[str, Any],
+    options: Mapping[str, Any],
+    val_is_test: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
     """Write the arrays and the manifest atomically (temp dir, then rename).
 
     ``splits`` must contain ``train`` and ``test``, and ``val`` unless ``val_is_test`` (then
@@ -264,8 +295,9 @@ def write_prepared(out_dir: str | os.PathLike[str], *, name: str, classes: Seque
                 except OSError:
                     shutil.copyfile(tmp / f"test_{kind}.npy", tmp / f"val_{kind}.npy")
         counts = {s: int(np.load(tmp / f"{s}_y.npy", mmap_mode="r").shape[0]) for s in SPLITS}
-        checksums = {f"{s}_{k}.npy": sha256_file(tmp / f"{s}_{k}.npy")
-                     for s in SPLITS for k in ("x", "y")}
+        checksums = {
+            f"{s}_{k}.npy": sha256_file(tmp / f"{s}_{k}.npy") for s in SPLITS for k in ("x", "y")
+        }
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "name": name,
@@ -366,8 +398,10 @@ def load_prepared(path: str | os.PathLike[str], *, verify: bool = False) -> Prep
     root = Path(path)
     mpath = root / "manifest.json"
     if not mpath.exists():
-        raise ManifestError(f"{mpath} not found: {root} is not a prepared dataset "
-                            "(run `python -m robustft.steps.prepare_data`).")
+        raise ManifestError(
+            f"{mpath} not found: {root} is not a prepared dataset "
+            "(run `python -m robustft.steps.prepare_data`)."
+        )
     try:
         with open(mpath, encoding="utf-8") as fh:
             manifest = json.load(fh)
@@ -384,8 +418,7 @@ def load_prepared(path: str | os.PathLike[str], *, verify: bool = False) -> Prep
     for s in SPLITS:
         for p in ds._paths(s):
             if not p.exists():
-                raise ManifestError(f"{p} missing from prepared dataset {root}. "
-                                    f"{_redo_hint(root)}")
+                raise ManifestError(f"{p} missing from prepared dataset {root}. {_redo_hint(root)}")
     if verify:
         ds.verify()
     return ds

@@ -40,12 +40,14 @@ _GOLD = 0.6180339887498949
 _SILVER = 0.3819660112501051
 
 # Colour palettes (foreground, background), shared between classes on purpose.
-_PALETTES = np.array([
-    [[0.85, 0.80, 0.70], [0.25, 0.20, 0.15]],   # cream on brown
-    [[0.75, 0.80, 0.90], [0.15, 0.20, 0.35]],   # pale blue on navy
-    [[0.80, 0.85, 0.70], [0.20, 0.30, 0.15]],   # pale green on olive
-    [[0.90, 0.75, 0.75], [0.35, 0.15, 0.20]],   # pink on maroon
-])
+_PALETTES = np.array(
+    [
+        [[0.85, 0.80, 0.70], [0.25, 0.20, 0.15]],  # cream on brown
+        [[0.75, 0.80, 0.90], [0.15, 0.20, 0.35]],  # pale blue on navy
+        [[0.80, 0.85, 0.70], [0.20, 0.30, 0.15]],  # pale green on olive
+        [[0.90, 0.75, 0.75], [0.35, 0.15, 0.20]],  # pink on maroon
+    ]
+)
 
 
 def _coords(res: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +74,8 @@ def _checker(p: dict, rng: np.random.Generator, res: int) -> np.ndarray:
     u, v = _rot(x, y, p["theta"])
     f = p["freq"]
     s = np.sin(2 * np.pi * f * u + rng.uniform(0, 2 * np.pi)) * np.sin(
-        2 * np.pi * f * p["aspect"] * v + rng.uniform(0, 2 * np.pi))
+        2 * np.pi * f * p["aspect"] * v + rng.uniform(0, 2 * np.pi)
+    )
     return np.tanh(4.0 * s)
 
 
@@ -100,8 +103,9 @@ def _bandnoise(p: dict, rng: np.random.Generator, res: int) -> np.ndarray:
     along = fx * c + fy * s
     across = -fx * s + fy * c
     bw = p["bandwidth"]
-    filt = (np.exp(-((np.abs(along) - p["freq"]) ** 2) / (2 * bw ** 2))
-            * np.exp(-(across ** 2) / (2 * (bw * p["aniso"]) ** 2)))
+    filt = np.exp(-((np.abs(along) - p["freq"]) ** 2) / (2 * bw**2)) * np.exp(
+        -(across**2) / (2 * (bw * p["aniso"]) ** 2)
+    )
     out = np.real(np.fft.ifft2(np.fft.fft2(noise) * filt))
     out /= out.std() + 1e-8
     return np.tanh(out)
@@ -111,8 +115,10 @@ def _plaid(p: dict, rng: np.random.Generator, res: int) -> np.ndarray:
     x, y = _coords(res)
     u1, _ = _rot(x, y, p["theta"])
     u2, _ = _rot(x, y, p["theta"] + p["delta"])
-    return 0.5 * (np.sin(2 * np.pi * p["freq"] * u1 + rng.uniform(0, 2 * np.pi))
-                  + np.sin(2 * np.pi * p["freq2"] * u2 + rng.uniform(0, 2 * np.pi)))
+    return 0.5 * (
+        np.sin(2 * np.pi * p["freq"] * u1 + rng.uniform(0, 2 * np.pi))
+        + np.sin(2 * np.pi * p["freq2"] * u2 + rng.uniform(0, 2 * np.pi))
+    )
 
 
 def _rings(p: dict, rng: np.random.Generator, res: int) -> np.ndarray:
@@ -136,7 +142,7 @@ def _lattice(p: dict, rng: np.random.Generator, res: int) -> np.ndarray:
     f = p["freq"]
     du = ((u * f + rng.uniform(0, 1)) % 1.0) - 0.5
     dv = ((v * f + rng.uniform(0, 1)) % 1.0) - 0.5
-    return np.exp(-(du ** 2 + dv ** 2) / (2 * p["dot"] ** 2)) * 2 - 1
+    return np.exp(-(du**2 + dv**2) / (2 * p["dot"] ** 2)) * 2 - 1
 
 
 def _zigzag(p: dict, rng: np.random.Generator, res: int) -> np.ndarray:
@@ -174,14 +180,20 @@ def _p_checker(j, rng):
 
 
 def _p_blobs(j, rng):
-    return {"theta": math.pi * _lds(j, _GOLD, rng.uniform()),
-            "density": _log_range(_lds(j, _SILVER, rng.uniform()), 4, 30),
-            "radius": float(rng.uniform(0.03, 0.09)), "elong": float(rng.uniform(1.0, 2.5))}
+    return {
+        "theta": math.pi * _lds(j, _GOLD, rng.uniform()),
+        "density": _log_range(_lds(j, _SILVER, rng.uniform()), 4, 30),
+        "radius": float(rng.uniform(0.03, 0.09)),
+        "elong": float(rng.uniform(1.0, 2.5)),
+    }
 
 
 def _p_bandnoise(j, rng):
-    return {**_params_common(j, rng, 2.0, 9.0), "bandwidth": float(rng.uniform(0.6, 1.4)),
-            "aniso": float(rng.uniform(0.5, 2.5))}
+    return {
+        **_params_common(j, rng, 2.0, 9.0),
+        "bandwidth": float(rng.uniform(0.6, 1.4)),
+        "aniso": float(rng.uniform(0.5, 2.5)),
+    }
 
 
 def _p_plaid(j, rng):
@@ -204,8 +216,11 @@ def _p_lattice(j, rng):
 
 
 def _p_zigzag(j, rng):
-    return {**_params_common(j, rng, 2.0, 6.0), "freq2": float(rng.uniform(1.5, 4.0)),
-            "amp": float(rng.uniform(0.08, 0.2))}
+    return {
+        **_params_common(j, rng, 2.0, 6.0),
+        "freq2": float(rng.uniform(1.5, 4.0)),
+        "amp": float(rng.uniform(0.08, 0.2)),
+    }
 
 
 PatternFn = Callable[[dict, np.random.Generator, int], np.ndarray]
@@ -251,8 +266,7 @@ def class_table(family_set: str, num_classes: int, class_seed: int) -> list[dict
     return table
 
 
-def _render(p: dict, fn: PatternFn, rng: np.random.Generator, res: int, noise: float
-            ) -> np.ndarray:
+def _render(p: dict, fn: PatternFn, rng: np.random.Generator, res: int, noise: float) -> np.ndarray:
     q = dict(p)
     # nuisance jitter: orientation +-~10 deg, frequency +-~15 %
     q["theta"] = p["theta"] + rng.normal(0, math.radians(10))
@@ -269,13 +283,20 @@ def _render(p: dict, fn: PatternFn, rng: np.random.Generator, res: int, noise: f
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
-def generate(family_set: str, num_classes: int, per_class: int, resolution: int, seed: int,
-             split: str, *, class_seed: int = 0, noise: float = 0.06
-             ) -> tuple[np.ndarray, np.ndarray]:
+def generate(
+    family_set: str,
+    num_classes: int,
+    per_class: int,
+    resolution: int,
+    seed: int,
+    split: str,
+    *,
+    class_seed: int = 0,
+    noise: float = 0.06,
+) -> tuple[np.ndarray, np.ndarray]:
     """``per_class`` images of each class as ``(uint8 N x R x R x 3, int64 N)``, class-major."""
     if family_set not in FAMILIES:
-        raise KeyError(f"unknown texture family set {family_set!r}; choose from "
-                       f"{sorted(FAMILIES)}")
+        raise KeyError(f"unknown texture family set {family_set!r}; choose from {sorted(FAMILIES)}")
     fams = {name: fn for name, fn, _ in FAMILIES[family_set]}
     table = class_table(family_set, num_classes, class_seed)
     imgs = np.empty((num_classes * per_class, resolution, resolution, 3), dtype=np.uint8)
@@ -301,16 +322,29 @@ def build_generated(family_set: str) -> Callable[[PrepareContext], Built]:
         xt, yt = generate(family_set, nc, test_per, res, ctx.seed, "test", **kw)
         tr, va = stratified_holdout(y, float(o["val_fraction"]), ctx.seed)
         table = class_table(family_set, nc, int(o["class_seed"]))
-        splits = {"train": SplitData(x[tr], y[tr]), "val": SplitData(x[va], y[va]),
-                  "test": SplitData(xt, yt)}
+        splits = {
+            "train": SplitData(x[tr], y[tr]),
+            "val": SplitData(x[va], y[va]),
+            "test": SplitData(xt, yt),
+        }
         return Built(
-            classes=[p["label"] for p in table], splits=splits,
-            notes=[(f"generated {family_set}: {nc} classes x {per} train-pool images "
+            classes=[p["label"] for p in table],
+            splits=splits,
+            notes=[
+                (
+                    f"generated {family_set}: {nc} classes x {per} train-pool images "
                     f"(stratified {float(o['val_fraction']):.0%} val) + {test_per} test "
-                    "images per class; images depend only on (class_seed, seed)")],
-            extra={"source": {"generator": family_set, "generator_version": GENERATOR_VERSION,
-                              "class_seed": int(o["class_seed"]),
-                              "families": [name for name, _, _ in FAMILIES[family_set]]}},
+                    "images per class; images depend only on (class_seed, seed)"
+                )
+            ],
+            extra={
+                "source": {
+                    "generator": family_set,
+                    "generator_version": GENERATOR_VERSION,
+                    "class_seed": int(o["class_seed"]),
+                    "families": [name for name, _, _ in FAMILIES[family_set]],
+                }
+            },
         )
 
     return build

@@ -45,9 +45,12 @@ class _ArrayUnpickler(pickle.Unpickler):
     """
 
     _ALLOWED: ClassVar[set[tuple[str, str]]] = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
         ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
     }
 
@@ -55,7 +58,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
         if module.startswith("numpy.core.") and hasattr(np, "_core"):
-            module = "numpy._core." + module[len("numpy.core."):]
+            module = "numpy._core." + module[len("numpy.core.") :]
         return super().find_class(module, name)
 
 
@@ -75,8 +78,15 @@ def _names(values: list[Any]) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def _build_cifar(ctx: PrepareContext, folder: str, train_files: list[str], test_file: str,
-                 meta_file: str, label_key: str, names_key: str) -> Built:
+def _build_cifar(
+    ctx: PrepareContext,
+    folder: str,
+    train_files: list[str],
+    test_file: str,
+    meta_file: str,
+    label_key: str,
+    names_key: str,
+) -> Built:
     assert ctx.root is not None
     base = ctx.root / folder
     meta = load_cifar_pickle(base / meta_file)
@@ -91,20 +101,32 @@ def _build_cifar(ctx: PrepareContext, folder: str, train_files: list[str], test_
     pool = SplitData(np.concatenate(xs), np.concatenate(ys))
     test = SplitData(_cifar_images(tb), np.asarray(tb[label_key], dtype=np.int64))
     if ctx.resolution != 32:
-        log.warning("%s stored at %d px instead of 32: the official pipeline keeps 32 px and "
-                    "nearest-upsamples inside the model (input_size)", ctx.name, ctx.resolution)
+        log.warning(
+            "%s stored at %d px instead of 32: the official pipeline keeps 32 px and "
+            "nearest-upsamples inside the model (input_size)",
+            ctx.name,
+            ctx.resolution,
+        )
     splits, val_is_test, notes = finish_splits(pool, test, ctx)
     return Built(classes=classes, splits=splits, val_is_test=val_is_test, notes=notes)
 
 
 def build_cifar10(ctx: PrepareContext) -> Built:
-    return _build_cifar(ctx, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
-                        "test_batch", "batches.meta", "labels", "label_names")
+    return _build_cifar(
+        ctx,
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        "test_batch",
+        "batches.meta",
+        "labels",
+        "label_names",
+    )
 
 
 def build_cifar100(ctx: PrepareContext) -> Built:
-    return _build_cifar(ctx, "cifar-100-python", ["train"], "test", "meta", "fine_labels",
-                        "fine_label_names")
+    return _build_cifar(
+        ctx, "cifar-100-python", ["train"], "test", "meta", "fine_labels", "fine_label_names"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,13 +172,18 @@ def build_dtd(ctx: PrepareContext) -> Built:
     if head < len(classes):
         raise ValueError(f"dtd: num_classes={head} but the data has {len(classes)} classes")
     if head > len(classes):
-        notes.append(f"{head}-way head for {len(classes)} classes (official --num_classes "
-                     f"{head}; paper 'DTD-57'): logits {len(classes)}..{head - 1} are never "
-                     "a target")
-    notes.append("paper Sec. 5 says 2,760 training images; DTD's train1+val1 is 3,760 and no "
-                 "DTD split gives 2,760, so we read it as a typo (official code: 3,760)")
-    return Built(classes=classes, splits=splits, val_is_test=val_is_test, num_classes=head,
-                 notes=notes)
+        notes.append(
+            f"{head}-way head for {len(classes)} classes (official --num_classes "
+            f"{head}; paper 'DTD-57'): logits {len(classes)}..{head - 1} are never "
+            "a target"
+        )
+    notes.append(
+        "paper Sec. 5 says 2,760 training images; DTD's train1+val1 is 3,760 and no "
+        "DTD split gives 2,760, so we read it as a typo (official code: 3,760)"
+    )
+    return Built(
+        classes=classes, splits=splits, val_is_test=val_is_test, num_classes=head, notes=notes
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,8 +207,7 @@ def build_dog120(ctx: PrepareContext) -> Built:
     te_names, te_labels = _load_mat_list(ctx.root / "test_list.mat")
     n_cls = int(max(tr_labels.max(initial=-1), te_labels.max(initial=-1)) + 1)
     classes = [""] * n_cls
-    for name, lab in zip(tr_names + te_names, np.concatenate([tr_labels, te_labels]),
-                         strict=True):
+    for name, lab in zip(tr_names + te_names, np.concatenate([tr_labels, te_labels]), strict=True):
         folder = name.split("/")[0]
         classes[lab] = classes[lab] or (folder.split("-", 1)[1] if "-" in folder else folder)
 
@@ -220,8 +246,11 @@ def build_cub200(ctx: PrepareContext) -> Built:
 
     def subset(flag: int) -> SplitData:
         sel = [i for i in ids if is_train[i] == flag]
-        return SplitData([base / "images" / images[i] for i in sel],
-                         np.asarray([labels[i] for i in sel], dtype=np.int64), ctx.short_side)
+        return SplitData(
+            [base / "images" / images[i] for i in sel],
+            np.asarray([labels[i] for i in sel], dtype=np.int64),
+            ctx.short_side,
+        )
 
     splits, val_is_test, notes = finish_splits(subset(1), subset(0), ctx)
     return Built(classes=classes, splits=splits, val_is_test=val_is_test, notes=notes)
@@ -259,7 +288,8 @@ def build_caltech256(ctx: PrepareContext) -> Built:
                 if not (base / d / n).exists():
                     raise FileNotFoundError(
                         f"caltech256 (official split) expects {base / d / n}: the official "
-                        "loader rebuilds file names from a counter")
+                        "loader rebuilds file names from a counter"
+                    )
         else:
             names = jpgs
         files += [base / d / n for n in names]
@@ -272,12 +302,15 @@ def build_caltech256(ctx: PrepareContext) -> Built:
         per = int(ctx.options["train_per_class"])
         tr, te = caltech_official_windows(sizes, per)
         if len(tr) < per * sum(1 for s in sizes if s > 0):
-            log.warning("caltech256: the last window(s) ran past the end of the data and were "
-                        "clipped")
-        notes.append(f"official deterministic split: {per} consecutive entries per class "
-                     "starting at each class start (windows of small classes run into the "
-                     "next class -> duplicates); test = the remaining indices 1..N-1; the "
-                     "official loader reseeds numpy/torch to 0 (no randomness)")
+            log.warning(
+                "caltech256: the last window(s) ran past the end of the data and were clipped"
+            )
+        notes.append(
+            f"official deterministic split: {per} consecutive entries per class "
+            "starting at each class start (windows of small classes run into the "
+            "next class -> duplicates); test = the remaining indices 1..N-1; the "
+            "official loader reseeds numpy/torch to 0 (no randomness)"
+        )
         extra["unique_train"] = len(np.unique(tr))
     else:
         n = len(files)
@@ -286,9 +319,11 @@ def build_caltech256(ctx: PrepareContext) -> Built:
             raise ValueError(f"caltech256: test_size={k} but only {n} images")
         perm = np.random.RandomState(ctx.seed).permutation(n)
         te, tr = np.sort(perm[:k]), np.sort(perm[k:])
-        notes.append(f"random split: {k} test images drawn with RandomState({ctx.seed}); the "
-                     "paper's 38,550 train entries exist only with the official duplicates")
+        notes.append(
+            f"random split: {k} test images drawn with RandomState({ctx.seed}); the "
+            "paper's 38,550 train entries exist only with the official duplicates"
+        )
     splits, val_is_test, more = finish_splits(take(all_data, tr), take(all_data, te), ctx)
-    return Built(classes=classes, splits=splits, val_is_test=val_is_test,
-                 notes=notes + more, extra=extra)
-
+    return Built(
+        classes=classes, splits=splits, val_is_test=val_is_test, notes=notes + more, extra=extra
+    )

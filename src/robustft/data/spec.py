@@ -90,35 +90,49 @@ class Option:
 
     def check(self, dataset: str, key: str, value: Any) -> Any:
         if self.choices is not None and value not in self.choices:
-            raise ValueError(f"dataset {dataset!r}: option {key!r} must be one of "
-                             f"{list(self.choices)}, got {value!r}")
+            raise ValueError(
+                f"dataset {dataset!r}: option {key!r} must be one of "
+                f"{list(self.choices)}, got {value!r}"
+            )
         if self.kind is not None and value is not None:
             kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
             if float in kinds and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
                 names = "/".join(k.__name__ for k in kinds)
-                raise ValueError(f"dataset {dataset!r}: option {key!r} must be {names}, got "
-                                 f"{value!r}")
+                raise ValueError(
+                    f"dataset {dataset!r}: option {key!r} must be {names}, got {value!r}"
+                )
         return value
 
 
 COMMON_OPTIONS: dict[str, Option] = {
-    "val_fraction": Option(0.05, "fraction of the training data held out for validation "
-                           "(paper Sec. 5: 5%); drawn like the official code with the split "
-                           "seed", kind=float),
-    "val_source": Option("split", "'split' = hold val_fraction out of train; 'test' = the "
-                         "validation set is the test set (official DTD/Caltech-256, TWINS "
-                         "baselines); then all training data stays in train",
-                         choices=("split", "test")),
+    "val_fraction": Option(
+        0.05,
+        "fraction of the training data held out for validation "
+        "(paper Sec. 5: 5%); drawn like the official code with the split "
+        "seed",
+        kind=float,
+    ),
+    "val_source": Option(
+        "split",
+        "'split' = hold val_fraction out of train; 'test' = the "
+        "validation set is the test set (official DTD/Caltech-256, TWINS "
+        "baselines); then all training data stays in train",
+        choices=("split", "test"),
+    ),
 }
 
 HIGHRES_OPTIONS: dict[str, Option] = {
     **COMMON_OPTIONS,
-    "crop_pct": Option(1.0, "resize the short side to floor(resolution / crop_pct), then "
-                       "centre-crop `resolution`; 0.875 = the official Resize(256) -> "
-                       "CenterCrop(224) test transform (training-time RandomResizedCrop then "
-                       "works on that stored crop, not on the full 256-px image)", kind=float),
+    "crop_pct": Option(
+        1.0,
+        "resize the short side to floor(resolution / crop_pct), then "
+        "centre-crop `resolution`; 0.875 = the official Resize(256) -> "
+        "CenterCrop(224) test transform (training-time RandomResizedCrop then "
+        "works on that stored crop, not on the full 256-px image)",
+        kind=float,
+    ),
 }
 
 
@@ -163,19 +177,24 @@ def take(data: SplitData, idx: np.ndarray) -> SplitData:
     return SplitData(images, np.asarray(data.labels)[idx], data.short_side)
 
 
-def finish_splits(train_pool: SplitData, test: SplitData, ctx: PrepareContext
-                  ) -> tuple[dict[str, SplitData], bool, list[str]]:
+def finish_splits(
+    train_pool: SplitData, test: SplitData, ctx: PrepareContext
+) -> tuple[dict[str, SplitData], bool, list[str]]:
     """Apply ``val_source`` / ``val_fraction`` to a train pool (the common rule of Sec. 5)."""
     if ctx.options["val_source"] == "test":
-        return {"train": train_pool, "test": test}, True, [
-            "validation set = test set (no held-out split), as in the official code"]
+        return (
+            {"train": train_pool, "test": test},
+            True,
+            ["validation set = test set (no held-out split), as in the official code"],
+        )
     vf = float(ctx.options["val_fraction"])
     tr, va = official_holdout(len(train_pool), vf, ctx.seed)
-    note = (f"validation = random {vf:.0%} of the training data: "
-            f"np.random.RandomState({ctx.seed}).choice(N, int({1 - vf:g}*N), replace=False) "
-            "are train, the rest val (official draw)")
-    return {"train": take(train_pool, tr), "val": take(train_pool, va), "test": test}, False, [
-        note]
+    note = (
+        f"validation = random {vf:.0%} of the training data: "
+        f"np.random.RandomState({ctx.seed}).choice(N, int({1 - vf:g}*N), replace=False) "
+        "are train, the rest val (official draw)"
+    )
+    return {"train": take(train_pool, tr), "val": take(train_pool, va), "test": test}, False, [note]
 
 
 BuildFn = Callable[[PrepareContext], Built]
@@ -186,17 +205,18 @@ class DatasetSpec:
     """A dataset in the registry."""
 
     name: str
-    num_classes: int                       # head size under the default options
+    num_classes: int  # head size under the default options
     default_resolution: int
     build: BuildFn
     description: str
-    split_rule: str                        # human-readable, also written to the manifest
+    split_rule: str  # human-readable, also written to the manifest
     files: tuple[DownloadFile, ...] = ()
-    probe: tuple[str, ...] = ()            # paths (relative to raw_dir/<name>) that prove
-                                           # the raw data is already extracted
+    probe: tuple[str, ...] = ()  # paths (relative to raw_dir/<name>) that prove
+    # the raw data is already extracted
     options: Mapping[str, Option] = field(default_factory=dict)
     presets: Mapping[str, Mapping[str, Any]] = field(
-        default_factory=lambda: {p: {} for p in PRESETS})
+        default_factory=lambda: {p: {} for p in PRESETS}
+    )
     num_classes_fn: Callable[[Mapping[str, Any]], int] | None = None
     generated: bool = False
 
@@ -206,14 +226,18 @@ class DatasetSpec:
         options = dict(options or {})
         preset = options.pop("preset", DEFAULT_PRESET)
         if preset not in self.presets:
-            raise ValueError(f"dataset {self.name!r}: unknown preset {preset!r}; choose from "
-                             f"{sorted(self.presets)}")
+            raise ValueError(
+                f"dataset {self.name!r}: unknown preset {preset!r}; choose from "
+                f"{sorted(self.presets)}"
+            )
         resolved = {k: o.default for k, o in self.options.items()}
         resolved.update(self.presets[preset])
         for key, value in options.items():
             if key not in self.options:
-                raise ValueError(f"dataset {self.name!r}: unknown option {key!r}; known "
-                                 f"options: {sorted(self.options) + ['preset']}")
+                raise ValueError(
+                    f"dataset {self.name!r}: unknown option {key!r}; known "
+                    f"options: {sorted(self.options) + ['preset']}"
+                )
             resolved[key] = value
         for key, value in list(resolved.items()):
             resolved[key] = self.options[key].check(self.name, key, value)
@@ -238,8 +262,9 @@ class DatasetSpec:
     def raw_root(self, raw_dir: str | os.PathLike[str]) -> Path:
         return Path(raw_dir) / self.name
 
-    def ensure_raw(self, raw_dir: str | os.PathLike[str], *, offline: bool | None = None
-                   ) -> tuple[Path, list[dict[str, Any]]]:
+    def ensure_raw(
+        self, raw_dir: str | os.PathLike[str], *, offline: bool | None = None
+    ) -> tuple[Path, list[dict[str, Any]]]:
         """Fetch, verify and extract the raw files; return the extracted root and the
         provenance of every file (URL, published and computed checksums).
 
@@ -252,8 +277,7 @@ class DatasetSpec:
         with _raw_lock(raw_dir / f".{self.name}.lock"):
             return self._ensure_raw(raw_dir, offline)
 
-    def _ensure_raw(self, raw_dir: Path, offline: bool | None
-                    ) -> tuple[Path, list[dict[str, Any]]]:
+    def _ensure_raw(self, raw_dir: Path, offline: bool | None) -> tuple[Path, list[dict[str, Any]]]:
         root = self.raw_root(raw_dir)
         marker = root / _MARKER
         present = bool(self.probe) and all((root / p).exists() for p in self.probe)
@@ -263,11 +287,22 @@ class DatasetSpec:
             log.info("Using extracted %s in %s", self.name, root)
             return root, info["files"]
         if present:
-            log.warning("Using %s as found in %s (extracted by hand: archive checksums "
-                        "cannot be checked)", self.name, root)
-            return root, [{"filename": f.filename, "url": f.url, "md5_published": f.md5,
-                           "sha256_published": f.sha256, "sha256": None,
-                           "note": "pre-extracted by the user"} for f in self.files]
+            log.warning(
+                "Using %s as found in %s (extracted by hand: archive checksums cannot be checked)",
+                self.name,
+                root,
+            )
+            return root, [
+                {
+                    "filename": f.filename,
+                    "url": f.url,
+                    "md5_published": f.md5,
+                    "sha256_published": f.sha256,
+                    "sha256": None,
+                    "note": "pre-extracted by the user",
+                }
+                for f in self.files
+            ]
         info: list[dict[str, Any]] = []
         failed: DownloadError | None = None
         also_missing: list[str] = []
@@ -282,14 +317,23 @@ class DatasetSpec:
             except DownloadError as err:
                 failed = err
                 continue
-            info.append({"filename": f.filename, "url": f.url, "md5_published": f.md5,
-                         "sha256_published": f.sha256, "sha256": digest})
+            info.append(
+                {
+                    "filename": f.filename,
+                    "url": f.url,
+                    "md5_published": f.md5,
+                    "sha256_published": f.sha256,
+                    "sha256": digest,
+                }
+            )
         if failed is not None:
             msg = str(failed)
             if also_missing:
                 msg += " Also missing: " + "; ".join(also_missing) + "."
-            msg += (f" (Alternatively extract the data by hand so that "
-                    f"{', '.join(str(root / p) for p in self.probe)} exist.)")
+            msg += (
+                f" (Alternatively extract the data by hand so that "
+                f"{', '.join(str(root / p) for p in self.probe)} exist.)"
+            )
             raise DownloadError(msg, url=failed.url, dest=failed.dest) from failed
         with atomic_dir(root) as tmp:
             for f in self.files:
@@ -299,14 +343,22 @@ class DatasetSpec:
                 raise FileNotFoundError(
                     f"{self.name}: after extracting {[f.filename for f in self.files]} the "
                     f"expected paths {missing} are missing under {root}; the archives do not "
-                    "have the expected layout.")
+                    "have the expected layout."
+                )
             write_json_atomic(tmp / _MARKER, {"files": info})
         return root, info
 
     # ---- preparation ---------------------------------------------------------------------
-    def prepare(self, raw_dir: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str],
-                resolution: int | None = None, options: Mapping[str, Any] | None = None,
-                seed: int = 0, *, offline: bool | None = None) -> Path:
+    def prepare(
+        self,
+        raw_dir: str | os.PathLike[str] | None,
+        out_dir: str | os.PathLike[str],
+        resolution: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        *,
+        offline: bool | None = None,
+    ) -> Path:
         """Prepare this dataset into ``out_dir`` (see ``robustft.data.format``)."""
         opts = self.resolve_options(options)
         res = resolution
@@ -315,8 +367,9 @@ class DatasetSpec:
             if res is None:
                 res = opt_res
             elif opt_res is not None and int(opt_res) != int(res):
-                raise ValueError(f"{self.name}: resolution {res} conflicts with option "
-                                 f"resolution={opt_res}")
+                raise ValueError(
+                    f"{self.name}: resolution {res} conflicts with option resolution={opt_res}"
+                )
         res = int(res if res is not None else self.default_resolution)
         if res <= 0:
             raise ValueError(f"{self.name}: resolution must be positive, got {res}")
@@ -336,8 +389,15 @@ class DatasetSpec:
         source: dict[str, Any] = {"files": files} if not self.generated else {}
         source.update(built.extra.pop("source", {}))
         return write_prepared(
-            out_dir, name=self.name, classes=classes, num_classes=num_classes, resolution=res,
-            splits=built.splits, split_seed=int(seed), source=source, options=opts,
+            out_dir,
+            name=self.name,
+            classes=classes,
+            num_classes=num_classes,
+            resolution=res,
+            splits=built.splits,
+            split_seed=int(seed),
+            source=source,
+            options=opts,
             val_is_test=built.val_is_test,
             extra={"split_rule": self.split_rule, "notes": built.notes, **built.extra},
         )

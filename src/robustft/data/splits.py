@@ -25,8 +25,9 @@ def official_holdout(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray
     return np.sort(train), np.flatnonzero(mask)
 
 
-def stratified_holdout(labels: np.ndarray, val_fraction: float, seed: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def stratified_holdout(
+    labels: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-class random holdout: ``round(n_c * val_fraction)`` of every class go to val.
 
     Used for the generated datasets so that every split stays exactly class-balanced.
@@ -44,8 +45,9 @@ def stratified_holdout(labels: np.ndarray, val_fraction: float, seed: int
     return np.flatnonzero(mask), val_idx
 
 
-def caltech_official_windows(class_sizes: list[int], per_class: int
-                             ) -> tuple[np.ndarray, np.ndarray]:
+def caltech_official_windows(
+    class_sizes: list[int], per_class: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The official Caltech-256 rule (``transfer_datasets.py:make_loaders_caltech256``).
 
     Images are concatenated class by class (sorted folder order). For each class start index
@@ -59,8 +61,11 @@ def caltech_official_windows(class_sizes: list[int], per_class: int
     # the official code finds starts by label changes, so an empty class has no window
     starts = [int(s) for s, k in zip(offsets, class_sizes, strict=True) if k > 0]
     n = int(sum(class_sizes))
-    train = np.concatenate([np.arange(s, min(s + per_class, n)) for s in starts]) \
-        if len(starts) else np.zeros(0, dtype=np.int64)
+    train = (
+        np.concatenate([np.arange(s, min(s + per_class, n)) for s in starts])
+        if len(starts)
+        else np.zeros(0, dtype=np.int64)
+    )
     in_train = np.zeros(n, dtype=bool)
     in_train[train] = True
     test = np.flatnonzero(~in_train)

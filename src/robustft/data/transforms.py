@@ -30,8 +30,13 @@ def _as_batch(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     raise ValueError(f"expected CHW or NCHW, got shape {tuple(x.shape)}")
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, *,
-                     padding: int = 4, flip: bool = True) -> torch.Tensor:
+def random_crop_flip(
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    padding: int = 4,
+    flip: bool = True,
+) -> torch.Tensor:
     """``RandomCrop(size, padding, fill=0)`` + ``RandomHorizontalFlip`` for CHW or NCHW.
 
     Each image of a batch gets its own offset and flip. All randomness comes from
@@ -45,14 +50,18 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, 
     out = torch.empty_like(xb)
     for i in range(n):
         dy, dx = int(offs[i, 0]), int(offs[i, 1])
-        crop = padded[i, :, dy:dy + h, dx:dx + w]
+        crop = padded[i, :, dy : dy + h, dx : dx + w]
         out[i] = crop.flip(-1) if flips[i] else crop
     return out[0] if single else out
 
 
-def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, *,
-                             scale: tuple[float, float] = (0.08, 1.0),
-                             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+def random_resized_crop_flip(
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
     """torchvision's ``RandomResizedCrop`` (same parameter sampling, 10 tries then centre
     fallback) back to the stored size, then a horizontal flip; the official high-resolution
     training transform applied to the stored images."""
@@ -83,9 +92,10 @@ def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator | None 
                 cw, ch = w, h
             box = ((h - ch) // 2, (w - cw) // 2, ch, cw)
         top, left, ch, cw = box
-        crop = xb[i:i + 1, :, top:top + ch, left:left + cw]
-        crop = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False,
-                             antialias=True).clamp_(0.0, 1.0)
+        crop = xb[i : i + 1, :, top : top + ch, left : left + cw]
+        crop = F.interpolate(
+            crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True
+        ).clamp_(0.0, 1.0)
         if bool(rng.coin(1, generator)):
             crop = crop.flip(-1)
         out[i] = crop[0]
@@ -103,6 +113,7 @@ def augmentation(name: str) -> Transform | None:
     if name == "none":
         return None
     if name not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {name!r}; choose from "
-                         f"{sorted(AUGMENTATIONS)} or 'none'")
+        raise ValueError(
+            f"unknown augmentation {name!r}; choose from {sorted(AUGMENTATIONS)} or 'none'"
+        )
     return AUGMENTATIONS[name]

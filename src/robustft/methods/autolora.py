@@ -52,14 +52,18 @@ class AutoLoRa(Method):
     def model_kwargs(self):
         from robustft.models import LoraConfig
 
-        return {"lora": LoraConfig(rank=self.hp["rank"], coverage=self.hp["lora_coverage"],
-                                   alpha=self.hp["lora_alpha"])}
+        return {
+            "lora": LoraConfig(
+                rank=self.hp["rank"], coverage=self.hp["lora_coverage"], alpha=self.hp["lora_alpha"]
+            )
+        }
 
     def start_epoch(self, model, ctx: TrainContext) -> dict[str, float]:
         timing = self.hp["lambda_measured"]
         if timing not in ("epoch_start", "epoch_end"):
-            raise ValueError("autolora.lambda_measured must be 'epoch_start' or 'epoch_end', "
-                             f"got {timing!r}")
+            raise ValueError(
+                f"autolora.lambda_measured must be 'epoch_start' or 'epoch_end', got {timing!r}"
+            )
         if timing == "epoch_start" or ctx.epoch == 0:
             self._update_lambdas(model, ctx)
         # epoch_end: measured at the end of the previous epoch (restored on resume)
@@ -80,7 +84,9 @@ class AutoLoRa(Method):
             correct, seen = self._running
             sa = correct / seen if seen else 0.0
         else:
-            raise ValueError(f"autolora.lambda_source must be 'train_set' or 'running', got {source!r}")
+            raise ValueError(
+                f"autolora.lambda_source must be 'train_set' or 'running', got {source!r}"
+            )
         self._running = [0, 0]
         self.sa = sa
         self.lambda1, self.lambda2 = lambda_weights(sa, self.hp["alpha"])  # Eq. 6/7
@@ -100,17 +106,25 @@ class AutoLoRa(Method):
         self._running[1] += len(y)
         return BatchOutput(
             loss=loss,
-            stats={"loss_ce_nat": ce_nat.item(), "loss_ce_adv": ce_adv.item(),
-                   "loss_kl": kl.item(), "train_nat_acc": nat_correct / len(y),
-                   "train_adv_acc": accuracy(adv_logits, y)},
+            stats={
+                "loss_ce_nat": ce_nat.item(),
+                "loss_ce_adv": ce_adv.item(),
+                "loss_kl": kl.item(),
+                "train_nat_acc": nat_correct / len(y),
+                "train_adv_acc": accuracy(adv_logits, y),
+            },
             # The natural objective never reaches the FE (that is the point of Eq. 5), so its
             # FE gradient is zero and the logged similarity is 0 by construction.
             objectives=(self.lambda1 * ce_nat, (1 - self.lambda1) * ce_adv + self.lambda2 * kl),
         )
 
     def state_dict(self):
-        return {"lambda1": self.lambda1, "lambda2": self.lambda2, "sa": self.sa,
-                "running": list(self._running)}
+        return {
+            "lambda1": self.lambda1,
+            "lambda2": self.lambda2,
+            "sa": self.sa,
+            "running": list(self._running),
+        }
 
     def load_state_dict(self, state):
         self.lambda1, self.lambda2, self.sa = state["lambda1"], state["lambda2"], state["sa"]

@@ -91,12 +91,16 @@ class AWP(Method):
         if self.hp["base"] not in ("at", "trades"):
             raise ValueError(f"{self.name}.base must be 'at' or 'trades', got {self.hp['base']!r}")
         if self.hp["attack_bn"] not in ("train", "eval"):
-            raise ValueError(f"{self.name}.attack_bn must be 'train' or 'eval' (BN mode while "
-                             f"crafting x'), got {self.hp['attack_bn']!r}")
+            raise ValueError(
+                f"{self.name}.attack_bn must be 'train' or 'eval' (BN mode while "
+                f"crafting x'), got {self.hp['attack_bn']!r}"
+            )
         origin = self.hp["epoch_origin"]
         if isinstance(origin, bool) or origin not in (0, 1):
-            raise ValueError(f"{self.name}.epoch_origin must be 0 or 1 (the number the reference "
-                             f"script gives its first epoch), got {origin!r}")
+            raise ValueError(
+                f"{self.name}.epoch_origin must be 0 or 1 (the number the reference "
+                f"script gives its first epoch), got {origin!r}"
+            )
         check_project_start(self)
 
     # the base method's loss, for any forward function (proxy or perturbed model)
@@ -109,8 +113,11 @@ class AWP(Method):
         natural = F.cross_entropy(clean, y)
         robust = kl_clean_adv(clean, adv)
         return natural + self.hp["beta"] * robust, {
-            "loss_ce_nat": natural.item(), "loss_kl": robust.item(),
-            "train_nat_acc": accuracy(clean, y), "train_adv_acc": accuracy(adv, y)}
+            "loss_ce_nat": natural.item(),
+            "loss_kl": robust.item(),
+            "train_nat_acc": accuracy(clean, y),
+            "train_adv_acc": accuracy(adv, y),
+        }
 
     def craft(self, model, x, y, ctx: TrainContext) -> torch.Tensor:
         """x' of the base method with BN in ``attack_bn`` mode: PGD-CE from a uniform start
@@ -119,14 +126,21 @@ class AWP(Method):
         with bn_mode(model, self.hp["attack_bn"]):
             if self.hp["base"] == "at":
                 # a lambda, not the module: pgd() would switch a module to eval mode itself
-                return pgd(lambda z: model(z), x, y, eps=cfg.eps, step=cfg.step, steps=cfg.steps,
-                           random_start=cfg.random_start, generator=ctx.generator)
+                return pgd(
+                    lambda z: model(z),
+                    x,
+                    y,
+                    eps=cfg.eps,
+                    step=cfg.step,
+                    steps=cfg.steps,
+                    random_start=cfg.random_start,
+                    generator=ctx.generator,
+                )
             return trades_attack(self, model, x, ctx, bn="current")
 
     def active(self, ctx: TrainContext) -> bool:
         """Whether AWP perturbs the weights in this epoch (``epoch_origin`` in the docstring)."""
-        return (ctx.epoch + self.hp["epoch_origin"] >= self.hp["warmup"]
-                and self.hp["gamma"] > 0)
+        return ctx.epoch + self.hp["epoch_origin"] >= self.hp["warmup"] and self.hp["gamma"] > 0
 
     def perturbation(self, model, x, x_adv, y) -> dict[str, torch.Tensor]:
         """γ·v_l for every trainable weight with dim > 1 (steps 1-2 of the module docstring)."""
@@ -134,8 +148,7 @@ class AWP(Method):
         # the proxy's BN statistics are thrown away: run on copies of the buffers
         buffers = {n: b.clone() for n, b in model.named_buffers()}
         with torch.enable_grad():
-            loss, _ = self.base_loss(lambda z: functional_call(model, buffers, (z,)),
-                                     x, x_adv, y)
+            loss, _ = self.base_loss(lambda z: functional_call(model, buffers, (z,)), x, x_adv, y)
             grads = torch.autograd.grad(loss, list(targets.values()))
         out = {}
         for (name, w), g in zip(targets.items(), grads):

@@ -121,16 +121,28 @@ class Method:
 
     # --- shared helpers ----------------------------------------------------------------------
     def attack(
-        self, forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
-        x: torch.Tensor, y: torch.Tensor, ctx: TrainContext,
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        ctx: TrainContext,
     ) -> torch.Tensor:
         """Training PGD on ``forward`` (a branch of ``model``) with BN in eval mode (spec §4)."""
         cfg = ctx.train_attack
         was_training = model.training
         model.eval()
         try:
-            return pgd(forward, x, y, eps=cfg.eps, step=cfg.step, steps=cfg.steps,
-                       random_start=cfg.random_start, generator=ctx.generator)
+            return pgd(
+                forward,
+                x,
+                y,
+                eps=cfg.eps,
+                step=cfg.step,
+                steps=cfg.steps,
+                random_start=cfg.random_start,
+                generator=ctx.generator,
+            )
         finally:
             model.train(was_training)
 
@@ -145,9 +157,10 @@ def kl_clean_adv(
     batch length, which differs only on a short last batch.
     """
     n = normaliser if normaliser is not None else clean_logits.shape[0]
-    return F.kl_div(
-        F.log_softmax(adv_logits, dim=1), F.softmax(clean_logits, dim=1), reduction="sum"
-    ) / n
+    return (
+        F.kl_div(F.log_softmax(adv_logits, dim=1), F.softmax(clean_logits, dim=1), reduction="sum")
+        / n
+    )
 
 
 def kl_normaliser(method: Method, ctx: TrainContext) -> int | None:

@@ -25,8 +25,15 @@ from robustft.plan import catalog
 
 def fgsm_rs(model, x, y, *, eps: float, alpha: float, generator=None):
     """One signed step of size ``alpha`` from a uniform start in the ε-ball (FGSM-RS)."""
-    return ascend(lambda z: F.cross_entropy(model(z), y), x, eps=eps, step=alpha, steps=1,
-                  init="uniform", generator=generator)
+    return ascend(
+        lambda z: F.cross_entropy(model(z), y),
+        x,
+        eps=eps,
+        step=alpha,
+        steps=1,
+        init="uniform",
+        generator=generator,
+    )
 
 
 class FastAT(Method):
@@ -44,9 +51,11 @@ class FastAT(Method):
             with eval_mode(model):
                 x_adv = fgsm_rs(model, x, y, eps=eps, alpha=alpha, generator=ctx.generator)
         else:
-            raise ValueError(f"fast_at.attack_bn must be 'train' or 'eval', "
-                             f"got {self.hp['attack_bn']!r}")
+            raise ValueError(
+                f"fast_at.attack_bn must be 'train' or 'eval', got {self.hp['attack_bn']!r}"
+            )
         logits = model(x_adv)
         loss = F.cross_entropy(logits, y)
-        return BatchOutput(loss=loss, stats={"loss_ce_adv": loss.item(),
-                                             "train_adv_acc": accuracy(logits, y)})
+        return BatchOutput(
+            loss=loss, stats={"loss_ce_adv": loss.item(), "train_adv_acc": accuracy(logits, y)}
+        )

@@ -60,8 +60,13 @@ class LoRAFT(PGDAT):
         if self.hp["init"] not in INITS:
             raise ValueError(f"lora_ft.init must be 'kaiming' or 'normal', got {self.hp['init']!r}")
         config = LoraConfig(rank=int(self.hp["rank"]), alpha=self.hp["alpha"])
-        add_lora(model, _lora_convs(model, self.hp["include_shortcuts"]), config,
-                 init=self.hp["init"], always_on=True)
+        add_lora(
+            model,
+            _lora_convs(model, self.hp["include_shortcuts"]),
+            config,
+            init=self.hp["init"],
+            always_on=True,
+        )
         for p in model.parameters():
             p.requires_grad_(False)
         for p in self.trainable_parameters(model):
@@ -72,8 +77,9 @@ class LoRAFT(PGDAT):
         if self.hp["train_head"]:
             params += list(model.head.parameters())
         if self.hp["train_bn"]:
-            params += [p for m in model.modules() if isinstance(m, nn.BatchNorm2d)
-                       for p in m.parameters()]
+            params += [
+                p for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()
+            ]
         return params
 
     def finish(self, model, evaluate):

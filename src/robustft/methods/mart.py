@@ -35,8 +35,9 @@ from robustft.methods.trades import check_project_start
 from robustft.plan import catalog
 
 
-def mart_loss(clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Tensor,
-              beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def mart_loss(
+    clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, boosted CE, weighted KL) of the MART objective."""
     p_adv = F.softmax(adv_logits, dim=1)
     p_nat = F.softmax(clean_logits, dim=1)
@@ -64,15 +65,26 @@ class MART(Method):
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         cfg = ctx.train_attack
         with eval_mode(model):
-            x_adv = ascend(lambda z: F.cross_entropy(model(z), y), x, eps=cfg.eps,
-                           step=cfg.step, steps=cfg.steps, init=self.hp["init"],
-                           init_std=self.hp["init_std"],
-                           project_start=self.hp["project_start"], generator=ctx.generator)
+            x_adv = ascend(
+                lambda z: F.cross_entropy(model(z), y),
+                x,
+                eps=cfg.eps,
+                step=cfg.step,
+                steps=cfg.steps,
+                init=self.hp["init"],
+                init_std=self.hp["init_std"],
+                project_start=self.hp["project_start"],
+                generator=ctx.generator,
+            )
         clean_logits = model(x)
         adv_logits = model(x_adv)
         loss, bce, robust = mart_loss(clean_logits, adv_logits, y, self.hp["beta"])
         return BatchOutput(
             loss=loss,
-            stats={"loss_bce": bce.item(), "loss_kl_weighted": robust.item(),
-                   "train_nat_acc": accuracy(clean_logits, y),
-                   "train_adv_acc": accuracy(adv_logits, y)})
+            stats={
+                "loss_bce": bce.item(),
+                "loss_kl_weighted": robust.item(),
+                "train_nat_acc": accuracy(clean_logits, y),
+                "train_adv_acc": accuracy(adv_logits, y),
+            },
+        )

@@ -25,5 +25,6 @@ class PGDAT(Method):
         x_adv = self.attack(model, model, x, y, ctx)
         adv_logits = model(x_adv)
         loss = F.cross_entropy(adv_logits, y)
-        return BatchOutput(loss=loss, stats={"loss_ce_adv": loss.item(),
-                                             "train_adv_acc": accuracy(adv_logits, y)})
+        return BatchOutput(
+            loss=loss, stats={"loss_ce_adv": loss.item(), "train_adv_acc": accuracy(adv_logits, y)}
+        )

@@ -59,24 +59,37 @@ from robustft.plan import catalog
 
 def rift_candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Every ``nn.Conv2d`` / ``nn.Linear`` (shortcuts included, as the official code)."""
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, nn.Conv2d | nn.Linear) and "sub_block" not in n]
+    return [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear) and "sub_block" not in n
+    ]
 
 
 def _mean_ce(model, xs, ys, batch_size) -> float:
     total = 0.0
     with torch.no_grad():
         for i in range(0, len(ys), batch_size):
-            total += F.cross_entropy(model(xs[i:i + batch_size]), ys[i:i + batch_size],
-                                     reduction="sum").item()
+            total += F.cross_entropy(
+                model(xs[i : i + batch_size]), ys[i : i + batch_size], reduction="sum"
+            ).item()
     return total / len(ys)
 
 
-def module_robust_criticality(model: nn.Module, module: nn.Module, x_adv: torch.Tensor,
-                              y: torch.Tensor, *, lr: float = 1.0, epochs: int = 10,
-                              radius: float = 0.1, batch_size: int = 512,
-                              max_from: str = "official", shuffle: bool = True,
-                              generator: torch.Generator | None = None) -> float:
+def module_robust_criticality(
+    model: nn.Module,
+    module: nn.Module,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    lr: float = 1.0,
+    epochs: int = 10,
+    radius: float = 0.1,
+    batch_size: int = 512,
+    max_from: str = "official",
+    shuffle: bool = True,
+    generator: torch.Generator | None = None,
+) -> float:
     """MRC of ``module`` (step 1 of the module docstring); its weight is restored after.
 
     ``max_from`` is the ``mrc_max`` option. ``shuffle`` reorders the set before every ascent
@@ -86,8 +99,10 @@ def module_robust_criticality(model: nn.Module, module: nn.Module, x_adv: torch.
     if max_from not in ("official", "paper"):
         raise ValueError(f"rift.mrc_max must be 'official' or 'paper', got {max_from!r}")
     if epochs < 1:
-        raise ValueError(f"rift.mrc_epochs must be at least 1, got {epochs}: the MRC is the "
-                         "worst loss measured after an ascent epoch")
+        raise ValueError(
+            f"rift.mrc_epochs must be at least 1, got {epochs}: the MRC is the "
+            "worst loss measured after an ascent epoch"
+        )
     weight = module.weight
     w0 = weight.detach().clone()
     w0_norm = torch.linalg.vector_norm(w0)
@@ -100,10 +115,13 @@ def module_robust_criticality(model: nn.Module, module: nn.Module, x_adv: torch.
             # official: the code's running max starts at 0; paper: ΔW = 0 is in C (Eq. 3)
             worst = 0.0 if max_from == "official" else clean
             for _ in range(epochs):
-                order = (rng.randperm(n, generator).to(y.device) if shuffle
-                         else torch.arange(n, device=y.device))
+                order = (
+                    rng.randperm(n, generator).to(y.device)
+                    if shuffle
+                    else torch.arange(n, device=y.device)
+                )
                 for i in range(0, n, batch_size):
-                    index = order[i:i + batch_size]
+                    index = order[i : i + batch_size]
                     with torch.enable_grad():
                         loss = F.cross_entropy(model(x_adv[index]), y[index])
                         (g,) = torch.autograd.grad(loss, weight)
@@ -123,8 +141,9 @@ def module_robust_criticality(model: nn.Module, module: nn.Module, x_adv: torch.
     return worst - clean
 
 
-def interpolate(theta_ft: dict[str, torch.Tensor], theta_at: dict[str, torch.Tensor],
-                alpha: float) -> dict[str, torch.Tensor]:
+def interpolate(
+    theta_ft: dict[str, torch.Tensor], theta_at: dict[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
     """α·θ_FT + (1 − α)·θ_AT for floating tensors; integer buffers (BN counters) from θ_FT."""
     out = {}
     for k, ft in theta_ft.items():
@@ -144,8 +163,10 @@ class RiFT(Method):
         if self.hp["select_split"] not in ("val", "test"):
             raise ValueError("rift.select_split must be 'val' or 'test'")
         if self.hp["mrc_max"] not in ("official", "paper"):
-            raise ValueError(f"rift.mrc_max must be 'official' (the code's running max from 0)"
-                             f" or 'paper' (Eq. 3, ΔW = 0 included), got {self.hp['mrc_max']!r}")
+            raise ValueError(
+                f"rift.mrc_max must be 'official' (the code's running max from 0)"
+                f" or 'paper' (Eq. 3, ΔW = 0 included), got {self.hp['mrc_max']!r}"
+            )
         self.theta_at: dict[str, torch.Tensor] | None = None
         self.module_name = ""
         self.mrc: dict[str, float] = {}
@@ -157,26 +178,49 @@ class RiFT(Method):
         names = [n for n, _ in rift_candidates(model)]
         if self.hp["module"]:
             if self.hp["module"] not in names:
-                raise ValueError(f"rift.module {self.hp['module']!r} is not a conv/linear module;"
-                                 f" candidates: {names}")
+                raise ValueError(
+                    f"rift.module {self.hp['module']!r} is not a conv/linear module;"
+                    f" candidates: {names}"
+                )
             self.module_name = self.hp["module"]
             return {"rift_module_index": float(names.index(self.module_name))}
         if ctx.train_examples is None:
             raise ValueError("rift: computing MRC needs training examples from the loop")
         x, y = ctx.train_examples(int(self.hp["mrc_examples"]))
         cfg, bs = ctx.train_attack, int(self.hp["mrc_batch_size"])
-        x_adv = torch.cat([
-            pgd(model, x[i:i + bs], y[i:i + bs], eps=cfg.eps, step=cfg.step, steps=cfg.steps,
-                random_start=cfg.random_start, generator=ctx.generator)
-            for i in range(0, len(y), bs)])
+        x_adv = torch.cat(
+            [
+                pgd(
+                    model,
+                    x[i : i + bs],
+                    y[i : i + bs],
+                    eps=cfg.eps,
+                    step=cfg.step,
+                    steps=cfg.steps,
+                    random_start=cfg.random_start,
+                    generator=ctx.generator,
+                )
+                for i in range(0, len(y), bs)
+            ]
+        )
         for name, module in rift_candidates(model):
             self.mrc[name] = module_robust_criticality(
-                model, module, x_adv, y, lr=self.hp["mrc_lr"], epochs=int(self.hp["mrc_epochs"]),
-                radius=self.hp["mrc_radius"], batch_size=bs, max_from=self.hp["mrc_max"],
-                generator=ctx.generator)
+                model,
+                module,
+                x_adv,
+                y,
+                lr=self.hp["mrc_lr"],
+                epochs=int(self.hp["mrc_epochs"]),
+                radius=self.hp["mrc_radius"],
+                batch_size=bs,
+                max_from=self.hp["mrc_max"],
+                generator=ctx.generator,
+            )
         self.module_name = min(self.mrc, key=self.mrc.get)
-        return {"rift_module_index": float(names.index(self.module_name)),
-                "rift_mrc": self.mrc[self.module_name]}
+        return {
+            "rift_module_index": float(names.index(self.module_name)),
+            "rift_mrc": self.mrc[self.module_name],
+        }
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         if not self.module_name:  # before the module is chosen (the loop's first query)
@@ -190,8 +234,9 @@ class RiFT(Method):
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         logits = model(x)  # clean CE: RiFT's fine-tuning step
         loss = F.cross_entropy(logits, y)
-        return BatchOutput(loss=loss, stats={"loss_ce_nat": loss.item(),
-                                             "train_nat_acc": accuracy(logits, y)})
+        return BatchOutput(
+            loss=loss, stats={"loss_ce_nat": loss.item(), "train_nat_acc": accuracy(logits, y)}
+        )
 
     def finish(self, model, evaluate):
         if self.theta_at is None:
@@ -204,14 +249,19 @@ class RiFT(Method):
             alpha = j / (n - 1) if n > 1 else 1.0
             model.load_state_dict(interpolate(theta_ft, self.theta_at, alpha))
             m = evaluate()
-            grid.append({"alpha": alpha, "nat": m[f"{split}_nat_acc"],
-                         "pgd": m[f"{split}_pgd_acc"]})
+            grid.append(
+                {"alpha": alpha, "nat": m[f"{split}_nat_acc"], "pgd": m[f"{split}_pgd_acc"]}
+            )
         floor = grid[0]["pgd"] - self.hp["tolerance"]  # θ_AT's robustness, minus tolerance
         ok = [g for g in grid if g["pgd"] >= floor] or grid[:1]
         best = max(ok, key=lambda g: (g["nat"], g["pgd"]))
         model.load_state_dict(interpolate(theta_ft, self.theta_at, best["alpha"]))
-        return {"rift_alpha": best["alpha"], "rift_module": self.module_name,
-                "rift_grid": grid, "rift_mrc": dict(self.mrc)}
+        return {
+            "rift_alpha": best["alpha"],
+            "rift_module": self.module_name,
+            "rift_grid": grid,
+            "rift_mrc": dict(self.mrc),
+        }
 
     def state_dict(self):
         return {"theta_at": self.theta_at, "module": self.module_name, "mrc": dict(self.mrc)}

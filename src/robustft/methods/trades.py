@@ -46,8 +46,9 @@ from robustft.methods.base import (
 from robustft.plan import catalog
 
 
-def trades_attack(method: Method, model, x: torch.Tensor, ctx: TrainContext, *,
-                  bn: str = "eval") -> torch.Tensor:
+def trades_attack(
+    method: Method, model, x: torch.Tensor, ctx: TrainContext, *, bn: str = "eval"
+) -> torch.Tensor:
     """x' maximising Σ_b KL(p_clean ‖ p_adv) (summed, as the official ``size_average=False``),
     TRADES' Gaussian start (``init``/``init_std``/``project_start`` hyper-parameters of
     ``method``). ``bn="eval"`` crafts with running BN statistics (``trades.py``); ``"current"``
@@ -60,9 +61,15 @@ def trades_attack(method: Method, model, x: torch.Tensor, ctx: TrainContext, *,
             p_clean = F.softmax(model(x), dim=1)
         return ascend(
             lambda z: F.kl_div(F.log_softmax(model(z), dim=1), p_clean, reduction="sum"),
-            x, eps=cfg.eps, step=cfg.step, steps=cfg.steps, init=method.hp["init"],
-            init_std=method.hp["init_std"], project_start=method.hp["project_start"],
-            generator=ctx.generator)
+            x,
+            eps=cfg.eps,
+            step=cfg.step,
+            steps=cfg.steps,
+            init=method.hp["init"],
+            init_std=method.hp["init_std"],
+            project_start=method.hp["project_start"],
+            generator=ctx.generator,
+        )
 
 
 def check_project_start(method: Method) -> None:
@@ -70,8 +77,10 @@ def check_project_start(method: Method) -> None:
     true)."""
     value = method.hp["project_start"]
     if not isinstance(value, bool):
-        raise TypeError(f"{method.name}.project_start must be true or false (take the attack's "
-                        f"first gradient at the projected or the raw start), got {value!r}")
+        raise TypeError(
+            f"{method.name}.project_start must be true or false (take the attack's "
+            f"first gradient at the projected or the raw start), got {value!r}"
+        )
 
 
 def trades_loss(clean_logits, adv_logits, y, beta: float, normaliser: int | None = None):
@@ -95,11 +104,16 @@ class TRADES(Method):
         x_adv = trades_attack(self, model, x, ctx)
         clean_logits = model(x)
         adv_logits = model(x_adv)
-        loss, natural, robust = trades_loss(clean_logits, adv_logits, y, self.hp["beta"],
-                                            kl_normaliser(self, ctx))
+        loss, natural, robust = trades_loss(
+            clean_logits, adv_logits, y, self.hp["beta"], kl_normaliser(self, ctx)
+        )
         return BatchOutput(
             loss=loss,
-            stats={"loss_ce_nat": natural.item(), "loss_kl": robust.item(),
-                   "train_nat_acc": accuracy(clean_logits, y),
-                   "train_adv_acc": accuracy(adv_logits, y)},
-            objectives=(natural, robust))
+            stats={
+                "loss_ce_nat": natural.item(),
+                "loss_kl": robust.item(),
+                "train_nat_acc": accuracy(clean_logits, y),
+                "train_adv_acc": accuracy(adv_logits, y),
+            },
+            objectives=(natural, robust),
+        )

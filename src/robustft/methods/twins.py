@@ -56,9 +56,14 @@ class TWINS(Method):
         loss = (ce_f + beta * kl_f) + gamma * (ce_a + beta * kl_a)
         return BatchOutput(
             loss=loss,
-            stats={"loss_ce_frozen": ce_f.item(), "loss_kl_frozen": kl_f.item(),
-                   "loss_ce_adaptive": ce_a.item(), "loss_kl_adaptive": kl_a.item(),
-                   "train_nat_acc": accuracy(clean_a, y), "train_adv_acc": accuracy(adv_a, y)},
+            stats={
+                "loss_ce_frozen": ce_f.item(),
+                "loss_kl_frozen": kl_f.item(),
+                "loss_ce_adaptive": ce_a.item(),
+                "loss_kl_adaptive": kl_a.item(),
+                "train_nat_acc": accuracy(clean_a, y),
+                "train_adv_acc": accuracy(adv_a, y),
+            },
             objectives=(ce_f + gamma * ce_a, kl_f + gamma * kl_a),  # AutoLoRa Eq. 4
         )
 
@@ -80,8 +85,13 @@ class TWINS(Method):
         adv = torch.cat([adv_f, adv_a])
         return BatchOutput(
             loss=loss,
-            stats={"loss_ce_frozen": ce_f.item(), "loss_kl_frozen": kl_f.item(),
-                   "loss_ce_adaptive": ce_a.item(), "loss_kl_adaptive": kl_a.item(),
-                   "train_nat_acc": accuracy(clean, y), "train_adv_acc": accuracy(adv, y)},
+            stats={
+                "loss_ce_frozen": ce_f.item(),
+                "loss_kl_frozen": kl_f.item(),
+                "loss_ce_adaptive": ce_a.item(),
+                "loss_kl_adaptive": kl_a.item(),
+                "train_nat_acc": accuracy(clean, y),
+                "train_adv_acc": accuracy(adv, y),
+            },
             objectives=(gamma * ce_f + ce_a, gamma * kl_f + kl_a),
         )

@@ -39,8 +39,11 @@ class VanillaRFT(Method):
         loss = natural + self.hp["beta"] * adversarial
         return BatchOutput(
             loss=loss,
-            stats={"loss_ce_nat": natural.item(), "loss_kl": adversarial.item(),
-                   "train_nat_acc": accuracy(clean_logits, y),
-                   "train_adv_acc": accuracy(adv_logits, y)},
+            stats={
+                "loss_ce_nat": natural.item(),
+                "loss_kl": adversarial.item(),
+                "train_nat_acc": accuracy(clean_logits, y),
+                "train_adv_acc": accuracy(adv_logits, y),
+            },
             objectives=(natural, adversarial),  # AutoLoRa Eq. 3
         )

@@ -67,41 +67,66 @@ class ModelSpec:
     dual_bn: str | None = None  # TWINS' dual BatchNorm mode
 
     @classmethod
-    def of(cls, arch: str, num_classes: int, method: str, *, width: int | None = None,
-           input_size: int | None = None, lora: Any = None, dual_bn: str | None = None
-           ) -> ModelSpec:
+    def of(
+        cls,
+        arch: str,
+        num_classes: int,
+        method: str,
+        *,
+        width: int | None = None,
+        input_size: int | None = None,
+        lora: Any = None,
+        dual_bn: str | None = None,
+    ) -> ModelSpec:
         """From the arguments of :func:`robustft.models.build_model` (``lora`` a LoraConfig)."""
-        return cls(arch=arch, num_classes=num_classes, method=method, width=width,
-                   input_size=input_size, lora=asdict(lora) if lora is not None else None,
-                   dual_bn=dual_bn)
+        return cls(
+            arch=arch,
+            num_classes=num_classes,
+            method=method,
+            width=width,
+            input_size=input_size,
+            lora=asdict(lora) if lora is not None else None,
+            dual_bn=dual_bn,
+        )
 
     def build(self) -> nn.Module:
         from . import LoraConfig, build_model
 
         lora = LoraConfig(**self.lora) if self.lora is not None else None
-        return build_model(self.arch, self.num_classes, width=self.width,
-                           input_size=self.input_size, lora=lora, dual_bn=self.dual_bn)
+        return build_model(
+            self.arch,
+            self.num_classes,
+            width=self.width,
+            input_size=self.input_size,
+            lora=lora,
+            dual_bn=self.dual_bn,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def load_model(path: str | os.PathLike[str], *, map_location: Any = "cpu",
-               hint: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(
+    path: str | os.PathLike[str], *, map_location: Any = "cpu", hint: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """A self-describing model file (``model_best.pt``): the rebuilt model with its weights,
     and the file's other entries (best epoch, selection, finish record)."""
     hint = hint or RETRAIN_HINT
-    return model_from_payload(load_torch_file(path, map_location=map_location, hint=hint), path,
-                              hint)
+    return model_from_payload(
+        load_torch_file(path, map_location=map_location, hint=hint), path, hint
+    )
 
 
-def model_from_payload(payload: Any, path: str | os.PathLike[str], hint: str | None = None
-                       ) -> tuple[nn.Module, dict[str, Any]]:
+def model_from_payload(
+    payload: Any, path: str | os.PathLike[str], hint: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """:func:`load_model` on an already loaded file (``path`` names it in errors)."""
     hint = hint or RETRAIN_HINT
     if not isinstance(payload, Mapping) or not isinstance(payload.get("model"), Mapping):
-        raise CheckpointError(f"{path}: does not describe its model (no 'model' entry; written "
-                              f"by an older version of robustft?). {hint}")
+        raise CheckpointError(
+            f"{path}: does not describe its model (no 'model' entry; written "
+            f"by an older version of robustft?). {hint}"
+        )
     try:
         spec = ModelSpec(**payload["model"])
         model = spec.build()
@@ -109,19 +134,27 @@ def model_from_payload(payload: Any, path: str | os.PathLike[str], hint: str | N
     except (TypeError, ValueError, RuntimeError) as e:
         if isinstance(e, CheckpointError):
             raise
-        raise CheckpointError(f"{path}: its weights do not fit the model it describes "
-                              f"({payload['model']}): {e}. {hint}") from e
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model it describes "
+            f"({payload['model']}): {e}. {hint}"
+        ) from e
     return model, {k: v for k, v in payload.items() if k not in ("state_dict", "model")}
 
 
 #: what to do about an unreadable ``model_best.pt`` (the train rule's output)
-RETRAIN_HINT = ("Delete it and re-run the training job that wrote it (the workflow re-runs the "
-                "job when the file is missing; a finished run's checkpoints make that quick).")
+RETRAIN_HINT = (
+    "Delete it and re-run the training job that wrote it (the workflow re-runs the "
+    "job when the file is missing; a finished run's checkpoints make that quick)."
+)
 
 
-def load_torch_file(path: str | os.PathLike[str], *, map_location: Any = "cpu",
-                    hint: str = RETRAIN_HINT, error: type[CheckpointError] = CheckpointError
-                    ) -> Any:
+def load_torch_file(
+    path: str | os.PathLike[str],
+    *,
+    map_location: Any = "cpu",
+    hint: str = RETRAIN_HINT,
+    error: type[CheckpointError] = CheckpointError,
+) -> Any:
     """``torch.load(path, weights_only=True)`` whose failures name ``path`` and say what to do.
 
     The one place every saved model or checkpoint of this project is read: torch's own errors
@@ -136,26 +169,30 @@ def load_torch_file(path: str | os.PathLike[str], *, map_location: Any = "cpu",
     except Exception as e:  # UnpicklingError for unsafe payloads, RuntimeError for corrupt zips
         raise error(
             f"{path}: cannot be loaded with torch.load(weights_only=True): the file is corrupt "
-            f"or incomplete, or not a plain tensor checkpoint ({type(e).__name__}: {e}). {hint}"
-            .rstrip()
+            f"or incomplete, or not a plain tensor checkpoint ({type(e).__name__}: {e}). {hint}".rstrip()
         ) from e
 
 
-def load_model_state(path: str | os.PathLike[str], *, map_location: Any = "cpu",
-                     hint: str = RETRAIN_HINT) -> dict[str, torch.Tensor]:
+def load_model_state(
+    path: str | os.PathLike[str], *, map_location: Any = "cpu", hint: str = RETRAIN_HINT
+) -> dict[str, torch.Tensor]:
     """The state dict of a run's saved model: ``model_best.pt`` (``{"state_dict": ...,
     "best_epoch": ...}``) or a bare state dict (``best.pt`` / ``final.pt``)."""
     return state_dict_of(load_torch_file(path, map_location=map_location, hint=hint), path, hint)
 
 
-def state_dict_of(payload: Any, path: str | os.PathLike[str], hint: str = RETRAIN_HINT
-                  ) -> dict[str, torch.Tensor]:
+def state_dict_of(
+    payload: Any, path: str | os.PathLike[str], hint: str = RETRAIN_HINT
+) -> dict[str, torch.Tensor]:
     """The state dict inside a loaded model file (see :func:`load_model_state`)."""
     state = payload.get("state_dict", payload) if isinstance(payload, Mapping) else payload
     if not isinstance(state, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise CheckpointError(f"{path}: holds no model state dict (a dict of tensors, or one "
-                              f"under 'state_dict'). {hint}")
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(
+            f"{path}: holds no model state dict (a dict of tensors, or one "
+            f"under 'state_dict'). {hint}"
+        )
     return dict(state)
 
 
@@ -183,9 +220,12 @@ def _fe_tensors(model: nn.Module) -> dict[str, tuple[torch.Tensor, bool]]:
 
 
 def _read(path: Path) -> object:
-    return load_torch_file(path, error=BackboneError,
-                           hint="Replace it with a valid backbone file (or delete it and "
-                                "re-run the fetch_backbone / pretrain_backbone job).")
+    return load_torch_file(
+        path,
+        error=BackboneError,
+        hint="Replace it with a valid backbone file (or delete it and "
+        "re-run the fetch_backbone / pretrain_backbone job).",
+    )
 
 
 def _extract_state_dict(payload: object, path: Path) -> tuple[dict[str, torch.Tensor], str | None]:

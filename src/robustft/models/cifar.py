@@ -168,8 +168,13 @@ def _projection(c_in: int, c_out: int, stride: int) -> nn.Sequential:
 
 
 class CifarResNet(CifarNet):
-    def __init__(self, block: type[_ResBasic | _ResBottleneck], layers: tuple[int, ...],
-                 num_classes: int, width: int = 64) -> None:
+    def __init__(
+        self,
+        block: type[_ResBasic | _ResBottleneck],
+        layers: tuple[int, ...],
+        num_classes: int,
+        width: int = 64,
+    ) -> None:
         super().__init__()
         self.conv1 = _conv3(3, width)
         self.bn1 = nn.BatchNorm2d(width)
@@ -201,8 +206,7 @@ PREACT_SHORTCUTS = ("preact_input", "raw_input")
 
 
 class _PreActBlock(nn.Module):
-    def __init__(self, c_in: int, planes: int, stride: int,
-                 shortcut: str = "preact_input") -> None:
+    def __init__(self, c_in: int, planes: int, stride: int, shortcut: str = "preact_input") -> None:
         super().__init__()
         if shortcut not in PREACT_SHORTCUTS:
             raise ValueError(f"PreAct shortcut must be one of {PREACT_SHORTCUTS}, got {shortcut!r}")
@@ -211,8 +215,9 @@ class _PreActBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = _conv3(planes, planes)
         # projection without BN; its input is the block's shortcut option
-        self.shortcut = (nn.Sequential(_conv1(c_in, planes, stride))
-                         if stride != 1 or c_in != planes else None)
+        self.shortcut = (
+            nn.Sequential(_conv1(c_in, planes, stride)) if stride != 1 or c_in != planes else None
+        )
         self.shortcut_input = shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -230,8 +235,14 @@ class CifarPreActResNet(CifarNet):
     """PreAct ResNet; ``shortcut`` selects the projection's input (``"preact_input"``:
     robust_overfitting / AWP, ``"raw_input"``: Fast-AT), see the module docstring."""
 
-    def __init__(self, layers: tuple[int, ...], num_classes: int, width: int = 64,
-                 final_bn: bool = True, shortcut: str = "preact_input") -> None:
+    def __init__(
+        self,
+        layers: tuple[int, ...],
+        num_classes: int,
+        width: int = 64,
+        final_bn: bool = True,
+        shortcut: str = "preact_input",
+    ) -> None:
         super().__init__()
         self.conv1 = _conv3(3, width)
         c_in = width
@@ -239,8 +250,7 @@ class CifarPreActResNet(CifarNet):
             planes = width * 2**i
             blocks = []
             for j in range(n):
-                blocks.append(_PreActBlock(c_in, planes, 2 if (i > 0 and j == 0) else 1,
-                                           shortcut))
+                blocks.append(_PreActBlock(c_in, planes, 2 if (i > 0 and j == 0) else 1, shortcut))
                 c_in = planes
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.n_stages = len(layers)
@@ -287,9 +297,12 @@ class _WideBlock(nn.Module):
 class _WideGroup(nn.Module):
     def __init__(self, n: int, c_in: int, c_out: int, stride: int, drop: float) -> None:
         super().__init__()
-        self.layer = nn.Sequential(*[
-            _WideBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, drop)
-            for i in range(n)])
+        self.layer = nn.Sequential(
+            *[
+                _WideBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, drop)
+                for i in range(n)
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
@@ -301,8 +314,9 @@ class CifarWideResNet(CifarNet):
     ``width`` is the first group's channel count (16·k by default); the stem scales with it.
     """
 
-    def __init__(self, depth: int, widen: int, num_classes: int, width: int | None = None,
-                 drop: float = 0.0) -> None:
+    def __init__(
+        self, depth: int, widen: int, num_classes: int, width: int | None = None, drop: float = 0.0
+    ) -> None:
         super().__init__()
         if (depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
@@ -328,8 +342,29 @@ class CifarWideResNet(CifarNet):
 # --------------------------------------------------------------------------------------------
 # VGG-19 with BN (kuangliu layout: conv biases, 1×1 spatial output, one linear layer)
 
-VGG19_PLAN: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-                                     512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+VGG19_PLAN: tuple[int | str, ...] = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+)
 
 
 class CifarVGG(CifarNet):
@@ -391,8 +426,9 @@ class _Transition(nn.Module):
 class CifarDenseNet(CifarNet):
     """``width`` is the growth rate (32 for DenseNet-121); the stem has 2·growth channels."""
 
-    def __init__(self, blocks: tuple[int, ...], num_classes: int, width: int = 32,
-                 reduction: float = 0.5) -> None:
+    def __init__(
+        self, blocks: tuple[int, ...], num_classes: int, width: int = 32, reduction: float = 0.5
+    ) -> None:
         super().__init__()
         growth = width
         c = 2 * growth
@@ -444,23 +480,36 @@ CIFAR_ARCHS: dict[str, CifarArch] = {
     "cifar_resnet18": CifarArch(_resnet(_ResBasic, (2, 2, 2, 2)), 64, "RN18"),
     "cifar_resnet50": CifarArch(_resnet(_ResBottleneck, (3, 4, 6, 3)), 64, "RN50"),
     "cifar_preact_resnet18": CifarArch(
-        lambda nc, w: CifarPreActResNet((2, 2, 2, 2), nc, 64 if w is None else w), 64,
-        "PreActRN18"),
+        lambda nc, w: CifarPreActResNet((2, 2, 2, 2), nc, 64 if w is None else w), 64, "PreActRN18"
+    ),
     # the same network as locuslab/fast_adversarial defines it (projection on the raw input)
     "cifar_preact_resnet18_fast": CifarArch(
-        lambda nc, w: CifarPreActResNet((2, 2, 2, 2), nc, 64 if w is None else w,
-                                        shortcut="raw_input"), 64, "PreActRN18"),
+        lambda nc, w: CifarPreActResNet(
+            (2, 2, 2, 2), nc, 64 if w is None else w, shortcut="raw_input"
+        ),
+        64,
+        "PreActRN18",
+    ),
     "cifar_wrn34_10": CifarArch(lambda nc, w: CifarWideResNet(34, 10, nc, w), 160, "WRN34-10"),
     "cifar_wrn70_16": CifarArch(lambda nc, w: CifarWideResNet(70, 16, nc, w), 256, "WRN70-16"),
-    "cifar_vgg19": CifarArch(lambda nc, w: CifarVGG(VGG19_PLAN, nc, 64 if w is None else w),
-                             64, "VGG19"),
+    "cifar_vgg19": CifarArch(
+        lambda nc, w: CifarVGG(VGG19_PLAN, nc, 64 if w is None else w), 64, "VGG19"
+    ),
     "cifar_densenet121": CifarArch(
-        lambda nc, w: CifarDenseNet((6, 12, 24, 16), nc, 32 if w is None else w), 32, "DN121"),
+        lambda nc, w: CifarDenseNet((6, 12, 24, 16), nc, 32 if w is None else w), 32, "DN121"
+    ),
 }
 
 
-def build_cifar_model(arch: str, num_classes: int, *, width: int | None = None,
-                      lora=None, dual_bn=None, input_size: int | None = None) -> CifarNet:
+def build_cifar_model(
+    arch: str,
+    num_classes: int,
+    *,
+    width: int | None = None,
+    lora=None,
+    dual_bn=None,
+    input_size: int | None = None,
+) -> CifarNet:
     """Build a registered CIFAR architecture with a fresh ``num_classes``-way head.
 
     ``lora`` / ``dual_bn`` / ``input_size`` exist for signature compatibility with
@@ -476,8 +525,10 @@ def build_cifar_model(arch: str, num_classes: int, *, width: int | None = None,
     if dual_bn is not None:
         raise ValueError(f"{arch}: dual BN is not supported by the CIFAR models")
     if input_size is not None:
-        raise ValueError(f"{arch}: input_size must be unset (CIFAR models run at the stored "
-                         f"resolution), got {input_size}")
+        raise ValueError(
+            f"{arch}: input_size must be unset (CIFAR models run at the stored "
+            f"resolution), got {input_size}"
+        )
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     model = spec.build(num_classes, width)

@@ -91,8 +91,9 @@ class LoraConv2d(nn.Module):
     ``False`` adds it only for ``lora=True`` (AutoLoRa's branch).
     """
 
-    def __init__(self, conv: nn.Conv2d, config: LoraConfig, *, init: str = "normal",
-                 always_on: bool = False) -> None:
+    def __init__(
+        self, conv: nn.Conv2d, config: LoraConfig, *, init: str = "normal", always_on: bool = False
+    ) -> None:
         super().__init__()
         kh, kw = conv.kernel_size
         if kh != kw:
@@ -142,8 +143,14 @@ class LoraConv2d(nn.Module):
         return f"rank={self.rank}, scaling={self.scaling:g}, init={self.init}{on}"
 
 
-def add_lora(model: nn.Module, names: Iterable[str], config: LoraConfig, *,
-             init: str = "normal", always_on: bool = False) -> list[LoraConv2d]:
+def add_lora(
+    model: nn.Module,
+    names: Iterable[str],
+    config: LoraConfig,
+    *,
+    init: str = "normal",
+    always_on: bool = False,
+) -> list[LoraConv2d]:
     """Replace the named ``nn.Conv2d`` submodules of ``model`` by :class:`LoraConv2d` in place.
 
     Each keeps its slot (and so the module order); ``A`` is drawn in the order of ``names`` from

@@ -304,8 +304,9 @@ def build_model(
         from .cifar import CIFAR_ARCHS, build_cifar_model  # CLAT's 32-px models
 
         if arch in CIFAR_ARCHS:
-            return build_cifar_model(arch, num_classes, lora=lora, dual_bn=dual_bn,
-                                     input_size=input_size, width=width)
+            return build_cifar_model(
+                arch, num_classes, lora=lora, dual_bn=dual_bn, input_size=input_size, width=width
+            )
         raise ValueError(f"unknown arch {arch!r}; known: {sorted(ARCHS) + sorted(CIFAR_ARCHS)}")
     spec = ARCHS[arch]
     if num_classes < 1:

@@ -248,17 +248,30 @@ METHODS: dict[str, MethodEntry] = {
 #: architectures of robustft.models (ARCHS and CIFAR_ARCHS); True = a 32-px CIFAR network that
 #: never runs on upsampled inputs
 ARCHS: dict[str, bool] = {
-    "resnet18": False, "resnet50": False, "resnet_mini": False,
-    "cifar_resnet18": True, "cifar_resnet50": True, "cifar_preact_resnet18": True,
-    "cifar_preact_resnet18_fast": True, "cifar_wrn34_10": True, "cifar_wrn70_16": True,
-    "cifar_vgg19": True, "cifar_densenet121": True,
+    "resnet18": False,
+    "resnet50": False,
+    "resnet_mini": False,
+    "cifar_resnet18": True,
+    "cifar_resnet50": True,
+    "cifar_preact_resnet18": True,
+    "cifar_preact_resnet18_fast": True,
+    "cifar_wrn34_10": True,
+    "cifar_wrn70_16": True,
+    "cifar_vgg19": True,
+    "cifar_densenet121": True,
 }
 
 #: dataset kinds of robustft.data.DATASETS; True = it has paper/official presets, so the
 #: workflow's preset is passed to its preparation
 DATASET_KINDS: dict[str, bool] = {
-    "cifar10": True, "cifar100": True, "dtd": True, "dog120": True, "cub200": True,
-    "caltech256": True, "textures": True, "textures_source": True,
+    "cifar10": True,
+    "cifar100": True,
+    "dtd": True,
+    "dog120": True,
+    "cub200": True,
+    "caltech256": True,
+    "textures": True,
+    "textures_source": True,
 }
 
 

@@ -125,9 +125,14 @@ def study_datasets(config: dict[str, Any], study: str) -> list[str]:
 def study_runs(config: dict[str, Any], study: str) -> list[Run]:
     """The runs a study evaluates and aggregates (not the upstream runs they chain onto)."""
     spec = config["studies"][study]
-    runs = [Run(spec["fidelity"], d, b, v, s) for g in study_grids(config, study)
-            for d in g["datasets"] for b in g["backbones"] for v in g["variants"]
-            for s in spec["seeds"]]
+    runs = [
+        Run(spec["fidelity"], d, b, v, s)
+        for g in study_grids(config, study)
+        for d in g["datasets"]
+        for b in g["backbones"]
+        for v in g["variants"]
+        for s in spec["seeds"]
+    ]
     return list(dict.fromkeys(runs))
 
 
@@ -168,8 +173,12 @@ def backbone_input(config: dict[str, Any], run: Run) -> str | None:
 
 def autoattack_runs(config: dict[str, Any], studies: list[str]) -> set[Run]:
     """Runs that AutoAttack evaluates: those of a requested study that asks for it."""
-    return {run for s in studies if config["studies"][s].get("autoattack", True)
-            for run in study_runs(config, s)}
+    return {
+        run
+        for s in studies
+        if config["studies"][s].get("autoattack", True)
+        for run in study_runs(config, s)
+    }
 
 
 def needs_autoattack(config: dict[str, Any], run: Run, studies: list[str]) -> bool:
@@ -190,8 +199,11 @@ def transfer_pairs(config: dict[str, Any], study: str) -> list[TransferPair]:
     pairs = []
     for (fid, ds, var, seed), backbones in by_group.items():
         backbones = sorted(set(backbones), key=order.index)
-        pairs += [TransferPair(fid, ds, var, seed, a, b)
-                  for i, a in enumerate(backbones) for b in backbones[i + 1:]]
+        pairs += [
+            TransferPair(fid, ds, var, seed, a, b)
+            for i, a in enumerate(backbones)
+            for b in backbones[i + 1 :]
+        ]
     return pairs
 
 

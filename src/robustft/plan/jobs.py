@@ -40,8 +40,11 @@ class Plan:
 
     def backbones(self, source: str | None = None) -> list[str]:
         """Backbone names, of one ``source`` (salman, pretrain, scratch) if given."""
-        return [b for b, s in self.config["backbones"].items()
-                if source is None or s["source"] == source]
+        return [
+            b
+            for b, s in self.config["backbones"].items()
+            if source is None or s["source"] == source
+        ]
 
     @functools.cache  # noqa: B019 - one Plan per parse, alive as long as the workflow
     def study_runs(self, study: str) -> list[Run]:
@@ -76,8 +79,9 @@ class Plan:
         return grid.backbone_input(self.config, run)
 
     def eval_settings(self, run: Run) -> EvaluateSettings:
-        return settings.eval_settings(self.config, run, run in self._autoattack_runs,
-                                      train=self.train_settings(run))
+        return settings.eval_settings(
+            self.config, run, run in self._autoattack_runs, train=self.train_settings(run)
+        )
 
     def resources(self, fidelity: str, kind: str) -> dict[str, int]:
         return settings.resources(self.config, fidelity, kind)
@@ -107,8 +111,10 @@ class Plan:
         return [pair.path for pair in grid.transfer_pairs(self.config, study)]
 
     def transfer_models(self, pair: TransferPair) -> dict[str, str]:
-        return {"first": pair.run(pair.first).file("model"),
-                "second": pair.run(pair.second).file("model")}
+        return {
+            "first": pair.run(pair.first).file("model"),
+            "second": pair.run(pair.second).file("model"),
+        }
 
     def transfer_settings(self, pair: TransferPair) -> TransferSettings:
         return settings.transfer_settings(self.config, pair)

@@ -44,8 +44,12 @@ TABLE_JSON = "results/tables/{study}.json"
 REPORT = "results/report/index.html"
 
 #: file names inside a run directory
-RUN_FILES = {"model": "model_best.pt", "train_log": "train_log.csv", "record": "run.yaml",
-             "eval": "eval.json"}
+RUN_FILES = {
+    "model": "model_best.pt",
+    "train_log": "train_log.csv",
+    "record": "run.yaml",
+    "eval": "eval.json",
+}
 
 
 def log(rule: str, job: str) -> str:

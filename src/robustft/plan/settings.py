@@ -48,29 +48,37 @@ BASELINE_REFERENCE_OPTIONS: dict[str, dict[str, Any]] = {
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         # AutoLoRa Sec. 5: ε 8/255, step 2/255 (robustft.threat_models)
-        "training": {"train_attack": AUTOLORA_PAPER.budget(),
-                     "eval_attack": AUTOLORA_PAPER.budget(),
-                     "epoch_end_order": "paper"},
+        "training": {
+            "train_attack": AUTOLORA_PAPER.budget(),
+            "eval_attack": AUTOLORA_PAPER.budget(),
+            "epoch_end_order": "paper",
+        },
         "lr_schedule_variant": "paper",
-        "methods": {"twins": {"loss": "paper", "dual_bn": "paper"},
-                    "autolora": {"lora_coverage": "paper", "lambda_measured": "epoch_start"},
-                    "vanilla_rft": {},
-                    # Neither CLAT nor the baselines' papers ask for the other choices of these
-                    # attack details, so both presets keep the reference code's.
-                    **BASELINE_REFERENCE_OPTIONS},
+        "methods": {
+            "twins": {"loss": "paper", "dual_bn": "paper"},
+            "autolora": {"lora_coverage": "paper", "lambda_measured": "epoch_start"},
+            "vanilla_rft": {},
+            # Neither CLAT nor the baselines' papers ask for the other choices of these
+            # attack details, so both presets keep the reference code's.
+            **BASELINE_REFERENCE_OPTIONS,
+        },
         "kl_normaliser": "batch",
     },
     "official": {
         # The official scripts pass ε = 0.0314 and step 0.00784 (spec §4, §11.14).
         # The official AutoLoRa loop measures λ's SA before, and tests after, the reload (§5).
-        "training": {"train_attack": AUTOLORA_OFFICIAL.budget(),
-                     "eval_attack": AUTOLORA_OFFICIAL.budget(),
-                     "epoch_end_order": "official"},
+        "training": {
+            "train_attack": AUTOLORA_OFFICIAL.budget(),
+            "eval_attack": AUTOLORA_OFFICIAL.budget(),
+            "epoch_end_order": "official",
+        },
         "lr_schedule_variant": "official",
-        "methods": {"twins": {"loss": "official", "dual_bn": "official"},
-                    "autolora": {"lora_coverage": "official", "lambda_measured": "epoch_end"},
-                    "vanilla_rft": {},
-                    **BASELINE_REFERENCE_OPTIONS},
+        "methods": {
+            "twins": {"loss": "official", "dual_bn": "official"},
+            "autolora": {"lora_coverage": "official", "lambda_measured": "epoch_end"},
+            "vanilla_rft": {},
+            **BASELINE_REFERENCE_OPTIONS,
+        },
         "kl_normaliser": "fixed_batch",
     },
 }
@@ -102,8 +110,12 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[st
     for key, value in (override or {}).items():
         # A tagged mapping that switches its "type" (multistep → auto LR schedule) is replaced,
         # not merged: the old type's keys (e.g. factor 0.1) must not leak into the new one.
-        switches = (isinstance(value, dict) and isinstance(out.get(key), dict)
-                    and "type" in value and value["type"] != out[key].get("type"))
+        switches = (
+            isinstance(value, dict)
+            and isinstance(out.get(key), dict)
+            and "type" in value
+            and value["type"] != out[key].get("type")
+        )
         if isinstance(value, dict) and isinstance(out.get(key), dict) and not switches:
             out[key] = deep_merge(out[key], value)
         else:
@@ -136,10 +148,14 @@ def train_settings(config: dict[str, Any], run: Run) -> TrainConfig:
     fidelity = config["fidelities"][run.fidelity]
     params = method_defaults(config, method)
     training = deep_merge(preset["training"], METHOD_TRAINING.get(method, {}))
-    for layer in (config["methods"].get(method, {}), {"training": dataset.get("training", {})},
-                  dataset.get("methods", {}).get(method, {}),
-                  {"training": fidelity.get("training", {})},
-                  fidelity.get("methods", {}).get(method, {}), var):
+    for layer in (
+        config["methods"].get(method, {}),
+        {"training": dataset.get("training", {})},
+        dataset.get("methods", {}).get(method, {}),
+        {"training": fidelity.get("training", {})},
+        fidelity.get("methods", {}).get(method, {}),
+        var,
+    ):
         params = deep_merge(params, layer.get("params", {}))
         training = deep_merge(training, layer.get("training", {}))
     if training.get("lr_schedule", {}).get("type") == "auto":
@@ -147,40 +163,60 @@ def train_settings(config: dict[str, Any], run: Run) -> TrainConfig:
     for key in TRAIN_KEYS_FROM_FIDELITY:
         if key in fidelity:
             training.setdefault(key, fidelity[key])
-    base = {**_train_defaults(), "run_name": run.name, "method": method,
-            "arch": backbone["arch"], "seed": run.seed}
+    base = {
+        **_train_defaults(),
+        "run_name": run.name,
+        "method": method,
+        "arch": backbone["arch"],
+        "seed": run.seed,
+    }
     resolved = deep_merge(base, training)
-    resolved.update(method_params=params, width=backbone.get("width"),
-                    input_size=dataset.get("input_size"), device=config["device"])
+    resolved.update(
+        method_params=params,
+        width=backbone.get("width"),
+        input_size=dataset.get("input_size"),
+        device=config["device"],
+    )
     if "init" in var:
         resolved["init_from"] = "model"
     elif resolved["init_from"] == "model":
-        raise ConfigError(f"config key 'variants.{run.variant}.init': run {run.name} resolves "
-                          "training.init_from 'model' but names no upstream variant to start "
-                          "from")
+        raise ConfigError(
+            f"config key 'variants.{run.variant}.init': run {run.name} resolves "
+            "training.init_from 'model' but names no upstream variant to start "
+            "from"
+        )
     return TrainConfig(**resolved)
 
 
 def run_identity(config: dict[str, Any], run: Run) -> RunIdentity:
     """What run.yaml records about a run's place in the grid (read by the aggregation)."""
-    return RunIdentity(fidelity=run.fidelity, dataset=run.dataset, backbone=run.backbone,
-                       variant=run.variant, seed=run.seed,
-                       method=variant_spec(config, run.variant)["method"],
-                       preset=config["preset"])
+    return RunIdentity(
+        fidelity=run.fidelity,
+        dataset=run.dataset,
+        backbone=run.backbone,
+        variant=run.variant,
+        seed=run.seed,
+        method=variant_spec(config, run.variant)["method"],
+        preset=config["preset"],
+    )
 
 
 def clat_protocol(config: dict[str, Any], fidelity: str) -> ClatProtocol:
     """The fidelity's CLAT protocol settings (the defaults where it sets none)."""
-    spec = {k: v for k, v in config["fidelities"][fidelity].get("evaluation", {}).items()
-            if k != "protocol"}
+    spec = {
+        k: v
+        for k, v in config["fidelities"][fidelity].get("evaluation", {}).items()
+        if k != "protocol"
+    }
     return ClatProtocol.from_dict(deep_merge(ClatProtocol().to_dict(), spec))
 
 
 def evaluation_protocol(config: dict[str, Any], fidelity: str) -> ClatProtocol | None:
     """``fidelities.<f>.evaluation``: None for the standard protocol, else the CLAT one."""
     spec = config["fidelities"][fidelity].get("evaluation", {})
-    return None if spec.get("protocol", "standard") == "standard" else clat_protocol(config,
-                                                                                       fidelity)
+    return (
+        None if spec.get("protocol", "standard") == "standard" else clat_protocol(config, fidelity)
+    )
 
 
 def _present(source: dict[str, Any], **names: str) -> dict[str, Any]:
@@ -188,8 +224,9 @@ def _present(source: dict[str, Any], **names: str) -> dict[str, Any]:
     return {setting: source[key] for setting, key in names.items() if key in source}
 
 
-def eval_settings(config: dict[str, Any], run: Run, autoattack: bool,
-                  train: TrainConfig | None = None) -> EvaluateSettings:
+def eval_settings(
+    config: dict[str, Any], run: Run, autoattack: bool, train: TrainConfig | None = None
+) -> EvaluateSettings:
     """The ``evaluate`` job's settings (``train``: the run's resolved training settings, if
     already at hand)."""
     fidelity = config["fidelities"][run.fidelity]
@@ -199,20 +236,35 @@ def eval_settings(config: dict[str, Any], run: Run, autoattack: bool,
     else:
         attack = (train or train_settings(config, run)).eval_attack
     return EvaluateSettings(
-        eval_attack=attack, autoattack=autoattack, autoattack_eps=attack["eps"],
-        protocol=protocol, device=config["device"],
-        **_present(fidelity, autoattack_examples="autoattack_examples",
-                   autoattack_batch_size="autoattack_batch_size", batch_size="eval_batch_size"))
+        eval_attack=attack,
+        autoattack=autoattack,
+        autoattack_eps=attack["eps"],
+        protocol=protocol,
+        device=config["device"],
+        **_present(
+            fidelity,
+            autoattack_examples="autoattack_examples",
+            autoattack_batch_size="autoattack_batch_size",
+            batch_size="eval_batch_size",
+        ),
+    )
 
 
 def transfer_settings(config: dict[str, Any], pair: TransferPair) -> TransferSettings:
     protocol = clat_protocol(config, pair.fidelity)
     return TransferSettings(
-        attack=protocol.attack, examples=protocol.transfer_examples, device=config["device"],
-        identity=TransferIdentity(fidelity=pair.fidelity, dataset=pair.dataset,
-                                  variant=pair.variant, seed=pair.seed,
-                                  backbones=[pair.first, pair.second]),
-        **_present(config["fidelities"][pair.fidelity], batch_size="eval_batch_size"))
+        attack=protocol.attack,
+        examples=protocol.transfer_examples,
+        device=config["device"],
+        identity=TransferIdentity(
+            fidelity=pair.fidelity,
+            dataset=pair.dataset,
+            variant=pair.variant,
+            seed=pair.seed,
+            backbones=[pair.first, pair.second],
+        ),
+        **_present(config["fidelities"][pair.fidelity], batch_size="eval_batch_size"),
+    )
 
 
 def criticality_settings(config: dict[str, Any], run: Run) -> CriticalitySettings:
@@ -222,24 +274,45 @@ def criticality_settings(config: dict[str, Any], run: Run) -> CriticalitySetting
     settings = train_settings(config, run)
     measured = measured_run(config, run)
     return CriticalitySettings(
-        train_attack=settings.train_attack, clat_method=settings.method,
-        clat_params=settings.method_params, batch_sizes=protocol.criticality_batch_sizes,
-        repeats=protocol.criticality_repeats, seed=run.seed, device=config["device"],
-        identity=CriticalityIdentity(fidelity=run.fidelity, dataset=run.dataset,
-                                     backbone=run.backbone, variant=run.variant, seed=run.seed),
-        measured_run=measured.name, measured_variant=measured.variant,
-        measured_method=method_label(config, measured.variant))
+        train_attack=settings.train_attack,
+        clat_method=settings.method,
+        clat_params=settings.method_params,
+        batch_sizes=protocol.criticality_batch_sizes,
+        repeats=protocol.criticality_repeats,
+        seed=run.seed,
+        device=config["device"],
+        identity=CriticalityIdentity(
+            fidelity=run.fidelity,
+            dataset=run.dataset,
+            backbone=run.backbone,
+            variant=run.variant,
+            seed=run.seed,
+        ),
+        measured_run=measured.name,
+        measured_variant=measured.variant,
+        measured_method=method_label(config, measured.variant),
+    )
 
 
 def backbone_settings(config: dict[str, Any], name: str) -> TrainConfig:
     """Pre-training settings of a self-trained backbone (the demo's robust source model)."""
     bb = config["backbones"][name]
-    base = {**_train_defaults(), "run_name": f"backbone/{name}", "method": bb["method"],
-            "arch": bb["arch"], "seed": 0}
-    resolved = deep_merge(base, deep_merge(PRESETS[config["preset"]]["training"],
-                                           bb.get("training", {})))
-    resolved.update(width=bb.get("width"), device=config["device"],
-                    method_params=method_defaults(config, bb["method"]), selection="last")
+    base = {
+        **_train_defaults(),
+        "run_name": f"backbone/{name}",
+        "method": bb["method"],
+        "arch": bb["arch"],
+        "seed": 0,
+    }
+    resolved = deep_merge(
+        base, deep_merge(PRESETS[config["preset"]]["training"], bb.get("training", {}))
+    )
+    resolved.update(
+        width=bb.get("width"),
+        device=config["device"],
+        method_params=method_defaults(config, bb["method"]),
+        selection="last",
+    )
     return TrainConfig(**resolved)
 
 
@@ -255,8 +328,13 @@ def prepare_settings(config: dict[str, Any], name: str) -> PrepareData:
     options = dict(ds.get("options", {}))
     if catalog.DATASET_KINDS[ds["kind"]]:
         options.setdefault("preset", config["preset"])
-    return PrepareData(kind=ds["kind"], resolution=ds["resolution"], options=options,
-                       raw_dir=paths.raw_dir(ds["kind"]), **_present(ds, split_seed="split_seed"))
+    return PrepareData(
+        kind=ds["kind"],
+        resolution=ds["resolution"],
+        options=options,
+        raw_dir=paths.raw_dir(ds["kind"]),
+        **_present(ds, split_seed="split_seed"),
+    )
 
 
 def resources(config: dict[str, Any], fidelity: str, kind: str) -> dict[str, int]:

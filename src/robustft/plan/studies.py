@@ -54,14 +54,24 @@ def aggregate_spec(config: dict[str, Any], study: str) -> AggregateSpec:
     study_vars = study_variants(config, study)
     for v in study_vars:
         spec = variant_spec(config, v)
-        variants[v] = {"method": (paper or {}).get("methods", {}).get(v) or method_label(config, v),
-                       "labels": _labels(printed.get(v, spec.get("paper_variant")))}
-    comparisons = [{"ours": s["reference"], "baseline": v}
-                   for v in study_vars if "reference" in s and v != s["reference"]]
+        variants[v] = {
+            "method": (paper or {}).get("methods", {}).get(v) or method_label(config, v),
+            "labels": _labels(printed.get(v, spec.get("paper_variant"))),
+        }
+    comparisons = [
+        {"ours": s["reference"], "baseline": v}
+        for v in study_vars
+        if "reference" in s and v != s["reference"]
+    ]
     comparisons += [dict(c) for c in s.get("comparisons", [])]
-    out: dict[str, Any] = {"title": study, "description": s.get("description", ""),
-                           "test": s.get("ttest", "welch"), "variants": variants,
-                           "comparisons": comparisons, "paper": None}
+    out: dict[str, Any] = {
+        "title": study,
+        "description": s.get("description", ""),
+        "test": s.get("ttest", "welch"),
+        "variants": variants,
+        "comparisons": comparisons,
+        "paper": None,
+    }
     if "metrics" in s:
         out["metrics"] = list(s["metrics"])
     if s.get("derived"):
@@ -70,17 +80,25 @@ def aggregate_spec(config: dict[str, Any], study: str) -> AggregateSpec:
         out["figures"] = list(s["figures"])
     if paper:
         out["paper"] = {
-            "paper": paper["name"], "table": paper["table"],
+            "paper": paper["name"],
+            "table": paper["table"],
             "pvalue_table": 8 if paper["name"] == "AutoLoRa" and paper["table"] in (1, 2) else None,
-            "datasets": {d: paper.get("datasets", {}).get(d, config["datasets"][d].get("paper_name"))
-                         for d in study_datasets(config, study)
-                         if d in paper.get("datasets", {}) or "paper_name" in config["datasets"][d]},
-            "backbones": {b: (paper["backbones"][b] if b in paper.get("backbones", {}) else
-                              _printed_backbone(config["backbones"][b],
-                                                paper.get("backbone_variants", False)))
-                          for b in study_backbones(config, study)
-                          if b in paper.get("backbones", {})
-                          or "paper_name" in config["backbones"][b]},
+            "datasets": {
+                d: paper.get("datasets", {}).get(d, config["datasets"][d].get("paper_name"))
+                for d in study_datasets(config, study)
+                if d in paper.get("datasets", {}) or "paper_name" in config["datasets"][d]
+            },
+            "backbones": {
+                b: (
+                    paper["backbones"][b]
+                    if b in paper.get("backbones", {})
+                    else _printed_backbone(
+                        config["backbones"][b], paper.get("backbone_variants", False)
+                    )
+                )
+                for b in study_backbones(config, study)
+                if b in paper.get("backbones", {}) or "paper_name" in config["backbones"][b]
+            },
         }
         if paper.get("diff_metric"):  # e.g. Table 5's printed "diff." column
             for comparison in comparisons:
@@ -109,22 +127,42 @@ def report_provenance(config: dict[str, Any], root: str | Path = ".") -> dict[st
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    cwd=root, capture_output=True, text=True,
-                                    check=False).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown (not a git checkout)", False
     packages = {}
-    for name in ("robustft", "torch", "torchvision", "snakemake", "pyautoattack", "numpy",
-                 "scipy", "pandas"):
+    for name in (
+        "robustft",
+        "torch",
+        "torchvision",
+        "snakemake",
+        "pyautoattack",
+        "numpy",
+        "scipy",
+        "pandas",
+    ):
         try:
             packages[name] = version(name)
         except PackageNotFoundError:
             packages[name] = "not installed"
     fidelities = sorted({config["studies"][s]["fidelity"] for s in config["targets"]})
-    return {"git_commit": commit + (" (uncommitted changes)" if dirty else ""),
-            "config_hash": config_hash(config), "preset": config["preset"],
-            "device": config["device"], "fidelity": ", ".join(fidelities),
-            "python": platform.python_version(), "packages": packages}
+    return {
+        "git_commit": commit + (" (uncommitted changes)" if dirty else ""),
+        "config_hash": config_hash(config),
+        "preset": config["preset"],
+        "device": config["device"],
+        "fidelity": ", ".join(fidelities),
+        "python": platform.python_version(),
+        "packages": packages,
+    }

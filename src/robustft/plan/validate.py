@@ -66,15 +66,18 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 
 def _need(value: str, pool, key: str, what: str) -> None:
     if value not in pool:
-        raise ConfigError(f"config key '{key}': unknown {what} {value!r}; "
-                          f"known: {', '.join(sorted(pool))}")
+        raise ConfigError(
+            f"config key '{key}': unknown {what} {value!r}; known: {', '.join(sorted(pool))}"
+        )
 
 
 def _check_params(method: str, params: dict[str, Any], key: str) -> None:
     problems = catalog.check_params(method, params)
     if problems:
-        lines = [f"config key '{key}{'.' + name if name else ''}': {problem}"
-                 for name, problem in problems]
+        lines = [
+            f"config key '{key}{'.' + name if name else ''}': {problem}"
+            for name, problem in problems
+        ]
         raise ConfigError("\n".join(lines))
 
 
@@ -109,13 +112,16 @@ def _check_backbone(config: dict[str, Any], name: str, bb: dict[str, Any]) -> No
     if bb["source"] == "scratch":
         for key in ("eps_pt", "dataset", "method", "training"):
             if key in bb:
-                raise ConfigError(f"config key 'backbones.{name}.{key}': a scratch backbone "
-                                  "has no pre-training (runs start from random init)")
+                raise ConfigError(
+                    f"config key 'backbones.{name}.{key}': a scratch backbone "
+                    "has no pre-training (runs start from random init)"
+                )
     elif bb["source"] == "pretrain":
         for key in ("dataset", "method"):
             if key not in bb:
-                raise ConfigError(f"config key 'backbones.{name}.{key}': required when "
-                                  "source is 'pretrain'")
+                raise ConfigError(
+                    f"config key 'backbones.{name}.{key}': required when source is 'pretrain'"
+                )
         _need(bb["dataset"], config["datasets"], f"backbones.{name}.dataset", "dataset")
         _need(bb["method"], catalog.METHODS, f"backbones.{name}.method", "method")
     elif "eps_pt" not in bb:
@@ -127,37 +133,51 @@ def _check_study(config: dict[str, Any], name: str) -> None:
     _need(study["fidelity"], config["fidelities"], f"studies.{name}.fidelity", "fidelity")
     for g, grid in enumerate(study_grids(config, name)):
         where = f"studies.{name}" + (f".grids[{g}]" if "grids" in study else "")
-        for key, pool, what in (("datasets", config["datasets"], "dataset"),
-                                ("backbones", config["backbones"], "backbone"),
-                                ("variants", variant_pool(config), "variant")):
+        for key, pool, what in (
+            ("datasets", config["datasets"], "dataset"),
+            ("backbones", config["backbones"], "backbone"),
+            ("variants", variant_pool(config), "variant"),
+        ):
             if key not in grid:
-                raise ConfigError(f"config key '{where}.{key}': required (in the study or "
-                                  "in every one of its grids)")
+                raise ConfigError(
+                    f"config key '{where}.{key}': required (in the study or "
+                    "in every one of its grids)"
+                )
             for i, value in enumerate(grid[key]):
                 _need(value, pool, f"{where}.{key}[{i}]", what)
         _check_resolution(config, grid, where)
     variants = study_variants(config, name)
     if "reference" in study and study["reference"] not in variants:
-        raise ConfigError(f"config key 'studies.{name}.reference': "
-                          f"{study['reference']!r} is not one of the study's variants")
+        raise ConfigError(
+            f"config key 'studies.{name}.reference': "
+            f"{study['reference']!r} is not one of the study's variants"
+        )
     for i, comp in enumerate(study.get("comparisons", [])):
         for side in ("ours", "baseline"):
             if comp[side] not in variants:
-                raise ConfigError(f"config key 'studies.{name}.comparisons[{i}].{side}': "
-                                  f"{comp[side]!r} is not one of the study's variants")
+                raise ConfigError(
+                    f"config key 'studies.{name}.comparisons[{i}].{side}': "
+                    f"{comp[side]!r} is not one of the study's variants"
+                )
     known = known_metrics(config, study["fidelity"])
     for i, metric in enumerate(study.get("metrics", [])):
         if metric not in known:
-            raise ConfigError(f"config key 'studies.{name}.metrics[{i}]': unknown metric "
-                              f"{metric!r} at fidelity {study['fidelity']!r}; known: "
-                              f"{', '.join(known)}")
+            raise ConfigError(
+                f"config key 'studies.{name}.metrics[{i}]': unknown metric "
+                f"{metric!r} at fidelity {study['fidelity']!r}; known: "
+                f"{', '.join(known)}"
+            )
     if study.get("transfer") and len(study_backbones(config, name)) < 2:
-        raise ConfigError(f"config key 'studies.{name}.transfer': needs at least two "
-                          "backbones to transfer between")
+        raise ConfigError(
+            f"config key 'studies.{name}.transfer': needs at least two "
+            "backbones to transfer between"
+        )
     for key in ("criticality", "derived"):
         if study.get(key) and not any(is_clat(config, v) for v in variants):
-            raise ConfigError(f"config key 'studies.{name}.{key}': read from CLAT runs, but "
-                              "none of the study's variants is a CLAT method")
+            raise ConfigError(
+                f"config key 'studies.{name}.{key}': read from CLAT runs, but "
+                "none of the study's variants is a CLAT method"
+            )
 
 
 def _check_chains(config: dict[str, Any]) -> None:
@@ -168,16 +188,20 @@ def _check_chains(config: dict[str, Any]) -> None:
             continue
         key = f"variants.{name}.init"
         if var["init"] not in pool:
-            raise ConfigError(f"config key '{key}': unknown variant {var['init']!r}; known: "
-                              f"{', '.join(sorted(pool))}")
+            raise ConfigError(
+                f"config key '{key}': unknown variant {var['init']!r}; known: "
+                f"{', '.join(sorted(pool))}"
+            )
         if var.get("training", {}).get("init_from") == "backbone":
-            raise ConfigError(f"config key 'variants.{name}.training.init_from': a chained "
-                              "variant starts from its upstream run's model ('model')")
+            raise ConfigError(
+                f"config key 'variants.{name}.training.init_from': a chained "
+                "variant starts from its upstream run's model ('model')"
+            )
         seen = [name]
         current = var["init"]
         while current in config["variants"]:
             if current in seen:
-                loop = " → ".join([*seen[seen.index(current):], current])
+                loop = " → ".join([*seen[seen.index(current) :], current])
                 raise ConfigError(f"config key '{key}': the init chain loops ({loop})")
             seen.append(current)
             current = variant_spec(config, current).get("init")
@@ -197,4 +221,5 @@ def _check_resolution(config: dict[str, Any], grid: dict[str, Any], where: str) 
                     f"config key '{where}.datasets[{i}]': dataset {d!r} is upsampled to "
                     f"{size} px (input_size) but backbone {b!r} is the 32-px CIFAR architecture "
                     f"{config['backbones'][b]['arch']!r}; use a dataset entry with input_size "
-                    "null (e.g. cifar10_32)")
+                    "null (e.g. cifar10_32)"
+                )

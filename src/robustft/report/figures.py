@@ -34,10 +34,20 @@ __all__ = ["PANELS", "Figure", "per_class_figure", "study_figures", "training_fi
 #: group (the names a study's ``figures`` list uses), panel title, y label,
 #: [(train_log column, line-style label)], accuracy in percent?
 PANELS: tuple[tuple[str, str, str, tuple[tuple[str, str], ...], bool], ...] = (
-    ("accuracy", "Natural accuracy", "accuracy (%)",
-     (("train_nat_acc", "train"), ("val_nat_acc", "val"), ("test_nat_acc", "test")), True),
-    ("accuracy", "Robust accuracy (PGD)", "accuracy (%)",
-     (("train_adv_acc", "train"), ("val_pgd_acc", "val"), ("test_pgd_acc", "test")), True),
+    (
+        "accuracy",
+        "Natural accuracy",
+        "accuracy (%)",
+        (("train_nat_acc", "train"), ("val_nat_acc", "val"), ("test_nat_acc", "test")),
+        True,
+    ),
+    (
+        "accuracy",
+        "Robust accuracy (PGD)",
+        "accuracy (%)",
+        (("train_adv_acc", "train"), ("val_pgd_acc", "val"), ("test_pgd_acc", "test")),
+        True,
+    ),
     ("lr", "Learning rate", "lr", (("lr", ""),), False),
     ("lambda", "λ schedule", "weight", (("lambda1", "λ1"), ("lambda2", "λ2")), False),
     ("grad_sim", "Gradient similarity", "cosine", (("grad_sim", ""),), False),
@@ -58,22 +68,27 @@ class Figure:
         return "data:image/png;base64," + self.png_base64
 
 
-def _series(log: Mapping[str, Sequence[float | None]] | None, col: str
-            ) -> tuple[np.ndarray, np.ndarray] | None:
+def _series(
+    log: Mapping[str, Sequence[float | None]] | None, col: str
+) -> tuple[np.ndarray, np.ndarray] | None:
     if not log or col not in log:
         return None
     y = np.array([math.nan if v is None else float(v) for v in log[col]], dtype=float)
     if not np.isfinite(y).any():
         return None
     epochs = log.get("epoch")
-    x = (np.array([math.nan if v is None else float(v) for v in epochs], dtype=float)
-         if epochs is not None and len(epochs) == len(y) else np.arange(len(y), dtype=float))
+    x = (
+        np.array([math.nan if v is None else float(v) for v in epochs], dtype=float)
+        if epochs is not None and len(epochs) == len(y)
+        else np.arange(len(y), dtype=float)
+    )
     keep = np.isfinite(x)
     return x[keep], y[keep]
 
 
-def _mean_band(curves: list[tuple[np.ndarray, np.ndarray]]
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _mean_band(
+    curves: list[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean and min/max over seeds at each epoch any seed logged (NaN-aware)."""
     xs = np.unique(np.concatenate([x for x, _ in curves]))
     grid = np.full((len(curves), len(xs)), np.nan)
@@ -81,8 +96,10 @@ def _mean_band(curves: list[tuple[np.ndarray, np.ndarray]]
         idx = np.searchsorted(xs, x)
         grid[i, idx] = y
     # epochs where every seed logged NaN give "Mean of empty slice": expected, not an error
-    with np.errstate(all="ignore"), warnings.catch_warnings(action="ignore",
-                                                            category=RuntimeWarning):
+    with (
+        np.errstate(all="ignore"),
+        warnings.catch_warnings(action="ignore", category=RuntimeWarning),
+    ):
         return xs, np.nanmean(grid, 0), np.nanmin(grid, 0), np.nanmax(grid, 0)
 
 
@@ -126,11 +143,16 @@ def training_figure(
             x, mean, lo, hi = _mean_band(curves)
             colour = colours[ci % len(colours)]
             legend = f"{label} · {style_label}" if style_label else label
-            ax.plot(x, mean * scale, _STYLES.get(style_label, "-"), color=colour,
-                    label=legend, linewidth=1.4)
+            ax.plot(
+                x,
+                mean * scale,
+                _STYLES.get(style_label, "-"),
+                color=colour,
+                label=legend,
+                linewidth=1.4,
+            )
             if len(curves) > 1:
-                ax.fill_between(x, lo * scale, hi * scale, color=colour, alpha=0.15,
-                                linewidth=0)
+                ax.fill_between(x, lo * scale, hi * scale, color=colour, alpha=0.15, linewidth=0)
             positive &= bool(np.nanmin(lo) > 0)
         if name == "Learning rate" and positive:
             lo_all = min(np.nanmin(y) for *_, curves in lines for _, y in curves)
@@ -143,16 +165,19 @@ def training_figure(
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=11)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     shown = ", ".join(p[0] for p in panels)
-    caption = (f"{title}: {shown} per epoch. Line = mean over seeds, band = min–max over "
-               "seeds; line style: dotted train, dashed validation, solid test.")
-    return Figure(title=title, caption=caption,
-                  png_base64=base64.b64encode(buf.getvalue()).decode("ascii"))
+    caption = (
+        f"{title}: {shown} per epoch. Line = mean over seeds, band = min–max over "
+        "seeds; line style: dotted train, dashed validation, solid test."
+    )
+    return Figure(
+        title=title, caption=caption, png_base64=base64.b64encode(buf.getvalue()).decode("ascii")
+    )
 
 
 def study_figures(runs: Sequence[object], groups: Sequence[str] | None = None) -> list[Figure]:
@@ -162,8 +187,9 @@ def study_figures(runs: Sequence[object], groups: Sequence[str] | None = None) -
     """
     by_pair: dict[tuple[str, str], dict[str, list]] = {}
     for r in runs:
-        same = re.sub(r"[^0-9a-z]", "", r.method.lower()) == re.sub(r"[^0-9a-z]", "",
-                                                                    r.variant.lower())
+        same = re.sub(r"[^0-9a-z]", "", r.method.lower()) == re.sub(
+            r"[^0-9a-z]", "", r.variant.lower()
+        )
         label = r.method if same else f"{r.method} ({r.variant})"
         by_pair.setdefault((r.dataset, r.backbone), {}).setdefault(label, []).append(r.train_log)
     figures = []
@@ -174,8 +200,12 @@ def study_figures(runs: Sequence[object], groups: Sequence[str] | None = None) -
     return figures
 
 
-def per_class_figure(panels: Mapping[str, Sequence[Sequence[float]]], rows: Sequence[str],
-                     classes: Sequence[str], title: str) -> Figure | None:
+def per_class_figure(
+    panels: Mapping[str, Sequence[Sequence[float]]],
+    rows: Sequence[str],
+    classes: Sequence[str],
+    title: str,
+) -> Figure | None:
     """Heat map of per-class accuracy (%): one panel per metric, methods × classes.
 
     ``panels`` maps a metric name to a matrix ``[row][class]`` (NaN = not recorded). A whole
@@ -192,8 +222,14 @@ def per_class_figure(panels: Mapping[str, Sequence[Sequence[float]]], rows: Sequ
     fig = MplFigure(figsize=(width, len(mats) * (0.9 + 0.35 * n_rows)), layout="constrained")
     axes = fig.subplots(len(mats), 1, squeeze=False)[:, 0]
     for ax, (metric, a) in zip(axes, mats.items(), strict=True):
-        im = ax.imshow(np.ma.masked_invalid(a), vmin=0, vmax=100, cmap="viridis",
-                       aspect="auto", interpolation="nearest")
+        im = ax.imshow(
+            np.ma.masked_invalid(a),
+            vmin=0,
+            vmax=100,
+            cmap="viridis",
+            aspect="auto",
+            interpolation="nearest",
+        )
         ax.set_title(f"{metric} per class (%)", fontsize=10)
         ax.set_yticks(range(n_rows), rows, fontsize=8)
         if n_cls <= 40:
@@ -205,13 +241,23 @@ def per_class_figure(panels: Mapping[str, Sequence[Sequence[float]]], rows: Sequ
         if annotate:
             for (i, j), v in np.ndenumerate(a):
                 if math.isfinite(v):
-                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
-                            color="white" if v < 55 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{v:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if v < 55 else "black",
+                    )
         fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
     fig.suptitle(title, fontsize=11)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    caption = (f"{title}: per-class accuracy (%, mean over seeds) of "
-               f"{', '.join(mats)}; rows are methods, columns classes.")
-    return Figure(title=title, caption=caption,
-                  png_base64=base64.b64encode(buf.getvalue()).decode("ascii"))
+    caption = (
+        f"{title}: per-class accuracy (%, mean over seeds) of "
+        f"{', '.join(mats)}; rows are methods, columns classes."
+    )
+    return Figure(
+        title=title, caption=caption, png_base64=base64.b64encode(buf.getvalue()).decode("ascii")
+    )

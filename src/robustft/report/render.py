@@ -40,7 +40,8 @@ def template_environment(templates: str | Path) -> Environment:
     if not (directory / TEMPLATE).is_file():
         raise FileNotFoundError(
             f"report templates: {directory / TEMPLATE} does not exist; pass the workflow's "
-            "report/templates directory (it holds report.html and style.css.html)")
+            "report/templates directory (it holds report.html and style.css.html)"
+        )
     return Environment(
         loader=FileSystemLoader(directory),
         autoescape=select_autoescape(["html"]),
@@ -94,12 +95,19 @@ def _study_view(st: StudyTables) -> dict[str, Any]:
     results: dict[tuple, dict[str, Any]] = {}
     for c in cells:
         key = (c["backbone"], c["dataset"], c["variant"])
-        row = results.setdefault(key, {
-            "backbone": c["backbone"], "dataset": c["dataset"], "method": c["method"],
-            "variant": c["variant"], "labels": _labels_text(c.get("labels")),
-            "presets": c.get("presets") or "", "fidelity": c.get("fidelity") or "",
-            "cells": {},
-        })
+        row = results.setdefault(
+            key,
+            {
+                "backbone": c["backbone"],
+                "dataset": c["dataset"],
+                "method": c["method"],
+                "variant": c["variant"],
+                "labels": _labels_text(c.get("labels")),
+                "presets": c.get("presets") or "",
+                "fidelity": c.get("fidelity") or "",
+                "cells": {},
+            },
+        )
         n = _num(c.get("n_seeds"))
         n = int(n) if math.isfinite(n) else 0
         row["cells"][c["metric"]] = {
@@ -119,17 +127,25 @@ def _study_view(st: StudyTables) -> dict[str, Any]:
     comps: dict[tuple, dict[str, Any]] = {}
     for c in _records(st.comparisons):
         key = (c["backbone"], c["dataset"], c["comparison"])
-        row = comps.setdefault(key, {
-            "backbone": c["backbone"], "dataset": c["dataset"], "label": c["label"],
-            "ours": c["variant"], "baseline": c["baseline_variant"], "cells": {},
-        })
+        row = comps.setdefault(
+            key,
+            {
+                "backbone": c["backbone"],
+                "dataset": c["dataset"],
+                "label": c["label"],
+                "ours": c["variant"],
+                "baseline": c["baseline_variant"],
+                "cells": {},
+            },
+        )
         row["cells"][c["metric"]] = {
             "diff": fmt(c.get("diff"), signed=True),
             "paper_diff": fmt(c.get("paper_diff"), signed=True, missing=""),
             "p": fmt_p(c.get("p_value")),
             "paper_p": fmt_p(c.get("paper_p_value"), missing=""),
             "n": f"{c.get('n_ours')}/{c.get('n_baseline')}",
-            "t": fmt(c.get("statistic")), "df": fmt(c.get("df"), 1),
+            "t": fmt(c.get("statistic")),
+            "df": fmt(c.get("df"), 1),
             "significant": bool(c.get("significant")),
             "note": c.get("note") or "",
         }
@@ -138,7 +154,8 @@ def _study_view(st: StudyTables) -> dict[str, Any]:
     # the table already says "(1 seed, no std)"; list only the notes it does not show
     cell_notes = [
         {**c, "note": "; ".join(n for n in str(c["note"]).split("; ") if n != "one seed: no std")}
-        for c in cells if c.get("note")
+        for c in cells
+        if c.get("note")
     ]
     flagged_runs = [r for r in st.runs if r.aa_warnings]
     return {
@@ -182,52 +199,79 @@ def _per_class_view(st: StudyTables) -> list[dict[str, Any]]:
     if not rows:
         return []
     present = list(dict.fromkeys(r["metric"] for r in rows))
-    robust = [m for m in _ROBUST_ORDER if m in present][:1] or [m for m in present
-                                                               if m != "SA"][:1]
+    robust = [m for m in _ROBUST_ORDER if m in present][:1] or [m for m in present if m != "SA"][:1]
     shown = [m for m in ["SA", *robust] if m in present]
-    flagged = {(w.get("dataset"), w.get("backbone"), w.get("variant"), int(w.get("class", -1)))
-               for w in st.class_warnings if isinstance(w, Mapping)}
+    flagged = {
+        (w.get("dataset"), w.get("backbone"), w.get("variant"), int(w.get("class", -1)))
+        for w in st.class_warnings
+        if isinstance(w, Mapping)
+    }
     blocks: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
         if r["metric"] not in shown:
             continue
-        b = blocks.setdefault((r["backbone"], r["dataset"]), {
-            "backbone": r["backbone"], "dataset": r["dataset"], "metrics": shown,
-            "variants": {}, "classes": {}, "cells": {}})
+        b = blocks.setdefault(
+            (r["backbone"], r["dataset"]),
+            {
+                "backbone": r["backbone"],
+                "dataset": r["dataset"],
+                "metrics": shown,
+                "variants": {},
+                "classes": {},
+                "cells": {},
+            },
+        )
         b["variants"].setdefault(r["variant"], r["method"])
         c = int(r["class"])
         count = _num(r.get("count"))
-        b["classes"].setdefault(c, {"index": c, "name": r.get("class_name") or str(c),
-                                    "count": int(count) if math.isfinite(count) else ""})
+        b["classes"].setdefault(
+            c,
+            {
+                "index": c,
+                "name": r.get("class_name") or str(c),
+                "count": int(count) if math.isfinite(count) else "",
+            },
+        )
         mean = _num(r.get("mean"))
         never = str(r.get("never_predicted_seeds") or "")
         b["cells"][(r["metric"], r["variant"], c)] = {
             "mean": fmt(mean, 1),
             "title": f"seeds {_commas(r.get('seeds'))}: {_commas(r.get('values'))}"
-                     + (f"; never predicted in seed(s) {never.replace(';', ', ')}"
-                        if never else ""),
+            + (f"; never predicted in seed(s) {never.replace(';', ', ')}" if never else ""),
             "zero": math.isfinite(mean) and mean == 0.0,
-            "flagged": r["metric"] == "SA" and (r["dataset"], r["backbone"], r["variant"],
-                                                c) in flagged,
+            "flagged": r["metric"] == "SA"
+            and (r["dataset"], r["backbone"], r["variant"], c) in flagged,
         }
     out = []
     for (backbone, dataset), b in sorted(blocks.items()):
         variants = list(b["variants"].items())
         classes = [b["classes"][c] for c in sorted(b["classes"])]
         labels = [m if _same_name(m, v) else f"{m} ({v})" for v, m in variants]
-        panels = {m: [[_num((b["cells"].get((m, v, c["index"])) or {}).get("mean"))
-                       for c in classes] for v, _ in variants] for m in shown}
-        fig = per_class_figure(panels, labels, [c["name"] for c in classes],
-                               f"{dataset} · {backbone}")
-        out.append({
-            "backbone": backbone, "dataset": dataset, "metrics": shown,
-            "variants": [{"variant": v, "method": m, "label": lab}
-                         for (v, m), lab in zip(variants, labels, strict=True)],
-            "classes": classes,
-            "cells": {f"{m}|{v}|{c}": cell for (m, v, c), cell in b["cells"].items()},
-            "folded": len(classes) > PER_CLASS_TABLE_MAX,
-            "figure": fig,
-        })
+        panels = {
+            m: [
+                [_num((b["cells"].get((m, v, c["index"])) or {}).get("mean")) for c in classes]
+                for v, _ in variants
+            ]
+            for m in shown
+        }
+        fig = per_class_figure(
+            panels, labels, [c["name"] for c in classes], f"{dataset} · {backbone}"
+        )
+        out.append(
+            {
+                "backbone": backbone,
+                "dataset": dataset,
+                "metrics": shown,
+                "variants": [
+                    {"variant": v, "method": m, "label": lab}
+                    for (v, m), lab in zip(variants, labels, strict=True)
+                ],
+                "classes": classes,
+                "cells": {f"{m}|{v}|{c}": cell for (m, v, c), cell in b["cells"].items()},
+                "folded": len(classes) > PER_CLASS_TABLE_MAX,
+                "figure": fig,
+            }
+        )
     return out
 
 
@@ -238,8 +282,10 @@ def _commas(v: Any) -> str:
 
 def _same_name(method: str, variant: str) -> bool:
     """``AutoLoRa`` vs ``autolora``: the variant adds nothing to the label."""
+
     def norm(t: str) -> str:
         return "".join(ch for ch in t.lower() if ch.isalnum())
+
     return norm(method) == norm(variant)
 
 
@@ -248,7 +294,9 @@ def _grouped(rows) -> list[dict[str, Any]]:
     out = sorted(rows, key=lambda r: (r["backbone"], r["dataset"]))
     for i, r in enumerate(out):
         r["first_in_group"] = i == 0 or (out[i - 1]["backbone"], out[i - 1]["dataset"]) != (
-            r["backbone"], r["dataset"])
+            r["backbone"],
+            r["dataset"],
+        )
     return out
 
 

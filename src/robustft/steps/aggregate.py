@@ -44,6 +44,7 @@ from robustft.tables.significance import TESTS
 
 log = logging.getLogger("robustft.steps.aggregate")
 
+
 def parse_spec(text: str) -> AggregateSpec:
     """A JSON object given inline, or a JSON/YAML file path (its keys: the fields of
     :class:`robustft.contracts.AggregateSpec`)."""
@@ -60,8 +61,9 @@ def parse_spec(text: str) -> AggregateSpec:
         raise SystemExit(f"--spec: {e}") from e
 
 
-def add_clat_rows(runs: list, spec: AggregateSpec, transfers: list[str],
-                  criticality: list[str]) -> list:
+def add_clat_rows(
+    runs: list, spec: AggregateSpec, transfers: list[str], criticality: list[str]
+) -> list:
     """The runs plus CLAT's derived/transfer/criticality rows; with ``spec.metrics``, only
     rows that have at least one of those metrics."""
     from robustft.clat import tables as clat_tables
@@ -83,10 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--study", required=True)
     ap.add_argument("--runs", nargs="+", required=True, help="run directories")
     ap.add_argument("--spec", default="{}", help="JSON object or JSON/YAML file")
-    ap.add_argument("--transfers", nargs="*", default=[],
-                    help="CLAT Table 2: JSON files of robustft.steps.transfer")
-    ap.add_argument("--criticality", nargs="*", default=[],
-                    help="CLAT Table 7: JSON files of robustft.steps.criticality")
+    ap.add_argument(
+        "--transfers",
+        nargs="*",
+        default=[],
+        help="CLAT Table 2: JSON files of robustft.steps.transfer",
+    )
+    ap.add_argument(
+        "--criticality",
+        nargs="*",
+        default=[],
+        help="CLAT Table 7: JSON files of robustft.steps.criticality",
+    )
     ap.add_argument("--test", choices=sorted(TESTS), help="overrides spec['test']")
     ap.add_argument("--out-csv", required=True)
     ap.add_argument("--out-json", required=True)
@@ -106,16 +116,32 @@ def main(argv: list[str] | None = None) -> int:
     if comparisons is None and spec.reference:
         # the study's reference ("ours") against every other variant, in order of appearance
         ours = spec.reference
-        comparisons = [{"ours": ours, "baseline": v}
-                       for v in dict.fromkeys(r.variant for r in runs) if v != ours]
+        comparisons = [
+            {"ours": ours, "baseline": v}
+            for v in dict.fromkeys(r.variant for r in runs)
+            if v != ours
+        ]
     tables = aggregate_study(
-        args.study, runs, comparisons or [], spec.paper, test=args.test or spec.test,
-        metrics=spec.metrics, alpha=float(spec.alpha), title=spec.title,
-        description=spec.description, figures=spec.figures,
+        args.study,
+        runs,
+        comparisons or [],
+        spec.paper,
+        test=args.test or spec.test,
+        metrics=spec.metrics,
+        alpha=float(spec.alpha),
+        title=spec.title,
+        description=spec.description,
+        figures=spec.figures,
     )
     write_study_tables(tables, args.out_csv, args.out_json)
-    log.info("%s: %d runs -> %d cells, %d comparisons (%s t-test)", args.study, len(runs),
-             len(tables.cells), len(tables.comparisons), tables.test)
+    log.info(
+        "%s: %d runs -> %d cells, %d comparisons (%s t-test)",
+        args.study,
+        len(runs),
+        len(tables.cells),
+        len(tables.comparisons),
+        tables.test,
+    )
     for note in tables.notes:
         log.warning("%s: %s", args.study, note)
     # a class a method never predicts (other methods do) is a bug symptom, not a detail

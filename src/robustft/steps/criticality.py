@@ -42,9 +42,14 @@ def mean_epoch_seconds(train_log: Path | None) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def measure_batch_sizes(values: CriticalitySettings | dict[str, Any], data: Path,
-                        model_path: Path, train_log: Path | None = None, *,
-                        gpus: int = 0) -> dict[str, Any]:
+def measure_batch_sizes(
+    values: CriticalitySettings | dict[str, Any],
+    data: Path,
+    model_path: Path,
+    train_log: Path | None = None,
+    *,
+    gpus: int = 0,
+) -> dict[str, Any]:
     values = CriticalitySettings.from_dict(values)
     device = resolve_device(values.device, gpus=gpus)
     model = load_trained(values.model, model_path, data, device)
@@ -56,12 +61,18 @@ def measure_batch_sizes(values: CriticalitySettings | dict[str, Any], data: Path
         x, y = train.tensors(index.sort().values.numpy())
         return x.to(device), y.to(device)
 
-    ctx = TrainContext(train_attack=PGDConfig(**values.train_attack), generator=generator,
-                       batch_size=max(values.batch_sizes), train_examples=examples)
+    ctx = TrainContext(
+        train_attack=PGDConfig(**values.train_attack),
+        generator=generator,
+        batch_size=max(values.batch_sizes),
+        train_examples=examples,
+    )
     results = []
     for size in values.batch_sizes:
-        method = build_method(values.clat_method, **{
-            **values.clat_params, "criticality_examples": int(size), "criticality_batches": 1})
+        method = build_method(
+            values.clat_method,
+            **{**values.clat_params, "criticality_examples": int(size), "criticality_batches": 1},
+        )
         draws = []
         for _ in range(values.repeats):
             if device.type == "cuda":
@@ -70,39 +81,61 @@ def measure_batch_sizes(values: CriticalitySettings | dict[str, Any], data: Path
             crit = method.measure(model, ctx)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            draws.append({"top5": crit.ranking()[:5], "seconds": time.perf_counter() - started,
-                          "measure_seconds": crit.seconds, "criticality": crit.criticality})
+            draws.append(
+                {
+                    "top5": crit.ranking()[:5],
+                    "seconds": time.perf_counter() - started,
+                    "measure_seconds": crit.seconds,
+                    "criticality": crit.criticality,
+                }
+            )
         top1 = [d["top5"][0] for d in draws]
-        results.append({
-            "batch_size": int(size), "draws": draws, "top5": draws[0]["top5"],
-            "seconds": sum(d["seconds"] for d in draws) / len(draws),
-            "top1_agreement": top1.count(top1[0]) / len(top1),
-            "names": crit.names,
-        })
+        results.append(
+            {
+                "batch_size": int(size),
+                "draws": draws,
+                "top5": draws[0]["top5"],
+                "seconds": sum(d["seconds"] for d in draws) / len(draws),
+                "top1_agreement": top1.count(top1[0]) / len(top1),
+                "names": crit.names,
+            }
+        )
     epoch = mean_epoch_seconds(train_log)
     identity = values.identity.to_dict() if values.identity is not None else {}
-    return {"identity": identity, "measured_run": values.measured_run,
-            "measured_variant": values.measured_variant,
-            "measured_method": values.measured_method, "results": results,
-            "reference_epoch_seconds": None if epoch is None or math.isnan(epoch) else epoch,
-            "provenance": provenance(device, {"checkpoint_sha256": sha256_file(model_path),
-                                              "seed": values.seed})}
+    return {
+        "identity": identity,
+        "measured_run": values.measured_run,
+        "measured_variant": values.measured_variant,
+        "measured_method": values.measured_method,
+        "results": results,
+        "reference_epoch_seconds": None if epoch is None or math.isnan(epoch) else epoch,
+        "provenance": provenance(
+            device, {"checkpoint_sha256": sha256_file(model_path), "seed": values.seed}
+        ),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--settings", required=True,
-                   help="JSON of robustft.contracts.CriticalitySettings")
+    p.add_argument(
+        "--settings", required=True, help="JSON of robustft.contracts.CriticalitySettings"
+    )
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--train-log", type=Path, default=None)
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
     start(args)
-    write_json_atomic(args.out, measure_batch_sizes(read_settings(CriticalitySettings,
-                                                                  args.settings),
-                                                    args.data, args.model, args.train_log,
-                                                    gpus=args.gpus))
+    write_json_atomic(
+        args.out,
+        measure_batch_sizes(
+            read_settings(CriticalitySettings, args.settings),
+            args.data,
+            args.model,
+            args.train_log,
+            gpus=args.gpus,
+        ),
+    )
 
 
 if __name__ == "__main__":

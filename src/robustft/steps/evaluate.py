@@ -16,8 +16,11 @@ from robustft.train import resolve_device
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--settings", required=True,
-                   help="JSON of robustft.contracts.EvaluateSettings (the attack, AutoAttack)")
+    p.add_argument(
+        "--settings",
+        required=True,
+        help="JSON of robustft.contracts.EvaluateSettings (the attack, AutoAttack)",
+    )
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)

@@ -38,18 +38,29 @@ def _parse_options(text: str | None) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m robustft.steps.prepare_data",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m robustft.steps.prepare_data", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--dataset", choices=sorted(DATASETS), help="registry name")
     p.add_argument("--out", type=Path, help="output directory (results/data/<name>)")
-    p.add_argument("--raw-dir", type=Path, default=None,
-                   help="where archives are stored/downloaded and extracted")
-    p.add_argument("--resolution", type=int, default=None,
-                   help="image size in px (default: 32 for CIFAR/generated, 224 otherwise)")
+    p.add_argument(
+        "--raw-dir",
+        type=Path,
+        default=None,
+        help="where archives are stored/downloaded and extracted",
+    )
+    p.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="image size in px (default: 32 for CIFAR/generated, 224 otherwise)",
+    )
     p.add_argument("--seed", type=int, default=0, help="split seed (and generator seed)")
-    p.add_argument("--options", default=None,
-                   help="JSON object of dataset options (or @file.json), e.g. "
-                        "'{\"preset\": \"paper\"}'")
+    p.add_argument(
+        "--options",
+        default=None,
+        help='JSON object of dataset options (or @file.json), e.g. \'{"preset": "paper"}\'',
+    )
     p.add_argument("--offline", action="store_true", help="never download")
     p.add_argument("--verify", action="store_true", help="re-read and check the output")
     p.add_argument("--list", action="store_true", help="describe every dataset and exit")
@@ -59,8 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.list:
         for name in sorted(DATASETS):
             print(DATASETS[name].describe_options() + "\n")
@@ -71,8 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = _parse_options(args.options)
         spec = get_spec(args.dataset)
-        out = spec.prepare(args.raw_dir, args.out, args.resolution, options, args.seed,
-                           offline=True if args.offline else None)
+        out = spec.prepare(
+            args.raw_dir,
+            args.out,
+            args.resolution,
+            options,
+            args.seed,
+            offline=True if args.offline else None,
+        )
     except (ValueError, TypeError, KeyError) as err:
         log.error("%s", err)
         return 2
@@ -80,8 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", err)
         return 3
     ds = load_prepared(out, verify=args.verify)
-    log.info("%s: %d classes, counts %s, resolution %d -> %s", ds.name, ds.num_classes,
-             ds.counts, ds.resolution, out)
+    log.info(
+        "%s: %d classes, counts %s, resolution %d -> %s",
+        ds.name,
+        ds.num_classes,
+        ds.counts,
+        ds.resolution,
+        out,
+    )
     return 0
 
 

@@ -15,8 +15,11 @@ from robustft.train import Trainer, resolve_device, write_log
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--settings", required=True,
-                   help="JSON of robustft.contracts.TrainConfig (the pre-training settings)")
+    p.add_argument(
+        "--settings",
+        required=True,
+        help="JSON of robustft.contracts.TrainConfig (the pre-training settings)",
+    )
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--checkpoints", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)

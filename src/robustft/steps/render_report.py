@@ -34,11 +34,16 @@ def templates_dir(given: str | None) -> Path:
     directory; a clear stop naming the expected path when it does not hold the templates."""
     directory = Path(given) if given else Path.cwd() / DEFAULT_TEMPLATES
     if not (directory / TEMPLATE).is_file():
-        how = ("" if given else " (the default: run from the workflow directory, the one with "
-               "the Snakefile)")
-        raise SystemExit(f"render_report: report templates not found: expected "
-                         f"{directory.resolve() / TEMPLATE}{how}; pass --templates "
-                         "<workflow>/report/templates")
+        how = (
+            ""
+            if given
+            else " (the default: run from the workflow directory, the one with the Snakefile)"
+        )
+        raise SystemExit(
+            f"render_report: report templates not found: expected "
+            f"{directory.resolve() / TEMPLATE}{how}; pass --templates "
+            "<workflow>/report/templates"
+        )
     return directory
 
 
@@ -48,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="HTML file to write")
     ap.add_argument("--provenance", help="JSON file or inline JSON object")
     ap.add_argument("--title", default="robustft — reproduction report")
-    ap.add_argument("--templates", help=f"Jinja2 templates directory (default: "
-                    f"./{DEFAULT_TEMPLATES}, i.e. next to the Snakefile)")
+    ap.add_argument(
+        "--templates",
+        help=f"Jinja2 templates directory (default: "
+        f"./{DEFAULT_TEMPLATES}, i.e. next to the Snakefile)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     templates = templates_dir(args.templates)
@@ -57,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     provenance = None
     if args.provenance:
         text = args.provenance.strip()
-        provenance = json.loads(text if text.startswith("{")
-                                else Path(args.provenance).read_text(encoding="utf-8"))
-    out = render_report(args.tables, args.out, provenance, templates=templates,
-                        title=args.title)
+        provenance = json.loads(
+            text if text.startswith("{") else Path(args.provenance).read_text(encoding="utf-8")
+        )
+    out = render_report(args.tables, args.out, provenance, templates=templates, title=args.title)
     log.info("wrote %s (%d studies)", out, len(args.tables))
     return 0
 

@@ -17,15 +17,21 @@ from robustft.train import resolve_device, train_run
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--settings", required=True,
-                   help="JSON of robustft.contracts.TrainConfig (the run's resolved settings)")
+    p.add_argument(
+        "--settings",
+        required=True,
+        help="JSON of robustft.contracts.TrainConfig (the run's resolved settings)",
+    )
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--backbone", type=Path, default=None)
     p.add_argument("--checkpoints", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--identity", default=None,
-                   help="JSON of robustft.contracts.RunIdentity: fidelity, dataset, backbone, "
-                        "variant, seed, method, preset (recorded in run.yaml)")
+    p.add_argument(
+        "--identity",
+        default=None,
+        help="JSON of robustft.contracts.RunIdentity: fidelity, dataset, backbone, "
+        "variant, seed, method, preset (recorded in run.yaml)",
+    )
     args = p.parse_args(argv)
     start(args)
     cfg = read_settings(TrainConfig, args.settings)
@@ -33,16 +39,27 @@ def main(argv: list[str] | None = None) -> None:
     resolve_device(cfg.device, gpus=args.gpus)  # fail before any work if a GPU was promised
     train_run(cfg, args.data, args.backbone, args.checkpoints, args.out)
     with atomic_path(args.out / "run.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump({**identity, "settings": cfg.to_dict(),
-                                       "data_dir": str(args.data),
-                                       "backbone_file": str(args.backbone),
-                                       "provenance": provenance()}, sort_keys=True))
+        tmp.write_text(
+            yaml.safe_dump(
+                {
+                    **identity,
+                    "settings": cfg.to_dict(),
+                    "data_dir": str(args.data),
+                    "backbone_file": str(args.backbone),
+                    "provenance": provenance(),
+                },
+                sort_keys=True,
+            )
+        )
 
 
 def provenance() -> dict:
     """Where the run trained: the GPU binding it saw (set by SLURM or robustft.devices)."""
-    return {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "host": platform.node()}
+    return {
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "host": platform.node(),
+    }
 
 
 if __name__ == "__main__":

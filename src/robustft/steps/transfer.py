@@ -24,23 +24,40 @@ from robustft.steps._common import parser, read_settings, start
 from robustft.train import resolve_device
 
 
-def run_transfer(values: TransferSettings | dict, data: Path, models: dict[str, Path], *,
-                 gpus: int = 0) -> dict:
+def run_transfer(
+    values: TransferSettings | dict, data: Path, models: dict[str, Path], *, gpus: int = 0
+) -> dict:
     values = TransferSettings.from_dict(values)
     device = resolve_device(values.device, gpus=gpus)
     legacy = values.models or {}  # only files that do not describe their model read these
-    loaded = {name: load_trained(legacy.get(name), path, data, device)
-              for name, path in models.items()}
+    loaded = {
+        name: load_trained(legacy.get(name), path, data, device) for name, path in models.items()
+    }
     x, y = load_split(data, "test").subset(values.examples).tensors()
     started = time.perf_counter()
-    matrix = transfer_matrix(loaded, x, y, attack=PGDConfig(**values.attack), seed=values.seed,
-                             batch_size=values.batch_size)
+    matrix = transfer_matrix(
+        loaded,
+        x,
+        y,
+        attack=PGDConfig(**values.attack),
+        seed=values.seed,
+        batch_size=values.batch_size,
+    )
     identity = values.identity.to_dict() if values.identity is not None else {}
-    return {"identity": identity, "matrix": matrix, "n": len(y), "attack": values.attack,
-            "seconds": time.perf_counter() - started,
-            "provenance": provenance(device, {"checkpoint_sha256": {
-                name: sha256_file(path) for name, path in models.items()},
-                "seed": values.seed})}
+    return {
+        "identity": identity,
+        "matrix": matrix,
+        "n": len(y),
+        "attack": values.attack,
+        "seconds": time.perf_counter() - started,
+        "provenance": provenance(
+            device,
+            {
+                "checkpoint_sha256": {name: sha256_file(path) for name, path in models.items()},
+                "seed": values.seed,
+            },
+        ),
+    }
 
 
 def _pair(text: str) -> tuple[str, Path]:
@@ -52,16 +69,26 @@ def _pair(text: str) -> tuple[str, Path]:
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--settings", required=True,
-                   help="JSON of robustft.contracts.TransferSettings: attack, examples, seed")
+    p.add_argument(
+        "--settings",
+        required=True,
+        help="JSON of robustft.contracts.TransferSettings: attack, examples, seed",
+    )
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--models", required=True, nargs="+", type=_pair, help="NAME=model_best.pt")
     p.add_argument("--out", required=True, type=Path)
     args = p.parse_args(argv)
     start(args)
     torch.manual_seed(0)
-    write_json_atomic(args.out, run_transfer(read_settings(TransferSettings, args.settings),
-                                             args.data, dict(args.models), gpus=args.gpus))
+    write_json_atomic(
+        args.out,
+        run_transfer(
+            read_settings(TransferSettings, args.settings),
+            args.data,
+            dict(args.models),
+            gpus=args.gpus,
+        ),
+    )
 
 
 if __name__ == "__main__":

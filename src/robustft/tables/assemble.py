@@ -101,14 +101,19 @@ def aggregate_study(
     metrics = list(metrics) if metrics is not None else metrics_present(runs)
     groups = group_runs(runs)
     cells, values = summarise_cells(study_name, groups, metrics, ref)
-    comps_rows, skipped = compare_methods(study_name, groups, values, comps, metrics, ref,
-                                          test=test, alpha=alpha)
+    comps_rows, skipped = compare_methods(
+        study_name, groups, values, comps, metrics, ref, test=test, alpha=alpha
+    )
     return StudyTables(
         study=study_name,
         cells=pd.DataFrame(cells, columns=CELL_COLUMNS),
         comparisons=pd.DataFrame(comps_rows, columns=COMPARISON_COLUMNS),
-        test=test, metrics=metrics, title=title, description=description,
-        paper_ref=asdict(ref) if ref else None, alpha=alpha,
+        test=test,
+        metrics=metrics,
+        title=title,
+        description=description,
+        paper_ref=asdict(ref) if ref else None,
+        alpha=alpha,
         notes=method_name_conflicts(groups) + skipped + autoattack_notes(runs),
         runs=list(runs),
         figures=None if figures is None else list(figures),
@@ -134,27 +139,33 @@ def method_name_conflicts(groups: Groups) -> list[str]:
     for (dataset, backbone, variant), by_seed in groups.items():
         methods = {r.method for r in by_seed.values()}
         if len(methods) > 1:
-            notes.append(f"{dataset}/{backbone}/{variant}: runs disagree on the method name "
-                         f"{sorted(methods)}; using {_first(by_seed).method!r}")
+            notes.append(
+                f"{dataset}/{backbone}/{variant}: runs disagree on the method name "
+                f"{sorted(methods)}; using {_first(by_seed).method!r}"
+            )
     return notes
 
 
 def autoattack_notes(runs: Sequence[RunRecord]) -> list[str]:
     """One note listing the runs whose AutoAttack evaluation emitted check warnings."""
-    flagged = sorted({f"{r.dataset}/{r.backbone}/{r.variant}/seed{r.seed}"
-                      for r in runs if r.aa_warnings})
+    flagged = sorted(
+        {f"{r.dataset}/{r.backbone}/{r.variant}/seed{r.seed}" for r in runs if r.aa_warnings}
+    )
     if not flagged:
         return []
-    note = (f"AutoAttack check warnings in {len(flagged)} run(s) ({', '.join(flagged)}); "
-            "their AA numbers may not be reliable")
+    note = (
+        f"AutoAttack check warnings in {len(flagged)} run(s) ({', '.join(flagged)}); "
+        "their AA numbers may not be reliable"
+    )
     return [note]
 
 
 # ----------------------------------------------------------------------------- cells
 
 
-def summarise_cells(study: str, groups: Groups, metrics: Sequence[str], ref: PaperRef | None
-                    ) -> tuple[list[dict[str, Any]], SeedValues]:
+def summarise_cells(
+    study: str, groups: Groups, metrics: Sequence[str], ref: PaperRef | None
+) -> tuple[list[dict[str, Any]], SeedValues]:
     """One cell row per (group, metric), and the per-seed values the comparisons test."""
     rows: list[dict[str, Any]] = []
     values: SeedValues = {}
@@ -184,8 +195,14 @@ def seed_values(by_seed: Mapping[int, RunRecord], metric: str) -> dict[int, floa
     return out
 
 
-def cell_row(study: str, key: GroupKey, by_seed: Mapping[int, RunRecord], metric: str,
-             values: Mapping[int, float], ref: PaperRef | None) -> dict[str, Any]:
+def cell_row(
+    study: str,
+    key: GroupKey,
+    by_seed: Mapping[int, RunRecord],
+    metric: str,
+    values: Mapping[int, float],
+    ref: PaperRef | None,
+) -> dict[str, Any]:
     """Mean ± std over seeds of one metric of one group, with the paper's value beside it."""
     dataset, backbone, variant = key
     first = _first(by_seed)
@@ -195,14 +212,21 @@ def cell_row(study: str, key: GroupKey, by_seed: Mapping[int, RunRecord], metric
     flagged = metric == "AA" and any(by_seed[s].aa_warnings for s in seeds)
     runs = by_seed.values()
     return {
-        "study": study, "dataset": dataset, "backbone": backbone,
-        "method": first.method, "variant": variant,
+        "study": study,
+        "dataset": dataset,
+        "backbone": backbone,
+        "method": first.method,
+        "variant": variant,
         "labels": json.dumps(first.labels, sort_keys=True, default=str),
         "metric": metric,
-        "n_seeds": len(values), "seeds": ";".join(map(str, seeds)),
-        "values": join_values(values.values()), "mean": mean, "std": std,
-        "n_examples": ";".join(map(str, sorted({int(by_seed[s].metrics[metric].get("n") or 0)
-                                                for s in seeds}))),
+        "n_seeds": len(values),
+        "seeds": ";".join(map(str, seeds)),
+        "values": join_values(values.values()),
+        "mean": mean,
+        "std": std,
+        "n_examples": ";".join(
+            map(str, sorted({int(by_seed[s].metrics[metric].get("n") or 0) for s in seeds}))
+        ),
         "paper_value": printed.value if printed else math.nan,
         "paper_text": printed.text if printed else "",
         "paper_source": ref.source(printed.table) if (printed and ref) else "",
@@ -214,8 +238,9 @@ def cell_row(study: str, key: GroupKey, by_seed: Mapping[int, RunRecord], metric
     }
 
 
-def _cell_notes(by_seed: Mapping[int, RunRecord], metric: str, seeds: Sequence[int],
-                flagged: bool) -> list[str]:
+def _cell_notes(
+    by_seed: Mapping[int, RunRecord], metric: str, seeds: Sequence[int], flagged: bool
+) -> list[str]:
     """Why a cell is less than it seems: missing seeds, a single seed, AutoAttack warnings."""
     notes = []
     lacking = sorted(set(by_seed) - set(seeds))
@@ -233,10 +258,17 @@ def _cell_notes(by_seed: Mapping[int, RunRecord], metric: str, seeds: Sequence[i
 # ----------------------------------------------------------------------------- comparisons
 
 
-def compare_methods(study: str, groups: Groups, values: SeedValues,
-                    comparisons: Sequence[Comparison], metrics: Sequence[str],
-                    ref: PaperRef | None, *, test: str, alpha: float
-                    ) -> tuple[list[dict[str, Any]], list[str]]:
+def compare_methods(
+    study: str,
+    groups: Groups,
+    values: SeedValues,
+    comparisons: Sequence[Comparison],
+    metrics: Sequence[str],
+    ref: PaperRef | None,
+    *,
+    test: str,
+    alpha: float,
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Comparison rows of every (dataset, backbone) that has runs of both sides, and a note
     for each comparison that has runs of only one side there."""
     rows: list[dict[str, Any]] = []
@@ -250,15 +282,25 @@ def compare_methods(study: str, groups: Groups, values: SeedValues,
                 continue
             if ours_v is None or base_v is None:
                 missing = comp.ours if ours_v is None else comp.baseline
-                notes.append(f"{dataset}/{backbone}: comparison {comp.key} skipped, no runs of "
-                             f"{missing!r}")
+                notes.append(
+                    f"{dataset}/{backbone}: comparison {comp.key} skipped, no runs of {missing!r}"
+                )
                 continue
             for metric in metrics:
-                rows.append(comparison_row(
-                    study, comp, firsts[ours_v], firsts[base_v], metric,
-                    values.get((dataset, backbone, ours_v, metric), {}),
-                    values.get((dataset, backbone, base_v, metric), {}),
-                    ref, test=test, alpha=alpha))
+                rows.append(
+                    comparison_row(
+                        study,
+                        comp,
+                        firsts[ours_v],
+                        firsts[base_v],
+                        metric,
+                        values.get((dataset, backbone, ours_v, metric), {}),
+                        values.get((dataset, backbone, base_v, metric), {}),
+                        ref,
+                        test=test,
+                        alpha=alpha,
+                    )
+                )
     return rows, notes
 
 
@@ -271,10 +313,19 @@ def resolve_variant(name: str, firsts: Mapping[str, RunRecord]) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def comparison_row(study: str, comp: Comparison, ours: RunRecord, baseline: RunRecord,
-                   metric: str, ours_values: Mapping[int, float],
-                   baseline_values: Mapping[int, float], ref: PaperRef | None, *, test: str,
-                   alpha: float) -> dict[str, Any]:
+def comparison_row(
+    study: str,
+    comp: Comparison,
+    ours: RunRecord,
+    baseline: RunRecord,
+    metric: str,
+    ours_values: Mapping[int, float],
+    baseline_values: Mapping[int, float],
+    ref: PaperRef | None,
+    *,
+    test: str,
+    alpha: float,
+) -> dict[str, Any]:
     """Ours − baseline for one metric, its t-test over seeds and the paper's Diff. and p."""
     res = t_test(ours_values, baseline_values, test)
     mean_ours = mean_and_std(list(ours_values.values()))[0]
@@ -283,22 +334,36 @@ def comparison_row(study: str, comp: Comparison, ours: RunRecord, baseline: RunR
     paper_diff, paper_p = printed_diff_and_p(ref, comp, ours, baseline, metric)
     p = res["p_value"]
     return {
-        "study": study, "dataset": ours.dataset, "backbone": ours.backbone,
-        "comparison": comp.key, "label": comp.label or f"{ours.method} vs. {baseline.method}",
-        "method": ours.method, "variant": ours.variant,
-        "baseline_method": baseline.method, "baseline_variant": baseline.variant,
-        "metric": metric, "mean": mean_ours, "baseline_mean": mean_base, "diff": diff,
-        "paper_diff": paper_diff, "test": test, "n_ours": res["n_ours"],
-        "n_baseline": res["n_baseline"], "statistic": res["statistic"], "df": res["df"],
-        "p_value": p, "paper_p_value": paper_p,
+        "study": study,
+        "dataset": ours.dataset,
+        "backbone": ours.backbone,
+        "comparison": comp.key,
+        "label": comp.label or f"{ours.method} vs. {baseline.method}",
+        "method": ours.method,
+        "variant": ours.variant,
+        "baseline_method": baseline.method,
+        "baseline_variant": baseline.variant,
+        "metric": metric,
+        "mean": mean_ours,
+        "baseline_mean": mean_base,
+        "diff": diff,
+        "paper_diff": paper_diff,
+        "test": test,
+        "n_ours": res["n_ours"],
+        "n_baseline": res["n_baseline"],
+        "statistic": res["statistic"],
+        "df": res["df"],
+        "p_value": p,
+        "paper_p_value": paper_p,
         # AutoLoRa A.3: bold when p < 0.05 and ours is better (higher accuracy)
         "significant": bool(math.isfinite(p) and p < alpha and diff > 0),
         "note": res["note"],
     }
 
 
-def printed_diff_and_p(ref: PaperRef | None, comp: Comparison, ours: RunRecord,
-                       baseline: RunRecord, metric: str) -> tuple[float, float]:
+def printed_diff_and_p(
+    ref: PaperRef | None, comp: Comparison, ours: RunRecord, baseline: RunRecord, metric: str
+) -> tuple[float, float]:
     """The paper's printed Diff. and p-value of a comparison (NaN where it prints none).
 
     They sit on the row of "ours" (AutoLoRa Tables 1-2, 8) in the columns
@@ -311,18 +376,37 @@ def printed_diff_and_p(ref: PaperRef | None, comp: Comparison, ours: RunRecord,
     table = ref.table_for(ours.backbone)
     printed_metric = ref.metric_for(metric, table)
     paper_key = comp.paper_key or baseline.method.split()[0].lower()
-    diff = _printed(ref, comp.paper_diff, f"diff_vs_{paper_key}_{{metric}}", table, key,
-                    printed_metric)
-    p = _printed(ref, comp.paper_p, f"p_value_vs_{paper_key}_{{metric}}", ref.pvalue_table,
-                 key, printed_metric)
+    diff = _printed(
+        ref, comp.paper_diff, f"diff_vs_{paper_key}_{{metric}}", table, key, printed_metric
+    )
+    p = _printed(
+        ref,
+        comp.paper_p,
+        f"p_value_vs_{paper_key}_{{metric}}",
+        ref.pvalue_table,
+        key,
+        printed_metric,
+    )
     return diff, p
 
 
-def _printed(ref: PaperRef, spec: Mapping[str, Any] | None, default_metric: str,
-             table: int | None, key: CellKey, printed_metric: str) -> float:
+def _printed(
+    ref: PaperRef,
+    spec: Mapping[str, Any] | None,
+    default_metric: str,
+    table: int | None,
+    key: CellKey,
+    printed_metric: str,
+) -> float:
     """One printed comparison value; ``spec`` may override table, method, variant, metric."""
     spec = spec or {}
-    val = paper.lookup(ref.paper, spec.get("table", table), key[0], key[1],
-                       spec.get("method", key[2]), spec.get("variant", key[3]),
-                       spec.get("metric", default_metric).format(metric=printed_metric))
+    val = paper.lookup(
+        ref.paper,
+        spec.get("table", table),
+        key[0],
+        key[1],
+        spec.get("method", key[2]),
+        spec.get("variant", key[3]),
+        spec.get("metric", default_metric).format(metric=printed_metric),
+    )
     return math.nan if val is None else val

@@ -178,10 +178,17 @@ def lookup_entry(
         return None
     row = hit.iloc[0]
     return PaperValue(
-        paper=row["paper"], table=int(row["table"]), backbone=row["backbone"],
-        dataset=row["dataset"], method=row["method"], variant=row["variant"],
-        metric=row["metric"], value=float(row["value"]), text=row["text"],
-        unit=row["unit"], note=row["note"],
+        paper=row["paper"],
+        table=int(row["table"]),
+        backbone=row["backbone"],
+        dataset=row["dataset"],
+        method=row["method"],
+        variant=row["variant"],
+        metric=row["metric"],
+        value=float(row["value"]),
+        text=row["text"],
+        unit=row["unit"],
+        note=row["note"],
     )
 
 
@@ -207,13 +214,21 @@ def lookup(
 # and "adv" (white-box PGD-10, eps=0.03), APGD-CE in Table 8, black-box transfer in Table 2,
 # layer indices (Tables 3, 7), timing (Table 7) and parameter counts (Table 6).
 _DEFAULT_METRIC_MAP: dict[str, dict[int | None, dict[str, str]]] = {
-    "AutoLoRa": {3: {"PGD10": "RA"}, 4: {"PGD10": "RA"}, 5: {"PGD10": "RA"},
-                 6: {"PGD10": "RA"}},
-    "CLAT": {None: {"SA": "clean", "PGD10": "adv", "APGD_CE": "adv_apgd_ce",
-                    "BB": "adv_blackbox", "CRIT": "critical_layer_index", "TIME_S": "time_s",
-                    "EPOCH_S": "epoch_time_s", "PARAMS": "trainable_params",
-                    "PARAMS_TOTAL": "trainable_params_total",
-                    "PARAMS_PCT": "pct_params_trainable"}},
+    "AutoLoRa": {3: {"PGD10": "RA"}, 4: {"PGD10": "RA"}, 5: {"PGD10": "RA"}, 6: {"PGD10": "RA"}},
+    "CLAT": {
+        None: {
+            "SA": "clean",
+            "PGD10": "adv",
+            "APGD_CE": "adv_apgd_ce",
+            "BB": "adv_blackbox",
+            "CRIT": "critical_layer_index",
+            "TIME_S": "time_s",
+            "EPOCH_S": "epoch_time_s",
+            "PARAMS": "trainable_params",
+            "PARAMS_TOTAL": "trainable_params_total",
+            "PARAMS_PCT": "pct_params_trainable",
+        }
+    },
 }
 
 #: the printed row of a run: (backbone, dataset, method, variant)
@@ -289,8 +304,12 @@ class PaperRef:
         else:
             variant = ";".join(f"{k}={x}" for k, x in run.labels.items())
         variant = ";".join(p for p in (backbone_variant, variant) if p)
-        return (backbone, self.datasets.get(run.dataset, run.dataset),
-                str(v.get("method", run.method)), variant)
+        return (
+            backbone,
+            self.datasets.get(run.dataset, run.dataset),
+            str(v.get("method", run.method)),
+            variant,
+        )
 
     def source(self, table: int | None) -> str:
         """``AutoLoRa Table 1``: where a printed value was read, as the report cites it."""

@@ -49,8 +49,9 @@ WARNING_THRESHOLD = 0.2
 # ----------------------------------------------------------------------------- evaluation
 
 
-def per_class_accuracy(flags: Sequence[int], labels: Sequence[int], num_classes: int
-                       ) -> dict[str, float | None]:
+def per_class_accuracy(
+    flags: Sequence[int], labels: Sequence[int], num_classes: int
+) -> dict[str, float | None]:
     """Accuracy of each class: mean of the 0/1 ``flags`` over the examples labelled ``c``.
 
     Keys are class indices as strings (JSON object keys); a class without examples maps to
@@ -111,8 +112,7 @@ def _method_of(by_seed: Mapping[int, RunRecord]) -> str:
     return next(iter(by_seed.values())).method
 
 
-def per_class_table(study: str, runs: Sequence[RunRecord], metrics: Sequence[str]
-                    ) -> pd.DataFrame:
+def per_class_table(study: str, runs: Sequence[RunRecord], metrics: Sequence[str]) -> pd.DataFrame:
     """Per-class accuracy in percent, mean over seeds, for every metric that recorded it."""
     groups = group_runs(runs)
     info = {d: _class_info(r for r in runs if r.dataset == d) for d in {k[0] for k in groups}}
@@ -124,8 +124,14 @@ def per_class_table(study: str, runs: Sequence[RunRecord], metrics: Sequence[str
     return pd.DataFrame(rows, columns=PER_CLASS_COLUMNS)
 
 
-def _class_rows(study: str, key: GroupKey, by_seed: Mapping[int, RunRecord], metric: str,
-                names: Mapping[int, str], counts: Mapping[int, int]) -> list[dict[str, Any]]:
+def _class_rows(
+    study: str,
+    key: GroupKey,
+    by_seed: Mapping[int, RunRecord],
+    metric: str,
+    names: Mapping[int, str],
+    counts: Mapping[int, int],
+) -> list[dict[str, Any]]:
     """The per-class rows of one (dataset, backbone, variant) and metric."""
     dataset, backbone, variant = key
     per_seed = {s: r.class_accuracy(metric) for s, r in sorted(by_seed.items())}
@@ -134,20 +140,31 @@ def _class_rows(study: str, key: GroupKey, by_seed: Mapping[int, RunRecord], met
         seeds = [s for s, pc in per_seed.items() if c in pc]
         vals = [100.0 * per_seed[s][c] for s in seeds]
         never = [s for s in seeds if c in (by_seed[s].never_predicted or [])]
-        rows.append({
-            "study": study, "dataset": dataset, "backbone": backbone,
-            "method": _method_of(by_seed), "variant": variant, "metric": metric, "class": c,
-            "class_name": names.get(c, str(c)), "count": counts.get(c, math.nan),
-            "n_seeds": len(vals), "seeds": ";".join(map(str, seeds)),
-            "values": join_values(vals), "mean": sum(vals) / len(vals),
-            # never_predicted is a property of the clean predictions
-            "never_predicted_seeds": ";".join(map(str, never)) if metric == "SA" else "",
-        })
+        rows.append(
+            {
+                "study": study,
+                "dataset": dataset,
+                "backbone": backbone,
+                "method": _method_of(by_seed),
+                "variant": variant,
+                "metric": metric,
+                "class": c,
+                "class_name": names.get(c, str(c)),
+                "count": counts.get(c, math.nan),
+                "n_seeds": len(vals),
+                "seeds": ";".join(map(str, seeds)),
+                "values": join_values(vals),
+                "mean": sum(vals) / len(vals),
+                # never_predicted is a property of the clean predictions
+                "never_predicted_seeds": ";".join(map(str, never)) if metric == "SA" else "",
+            }
+        )
     return rows
 
 
-def class_warnings(runs: Sequence[RunRecord], metric: str = "SA",
-                   threshold: float = WARNING_THRESHOLD) -> list[dict[str, Any]]:
+def class_warnings(
+    runs: Sequence[RunRecord], metric: str = "SA", threshold: float = WARNING_THRESHOLD
+) -> list[dict[str, Any]]:
     """Classes a run never predicts (or gets 0 % of right) that other methods get right.
 
     A run is compared with every *other* (backbone, variant) of the same dataset; the class is
@@ -158,8 +175,11 @@ def class_warnings(runs: Sequence[RunRecord], metric: str = "SA",
     (``never_predicted`` or ``zero_accuracy``), ``seeds`` and ``others`` (label → accuracy in
     percent of the methods that get it right).
     """
-    groups = {k: g for k, g in group_runs(runs).items()
-              if any(r.class_accuracy(metric) for r in g.values())}
+    groups = {
+        k: g
+        for k, g in group_runs(runs).items()
+        if any(r.class_accuracy(metric) for r in g.values())
+    }
     warnings: list[dict[str, Any]] = []
     for dataset in dict.fromkeys(k[0] for k in groups):
         of_dataset = {k: g for k, g in groups.items() if k[0] == dataset}
@@ -167,8 +187,9 @@ def class_warnings(runs: Sequence[RunRecord], metric: str = "SA",
     return warnings
 
 
-def _dataset_warnings(dataset: str, groups: Mapping[GroupKey, Mapping[int, RunRecord]],
-                      metric: str, threshold: float) -> list[dict[str, Any]]:
+def _dataset_warnings(
+    dataset: str, groups: Mapping[GroupKey, Mapping[int, RunRecord]], metric: str, threshold: float
+) -> list[dict[str, Any]]:
     """:func:`class_warnings` of the groups of one dataset."""
     names, _ = _class_info(r for g in groups.values() for r in g.values())
     labels = _group_labels(groups)
@@ -176,20 +197,34 @@ def _dataset_warnings(dataset: str, groups: Mapping[GroupKey, Mapping[int, RunRe
     out = []
     for key, by_seed in groups.items():
         for (c, kind), seeds in sorted(_missed_classes(by_seed, metric).items()):
-            others = sorted(((labels[o], means[o][c]) for o in groups
-                             if o != key and means[o].get(c, 0.0) >= threshold),
-                            key=lambda t: -t[1])
+            others = sorted(
+                (
+                    (labels[o], means[o][c])
+                    for o in groups
+                    if o != key and means[o].get(c, 0.0) >= threshold
+                ),
+                key=lambda t: -t[1],
+            )
             if not others:  # every method misses it: the data, not a bug
                 continue
             name = names.get(c, str(c))
-            out.append({
-                "text": _warning_text(labels[key], kind, class_label(c, name), metric,
-                                      dataset, seeds, others),
-                "dataset": dataset, "backbone": key[1], "variant": key[2],
-                "method": _method_of(by_seed), "class": c, "class_name": name,
-                "kind": kind, "metric": metric, "seeds": seeds,
-                "others": {lab: 100 * a for lab, a in others},
-            })
+            out.append(
+                {
+                    "text": _warning_text(
+                        labels[key], kind, class_label(c, name), metric, dataset, seeds, others
+                    ),
+                    "dataset": dataset,
+                    "backbone": key[1],
+                    "variant": key[2],
+                    "method": _method_of(by_seed),
+                    "class": c,
+                    "class_name": name,
+                    "kind": kind,
+                    "metric": metric,
+                    "seeds": seeds,
+                    "others": {lab: 100 * a for lab, a in others},
+                }
+            )
     return out
 
 
@@ -210,12 +245,15 @@ def _mean_class_accuracy(by_seed: Mapping[int, RunRecord], metric: str) -> dict[
     """Per-class accuracy in [0, 1], mean over the seeds that recorded the class."""
     per_seed = [r.class_accuracy(metric) for r in by_seed.values()]
     classes = {c for pc in per_seed for c in pc}
-    return {c: sum(pc[c] for pc in per_seed if c in pc) / sum(c in pc for pc in per_seed)
-            for c in classes}
+    return {
+        c: sum(pc[c] for pc in per_seed if c in pc) / sum(c in pc for pc in per_seed)
+        for c in classes
+    }
 
 
-def _missed_classes(by_seed: Mapping[int, RunRecord], metric: str
-                    ) -> dict[tuple[int, str], list[int]]:
+def _missed_classes(
+    by_seed: Mapping[int, RunRecord], metric: str
+) -> dict[tuple[int, str], list[int]]:
     """(class, ``never_predicted`` | ``zero_accuracy``) → seeds in which the run misses it."""
     found: dict[tuple[int, str], list[int]] = {}
     for seed, r in sorted(by_seed.items()):
@@ -229,17 +267,26 @@ def _missed_classes(by_seed: Mapping[int, RunRecord], metric: str
     return found
 
 
-def _warning_text(label: str, kind: str, cls: str, metric: str, dataset: str,
-                  seeds: Sequence[int], others: Sequence[tuple[str, float]]) -> str:
+def _warning_text(
+    label: str,
+    kind: str,
+    cls: str,
+    metric: str,
+    dataset: str,
+    seeds: Sequence[int],
+    others: Sequence[tuple[str, float]],
+) -> str:
     """``TWINS never predicts class 2 (bird) on cifar10, seeds 0, 6; Vanilla RFT gets ...``"""
-    what = (f"never predicts {cls}" if kind == "never_predicted"
-            else f"gets 0 % of {cls} right ({metric})")
+    what = (
+        f"never predicts {cls}"
+        if kind == "never_predicted"
+        else f"gets 0 % of {cls} right ({metric})"
+    )
     seed_text = ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
     if len(others) == 1:
         rest = f"{others[0][0]} gets {100 * others[0][1]:.0f} % of it right"
     else:
         listed = ", ".join(f"{lab} {100 * a:.0f} %" for lab, a in others[:4])
         more = f", +{len(others) - 4} more" if len(others) > 4 else ""
-        rest = (f"other methods get up to {100 * others[0][1]:.0f} % of it right "
-                f"({listed}{more})")
+        rest = f"other methods get up to {100 * others[0][1]:.0f} % of it right ({listed}{more})"
     return f"{label} {what} on {dataset}, {seed_text}; {rest}"

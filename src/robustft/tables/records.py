@@ -87,8 +87,9 @@ class RunRecord:
         pc = m.get("per_class") if isinstance(m, Mapping) else None
         if not isinstance(pc, Mapping):
             return {}
-        return {int(k): float(a) for k, a in pc.items()
-                if a is not None and math.isfinite(float(a))}
+        return {
+            int(k): float(a) for k, a in pc.items() if a is not None and math.isfinite(float(a))
+        }
 
     def only_values(self) -> bool:
         """True when every metric is a ``{"value", "unit"}`` (a row of CLAT Table 7), so the
@@ -106,8 +107,10 @@ def group_runs(runs: Sequence[RunRecord]) -> dict[GroupKey, dict[int, RunRecord]
     for r in runs:
         g = groups.setdefault((r.dataset, r.backbone, r.variant), {})
         if r.seed in g:
-            raise ValueError(f"duplicate run {r.dataset}/{r.backbone}/{r.variant} seed {r.seed}: "
-                             f"{g[r.seed].run_dir} and {r.run_dir}")
+            raise ValueError(
+                f"duplicate run {r.dataset}/{r.backbone}/{r.variant} seed {r.seed}: "
+                f"{g[r.seed].run_dir} and {r.run_dir}"
+            )
         g[r.seed] = r
     return groups
 
@@ -122,21 +125,29 @@ def validate_eval_json(ev: Mapping[str, Any], path: Any) -> None:
         if pc is None:
             continue
         ok = isinstance(pc, Mapping) and all(
-            str(k).isdigit() and (a is None or isinstance(a, int | float)) for k, a in pc.items())
+            str(k).isdigit() and (a is None or isinstance(a, int | float)) for k, a in pc.items()
+        )
         if not ok:
-            raise ValueError(f"{path}: metrics.{m}.per_class must map class indices (\"0\", "
-                             f"\"1\", ...) to accuracies in [0, 1] or null; {_REEVALUATE}")
+            raise ValueError(
+                f'{path}: metrics.{m}.per_class must map class indices ("0", '
+                f'"1", ...) to accuracies in [0, 1] or null; {_REEVALUATE}'
+            )
     classes = ev.get("classes")
-    if classes is not None and not (isinstance(classes, Mapping)
-                                    and isinstance(classes.get("names", []), list)
-                                    and isinstance(classes.get("counts", []), list)):
-        raise ValueError(f"{path}: 'classes' must be {{\"names\": [...], \"counts\": [...]}}; "
-                         f"{_REEVALUATE}")
+    if classes is not None and not (
+        isinstance(classes, Mapping)
+        and isinstance(classes.get("names", []), list)
+        and isinstance(classes.get("counts", []), list)
+    ):
+        raise ValueError(
+            f'{path}: \'classes\' must be {{"names": [...], "counts": [...]}}; {_REEVALUATE}'
+        )
     never = ev.get("never_predicted")
-    if never is not None and not (isinstance(never, list)
-                                  and all(isinstance(c, int) for c in never)):
-        raise ValueError(f"{path}: 'never_predicted' must be a list of class indices; "
-                         f"{_REEVALUATE}")
+    if never is not None and not (
+        isinstance(never, list) and all(isinstance(c, int) for c in never)
+    ):
+        raise ValueError(
+            f"{path}: 'never_predicted' must be a list of class indices; {_REEVALUATE}"
+        )
 
 
 def _read_eval_json(run_dir: Path) -> dict[str, Any]:
@@ -199,8 +210,12 @@ def _identity_from_path(run_dir: Path) -> dict[str, Any]:
     """``<dataset>/<backbone>/<variant>/seed<seed>`` of the results layout, or {}."""
     parts = run_dir.resolve().parts
     if len(parts) >= 4 and re.fullmatch(r"seed-?\d+", parts[-1]):
-        return {"dataset": parts[-4], "backbone": parts[-3], "variant": parts[-2],
-                "seed": int(re.sub(r"\D", "", parts[-1]))}
+        return {
+            "dataset": parts[-4],
+            "backbone": parts[-3],
+            "variant": parts[-2],
+            "seed": int(re.sub(r"\D", "", parts[-1])),
+        }
     return {}
 
 
@@ -250,12 +265,15 @@ def load_run_record(run_dir: str | Path) -> RunRecord:
     variant = str(get("variant"))
     preset, fidelity = get("preset"), get("fidelity")
     return RunRecord(
-        dataset=str(get("dataset")), backbone=str(get("backbone")),
+        dataset=str(get("dataset")),
+        backbone=str(get("backbone")),
         method=_method_display(str(get("method") or variant)),
-        variant=variant, seed=int(get("seed")),
+        variant=variant,
+        seed=int(get("seed")),
         labels=dict(get("labels") or get("group_labels") or {}),
-        metrics={str(k): dict(v) for k, v in (ev.get("metrics") or {}).items()
-                 if isinstance(v, Mapping)},
+        metrics={
+            str(k): dict(v) for k, v in (ev.get("metrics") or {}).items() if isinstance(v, Mapping)
+        },
         run_dir=str(run_dir),
         preset=None if preset is None else str(preset),
         fidelity=None if fidelity is None else str(fidelity),
@@ -263,6 +281,7 @@ def load_run_record(run_dir: str | Path) -> RunRecord:
         train_log=_read_train_log(run_dir / "train_log.csv"),
         provenance=dict(ev.get("provenance") or {}),
         classes=dict(ev["classes"]) if ev.get("classes") else None,
-        never_predicted=(None if ev.get("never_predicted") is None
-                         else [int(c) for c in ev["never_predicted"]]),
+        never_predicted=(
+            None if ev.get("never_predicted") is None else [int(c) for c in ev["never_predicted"]]
+        ),
     )

@@ -43,19 +43,68 @@ __all__ = [
 METRIC_ORDER: tuple[str, ...] = ("SA", "PGD10", "AA")
 
 CELL_COLUMNS = [
-    "study", "dataset", "backbone", "method", "variant", "labels", "metric", "n_seeds",
-    "seeds", "values", "mean", "std", "n_examples", "paper_value", "paper_text",
-    "paper_source", "diff_vs_paper", "presets", "fidelity", "aa_flagged", "note",
+    "study",
+    "dataset",
+    "backbone",
+    "method",
+    "variant",
+    "labels",
+    "metric",
+    "n_seeds",
+    "seeds",
+    "values",
+    "mean",
+    "std",
+    "n_examples",
+    "paper_value",
+    "paper_text",
+    "paper_source",
+    "diff_vs_paper",
+    "presets",
+    "fidelity",
+    "aa_flagged",
+    "note",
 ]
 COMPARISON_COLUMNS = [
-    "study", "dataset", "backbone", "comparison", "label", "method", "variant",
-    "baseline_method", "baseline_variant", "metric", "mean", "baseline_mean", "diff",
-    "paper_diff", "test", "n_ours", "n_baseline", "statistic", "df", "p_value",
-    "paper_p_value", "significant", "note",
+    "study",
+    "dataset",
+    "backbone",
+    "comparison",
+    "label",
+    "method",
+    "variant",
+    "baseline_method",
+    "baseline_variant",
+    "metric",
+    "mean",
+    "baseline_mean",
+    "diff",
+    "paper_diff",
+    "test",
+    "n_ours",
+    "n_baseline",
+    "statistic",
+    "df",
+    "p_value",
+    "paper_p_value",
+    "significant",
+    "note",
 ]
 PER_CLASS_COLUMNS = [
-    "study", "dataset", "backbone", "method", "variant", "metric", "class", "class_name",
-    "count", "n_seeds", "seeds", "values", "mean", "never_predicted_seeds",
+    "study",
+    "dataset",
+    "backbone",
+    "method",
+    "variant",
+    "metric",
+    "class",
+    "class_name",
+    "count",
+    "n_seeds",
+    "seeds",
+    "values",
+    "mean",
+    "never_predicted_seeds",
 ]
 
 
@@ -80,8 +129,7 @@ class StudyTables:
     notes: list[str] = field(default_factory=list)
     runs: list[RunRecord] = field(default_factory=list)
     figures: list[str] | None = None  # panel groups to draw (report.figures.PANELS); None = all
-    per_class: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=PER_CLASS_COLUMNS))
+    per_class: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PER_CLASS_COLUMNS))
     class_warnings: list[dict[str, Any]] = field(default_factory=list)
 
     @property

@@ -42,10 +42,10 @@ def tables_csv_text(tables: StudyTables) -> str:
     """One tidy CSV: ``kind=cell`` rows (mean ± std, paper value) and ``kind=comparison``
     rows (diff, t-test); columns absent from a kind are empty."""
     # object dtype keeps True/False readable where the other kind leaves the column empty
-    cells = tables.cells.assign(kind="cell",
-                                aa_flagged=tables.cells["aa_flagged"].astype(object))
+    cells = tables.cells.assign(kind="cell", aa_flagged=tables.cells["aa_flagged"].astype(object))
     comps = tables.comparisons.assign(
-        kind="comparison", significant=tables.comparisons["significant"].astype(object))
+        kind="comparison", significant=tables.comparisons["significant"].astype(object)
+    )
     cols = ["kind"] + CELL_COLUMNS + [c for c in COMPARISON_COLUMNS if c not in CELL_COLUMNS]
     frames = [f.reindex(columns=cols) for f in (cells, comps) if not f.empty]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
@@ -54,17 +54,25 @@ def tables_csv_text(tables: StudyTables) -> str:
 
 def study_to_json(tables: StudyTables) -> dict[str, Any]:
     """Everything of a study as strict-JSON-ready Python objects."""
-    return _jsonable({
-        "study": tables.study, "title": tables.title, "description": tables.description,
-        "test": tables.test, "test_description": tables.test_description,
-        "alpha": tables.alpha, "metrics": tables.metrics, "paper_ref": tables.paper_ref,
-        "notes": tables.notes, "figures": tables.figures,
-        "cells": tables.cells.to_dict(orient="records"),
-        "comparisons": tables.comparisons.to_dict(orient="records"),
-        "runs": [asdict(r) for r in tables.runs],
-        "per_class": tables.per_class.to_dict(orient="records"),
-        "class_warnings": tables.class_warnings,
-    })
+    return _jsonable(
+        {
+            "study": tables.study,
+            "title": tables.title,
+            "description": tables.description,
+            "test": tables.test,
+            "test_description": tables.test_description,
+            "alpha": tables.alpha,
+            "metrics": tables.metrics,
+            "paper_ref": tables.paper_ref,
+            "notes": tables.notes,
+            "figures": tables.figures,
+            "cells": tables.cells.to_dict(orient="records"),
+            "comparisons": tables.comparisons.to_dict(orient="records"),
+            "runs": [asdict(r) for r in tables.runs],
+            "per_class": tables.per_class.to_dict(orient="records"),
+            "class_warnings": tables.class_warnings,
+        }
+    )
 
 
 def study_from_json(d: Mapping[str, Any]) -> StudyTables:
@@ -73,9 +81,12 @@ def study_from_json(d: Mapping[str, Any]) -> StudyTables:
         study=d["study"],
         cells=pd.DataFrame(d.get("cells") or [], columns=CELL_COLUMNS),
         comparisons=pd.DataFrame(d.get("comparisons") or [], columns=COMPARISON_COLUMNS),
-        test=d.get("test", "welch"), metrics=list(d.get("metrics") or METRIC_ORDER),
-        title=d.get("title"), description=d.get("description"),
-        paper_ref=d.get("paper_ref"), alpha=float(d.get("alpha", 0.05)),
+        test=d.get("test", "welch"),
+        metrics=list(d.get("metrics") or METRIC_ORDER),
+        title=d.get("title"),
+        description=d.get("description"),
+        paper_ref=d.get("paper_ref"),
+        alpha=float(d.get("alpha", 0.05)),
         notes=list(d.get("notes") or []),
         runs=[RunRecord(**r) for r in d.get("runs") or []],
         figures=d.get("figures"),
@@ -97,8 +108,9 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_study_tables(tables: StudyTables, out_csv: str | Path | None = None,
-                       out_json: str | Path | None = None) -> None:
+def write_study_tables(
+    tables: StudyTables, out_csv: str | Path | None = None, out_json: str | Path | None = None
+) -> None:
     """Write the CSV and/or JSON of a study atomically (temporary name, then rename)."""
     if out_csv is not None:
         write_text_atomic(out_csv, tables_csv_text(tables))
@@ -117,9 +129,13 @@ def read_study_json(path: str | Path) -> StudyTables:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); re-run the aggregate step that "
-                         "writes it (python -m robustft.steps.aggregate)") from e
+        raise ValueError(
+            f"{path}: not valid JSON ({e}); re-run the aggregate step that "
+            "writes it (python -m robustft.steps.aggregate)"
+        ) from e
     if not isinstance(data, Mapping) or "study" not in data:
-        raise ValueError(f"{path}: not a study table (no 'study' key); pass the --out-json "
-                         "of python -m robustft.steps.aggregate")
+        raise ValueError(
+            f"{path}: not a study table (no 'study' key); pass the --out-json "
+            "of python -m robustft.steps.aggregate"
+        )
     return study_from_json(data)

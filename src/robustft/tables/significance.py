@@ -29,8 +29,7 @@ TESTS: dict[str, str] = {
     "equal_var=False), two-sided, over seeds",
     "student": "Student's two-sample t-test (pooled variance; scipy.stats.ttest_ind, "
     "equal_var=True), two-sided, over seeds",
-    "paired": "paired t-test over the seeds both methods share (scipy.stats.ttest_rel), "
-    "two-sided",
+    "paired": "paired t-test over the seeds both methods share (scipy.stats.ttest_rel), two-sided",
 }
 
 
@@ -48,8 +47,9 @@ def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
-def t_test(ours: Mapping[int, float], baseline: Mapping[int, float], test: str = "welch"
-           ) -> dict[str, Any]:
+def t_test(
+    ours: Mapping[int, float], baseline: Mapping[int, float], test: str = "welch"
+) -> dict[str, Any]:
     """t-test of two seed→value mappings. Returns statistic, df, p_value, n, note.
 
     Fewer than two values on either side (or two common seeds for ``paired``), or zero
@@ -57,8 +57,14 @@ def t_test(ours: Mapping[int, float], baseline: Mapping[int, float], test: str =
     error: a study with one seed still renders.
     """
     check_test(test)
-    out: dict[str, Any] = {"statistic": math.nan, "df": math.nan, "p_value": math.nan,
-                           "n_ours": len(ours), "n_baseline": len(baseline), "note": ""}
+    out: dict[str, Any] = {
+        "statistic": math.nan,
+        "df": math.nan,
+        "p_value": math.nan,
+        "n_ours": len(ours),
+        "n_baseline": len(baseline),
+        "note": "",
+    }
     if test == "paired":
         res = _paired(ours, baseline, out)
     else:
@@ -88,8 +94,13 @@ def _paired(ours: Mapping[int, float], baseline: Mapping[int, float], out: dict[
         return sps.ttest_rel(a, b)
 
 
-def _two_sample(ours: Mapping[int, float], baseline: Mapping[int, float], *, equal_var: bool,
-                out: dict[str, Any]):
+def _two_sample(
+    ours: Mapping[int, float],
+    baseline: Mapping[int, float],
+    *,
+    equal_var: bool,
+    out: dict[str, Any],
+):
     """``ttest_ind`` (Welch or Student); None (with ``out["note"]``) if undefined."""
     a = np.array(list(ours.values()), dtype=float)
     b = np.array(list(baseline.values()), dtype=float)
