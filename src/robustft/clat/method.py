@@ -94,17 +94,6 @@ from robustft.clat.layers import candidate_layers, layer_parameters
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
 from robustft.plan import catalog
 
-_CHOICES = {
-    "selection": ("critical", "random"),
-    "inner": ("pgd", "fgsm"),
-    "ce_on": ("clean", "adv"),
-    "layer_params": ("conv_bn", "conv"),
-    "bn_mode": ("train", "eval"),
-    "tap": ("module", "bn"),
-    "first_layer": ("input", "literal"),
-    "ratio": ("previous", "own_input"),
-}
-
 
 class CLAT(Method):
     name = "clat"
@@ -114,11 +103,6 @@ class CLAT(Method):
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
-        for key, allowed in _CHOICES.items():
-            if self.hp[key] not in allowed:
-                raise ValueError(
-                    f"{self.name}.{key} must be one of {allowed}, got {self.hp[key]!r}"
-                )
         self.selected: list[int] = []  # 1-based CLAT layer numbers of S
         self.lam: float | None = None  # λ in use (after calibration / scaling)
         self.history: list[dict[str, Any]] = []

@@ -59,12 +59,7 @@ class AutoLoRa(Method):
         }
 
     def start_epoch(self, model, ctx: TrainContext) -> dict[str, float]:
-        timing = self.hp["lambda_measured"]
-        if timing not in ("epoch_start", "epoch_end"):
-            raise ValueError(
-                f"autolora.lambda_measured must be 'epoch_start' or 'epoch_end', got {timing!r}"
-            )
-        if timing == "epoch_start" or ctx.epoch == 0:
+        if self.hp["lambda_measured"] == "epoch_start" or ctx.epoch == 0:
             self._update_lambdas(model, ctx)
         # epoch_end: measured at the end of the previous epoch (restored on resume)
         return {"lora_train_sa": self.sa, "lambda1": self.lambda1, "lambda2": self.lambda2}
@@ -80,13 +75,9 @@ class AutoLoRa(Method):
             if ctx.measure_train_accuracy is None:
                 raise ValueError("autolora: lambda_source=train_set needs a training-set probe")
             sa = ctx.measure_train_accuracy(lambda x: model(x, lora=True))
-        elif source == "running":
+        else:  # running
             correct, seen = self._running
             sa = correct / seen if seen else 0.0
-        else:
-            raise ValueError(
-                f"autolora.lambda_source must be 'train_set' or 'running', got {source!r}"
-            )
         self._running = [0, 0]
         self.sa = sa
         self.lambda1, self.lambda2 = lambda_weights(sa, self.hp["alpha"])  # Eq. 6/7

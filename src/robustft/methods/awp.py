@@ -62,7 +62,7 @@ from torch.func import functional_call
 
 from robustft.attacks import pgd
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy, kl_clean_adv
-from robustft.methods.trades import check_project_start, trades_attack
+from robustft.methods.trades import trades_attack
 from robustft.plan import catalog
 
 AWP_EPS = 1e-20
@@ -85,23 +85,6 @@ class AWP(Method):
     display_name = catalog.display_name("awp")
     #: the schema's defaults (robustft.plan.catalog, where each option is typed)
     defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("awp")
-
-    def __init__(self, **hparams):
-        super().__init__(**hparams)
-        if self.hp["base"] not in ("at", "trades"):
-            raise ValueError(f"{self.name}.base must be 'at' or 'trades', got {self.hp['base']!r}")
-        if self.hp["attack_bn"] not in ("train", "eval"):
-            raise ValueError(
-                f"{self.name}.attack_bn must be 'train' or 'eval' (BN mode while "
-                f"crafting x'), got {self.hp['attack_bn']!r}"
-            )
-        origin = self.hp["epoch_origin"]
-        if isinstance(origin, bool) or origin not in (0, 1):
-            raise ValueError(
-                f"{self.name}.epoch_origin must be 0 or 1 (the number the reference "
-                f"script gives its first epoch), got {origin!r}"
-            )
-        check_project_start(self)
 
     # the base method's loss, for any forward function (proxy or perturbed model)
     def base_loss(self, forward, x, x_adv, y):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustft.attacks import PGDConfig, pgd
+from robustft.plan import catalog
 
 
 @dataclass
@@ -53,6 +54,11 @@ class TrainContext:
     train_examples: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
+class HyperParameterError(ValueError, TypeError):
+    """A method hyper-parameter its schema rejects: a wrong value (ValueError) or a wrong type
+    (TypeError), whichever a caller checks for."""
+
+
 class Method:
     """Base class. Subclasses set ``name`` and override what differs."""
 
@@ -66,6 +72,11 @@ class Method:
         unknown = set(hparams) - set(self.defaults)
         if unknown:
             raise ValueError(f"{self.name}: unknown hyper-parameter(s) {sorted(unknown)}")
+        # The one check of every value (type, choice, range): the schema config validation
+        # uses, so a method built by hand (a test, the self-check) is held to the same rules.
+        if self.name in catalog.METHODS:
+            for key, problem in catalog.check_params(self.name, hparams):
+                raise HyperParameterError(f"{self.name}.{key}: {problem}")
         self.hp = {**self.defaults, **hparams}
 
     # --- model -----------------------------------------------------------------------------

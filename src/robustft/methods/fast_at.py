@@ -47,13 +47,9 @@ class FastAT(Method):
         alpha = self.hp["alpha_factor"] * eps
         if self.hp["attack_bn"] == "train":
             x_adv = fgsm_rs(model, x, y, eps=eps, alpha=alpha, generator=ctx.generator)
-        elif self.hp["attack_bn"] == "eval":
+        else:  # eval
             with eval_mode(model):
                 x_adv = fgsm_rs(model, x, y, eps=eps, alpha=alpha, generator=ctx.generator)
-        else:
-            raise ValueError(
-                f"fast_at.attack_bn must be 'train' or 'eval', got {self.hp['attack_bn']!r}"
-            )
         logits = model(x_adv)
         loss = F.cross_entropy(logits, y)
         return BatchOutput(

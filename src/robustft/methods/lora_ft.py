@@ -30,8 +30,6 @@ from robustft.methods.pgd_at import PGDAT
 from robustft.models.lora import LoraConfig, add_lora, lora_modules, merge_lora
 from robustft.plan import catalog
 
-INITS = ("kaiming", "normal")
-
 
 def _lora_convs(model: nn.Module, include_shortcuts: bool) -> list[str]:
     """Names of the convs to adapt: every ungrouped ``nn.Conv2d`` not yet wrapped."""
@@ -57,8 +55,6 @@ class LoRAFT(PGDAT):
     defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("lora_ft")
 
     def prepare_model(self, model: nn.Module) -> None:
-        if self.hp["init"] not in INITS:
-            raise ValueError(f"lora_ft.init must be 'kaiming' or 'normal', got {self.hp['init']!r}")
         config = LoraConfig(rank=int(self.hp["rank"]), alpha=self.hp["alpha"])
         add_lora(
             model,

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 from robustft.attacks import ascend, eval_mode
 from robustft.methods.base import BatchOutput, Method, TrainContext, accuracy
-from robustft.methods.trades import check_project_start
 from robustft.plan import catalog
 
 
@@ -57,10 +56,6 @@ class MART(Method):
     display_name = catalog.display_name("mart")
     #: the schema's defaults (robustft.plan.catalog, where each option is typed)
     defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("mart")
-
-    def __init__(self, **hparams):
-        super().__init__(**hparams)
-        check_project_start(self)
 
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         cfg = ctx.train_attack

@@ -160,13 +160,6 @@ class RiFT(Method):
 
     def __init__(self, **hparams):
         super().__init__(**hparams)
-        if self.hp["select_split"] not in ("val", "test"):
-            raise ValueError("rift.select_split must be 'val' or 'test'")
-        if self.hp["mrc_max"] not in ("official", "paper"):
-            raise ValueError(
-                f"rift.mrc_max must be 'official' (the code's running max from 0)"
-                f" or 'paper' (Eq. 3, ΔW = 0 included), got {self.hp['mrc_max']!r}"
-            )
         self.theta_at: dict[str, torch.Tensor] | None = None
         self.module_name = ""
         self.mrc: dict[str, float] = {}

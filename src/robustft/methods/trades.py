@@ -72,17 +72,6 @@ def trades_attack(
         )
 
 
-def check_project_start(method: Method) -> None:
-    """``project_start`` must be a boolean (a YAML string such as "no" would silently count as
-    true)."""
-    value = method.hp["project_start"]
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"{method.name}.project_start must be true or false (take the attack's "
-            f"first gradient at the projected or the raw start), got {value!r}"
-        )
-
-
 def trades_loss(clean_logits, adv_logits, y, beta: float, normaliser: int | None = None):
     """(total, natural CE, KL term) of the TRADES objective."""
     natural = F.cross_entropy(clean_logits, y)
@@ -95,10 +84,6 @@ class TRADES(Method):
     display_name = catalog.display_name("trades")
     #: the schema's defaults (robustft.plan.catalog, where each option is typed)
     defaults: ClassVar[dict[str, Any]] = catalog.params_defaults("trades")
-
-    def __init__(self, **hparams):
-        super().__init__(**hparams)
-        check_project_start(self)
 
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
         x_adv = trades_attack(self, model, x, ctx)

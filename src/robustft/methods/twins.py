@@ -37,8 +37,6 @@ class TWINS(Method):
         return {"dual_bn": self.hp["dual_bn"]}
 
     def batch_loss(self, model, x, y, ctx: TrainContext) -> BatchOutput:
-        if self.hp["loss"] not in ("paper", "official"):
-            raise ValueError(f"twins.loss must be 'paper' or 'official', got {self.hp['loss']!r}")
         x_adv = self.attack(model, model, x, y, ctx)
         beta, gamma = self.hp["beta"], self.hp["gamma"]
         if self.hp["loss"] == "paper":
