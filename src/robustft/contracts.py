@@ -75,6 +75,8 @@ class Contract:
             value = getattr(self, f.name)
             if value is None and f.metadata.get("omit_none"):
                 continue
+            if f.metadata.get("omit_default") and value == f.default:
+                continue  # a setting added later: runs that leave it alone keep their params
             out[f.name] = _plain(value)
         return out
 
@@ -95,6 +97,9 @@ def _plain(value: Any) -> Any:
 OMIT_NONE = {"omit_none": True}
 #: field metadata: only for model files written before models described themselves
 LEGACY = {"omit_none": True, "legacy": True}
+#: field metadata: left out of the JSON at its default, so adding the setting does not change
+#: the params (and Snakemake's rerun trigger) of every existing job
+OMIT_DEFAULT = {"omit_default": True}
 
 
 # --- train (and backbone pre-training) ---------------------------------------------------------
@@ -139,6 +144,17 @@ class TrainConfig(Contract):
     # set and select, so a reload epoch reports the reloaded weights). See Trainer.end_epoch.
     epoch_end_order: str = "paper"
     device: str = "cpu"
+    # Speed settings (robustft.precision owns them; docs/ and run.yaml record them). Autocast
+    # precision of the training step, attacks included: fp32 | bf16 | fp16 (fp16: CUDA only,
+    # with a GradScaler). The paper fidelities stay fp32; `paper_bf16` switches it.
+    precision: str = field(default="fp32", metadata=OMIT_DEFAULT)
+    # channels_last memory format inside the model, after its preprocessing (attacks see NCHW)
+    channels_last: bool = field(default=False, metadata=OMIT_DEFAULT)
+    # opt-in torch.compile of the model (nn.Module.compile: state_dict keys unchanged)
+    compile: bool = field(default=False, metadata=OMIT_DEFAULT)
+    # auto | always | never: keep the uint8 training split on the device and augment it there
+    # (auto: on CUDA when it fits; the CPU keeps the host path)
+    data_on_device: str = field(default="auto", metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -217,6 +233,10 @@ class EvaluateSettings(Contract):
     batch_size: int = 256
     seed: int = 0
     device: str = "cpu"
+    # Autocast precision of the evaluation (clean pass and attacks). fp32 unless asked: a
+    # gradient attack in reduced precision can find weaker adversarial examples and so
+    # over-state robustness (robustft.precision).
+    precision: str = field(default="fp32", metadata=OMIT_DEFAULT)
     # None: the standard protocol (PGD-10 once with eval_attack, AutoLoRa)
     protocol: ClatProtocol | None = field(default=None, metadata=OMIT_NONE)
     # only for model files written before models described themselves (see the module doc)

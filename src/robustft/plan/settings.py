@@ -206,7 +206,7 @@ def clat_protocol(config: dict[str, Any], fidelity: str) -> ClatProtocol:
     spec = {
         k: v
         for k, v in config["fidelities"][fidelity].get("evaluation", {}).items()
-        if k != "protocol"
+        if k not in ("protocol", "precision")  # precision: EvaluateSettings, not the protocol
     }
     return ClatProtocol.from_dict(deep_merge(ClatProtocol().to_dict(), spec))
 
@@ -241,6 +241,7 @@ def eval_settings(
         autoattack_eps=attack["eps"],
         protocol=protocol,
         device=config["device"],
+        **_present(fidelity.get("evaluation", {}), precision="precision"),
         **_present(
             fidelity,
             autoattack_examples="autoattack_examples",
