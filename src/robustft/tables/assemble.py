@@ -21,6 +21,7 @@ import pandas as pd
 from robustft.tables import paper
 from robustft.tables.paper import CellKey, PaperRef
 from robustft.tables.per_class import WARNING_THRESHOLD, class_warnings, per_class_table
+from robustft.tables.protocol import attack_text
 from robustft.tables.records import GroupKey, RunRecord, group_runs
 from robustft.tables.schema import (
     CELL_COLUMNS,
@@ -29,7 +30,13 @@ from robustft.tables.schema import (
     StudyTables,
     join_values,
 )
-from robustft.tables.significance import check_test, mean_and_std, t_test
+from robustft.tables.significance import (
+    check_test,
+    consistency_interval,
+    mean_and_std,
+    minimum_detectable_difference,
+    t_test,
+)
 
 __all__ = ["Comparison", "aggregate_study"]
 
@@ -211,6 +218,18 @@ def cell_row(
     printed = ref.printed_cell(first, metric) if ref is not None else None
     flagged = metric == "AA" and any(by_seed[s].aa_warnings for s in seeds)
     runs = by_seed.values()
+    n_examples = sorted({int(by_seed[s].metrics[metric].get("n") or 0) for s in seeds})
+    is_accuracy = not any("value" in by_seed[s].metrics[metric] for s in seeds)
+    # the paper's value against our interval (CONSISTENCY_RULE); the smallest test set is the
+    # least precise one, so its binomial error is the one that counts
+    interval = consistency_interval(
+        list(values.values()),
+        (min(n_examples) or None) if n_examples else None,
+        accuracy=is_accuracy,
+    )
+    diff = mean - printed.value if printed else math.nan
+    consistent = bool(abs(diff) <= interval) if math.isfinite(diff * interval) else None
+    attacks = sorted({attack_text(by_seed[s].metrics[metric]) for s in seeds} - {""})
     return {
         "study": study,
         "dataset": dataset,
@@ -224,13 +243,15 @@ def cell_row(
         "values": join_values(values.values()),
         "mean": mean,
         "std": std,
-        "n_examples": ";".join(
-            map(str, sorted({int(by_seed[s].metrics[metric].get("n") or 0) for s in seeds}))
-        ),
+        "n_examples": ";".join(map(str, n_examples)),
+        "attack": "; ".join(attacks),
         "paper_value": printed.value if printed else math.nan,
         "paper_text": printed.text if printed else "",
         "paper_source": ref.source(printed.table) if (printed and ref) else "",
-        "diff_vs_paper": mean - printed.value if printed else math.nan,
+        "paper_note": (getattr(printed, "note", "") or "") if printed else "",
+        "diff_vs_paper": diff,
+        "interval": interval,
+        "paper_consistent": consistent,
         "presets": ";".join(sorted({r.preset for r in runs if r.preset})),
         "fidelity": ";".join(sorted({r.fidelity for r in runs if r.fidelity})),
         "aa_flagged": bool(flagged),
@@ -328,8 +349,12 @@ def comparison_row(
 ) -> dict[str, Any]:
     """Ours − baseline for one metric, its t-test over seeds and the paper's Diff. and p."""
     res = t_test(ours_values, baseline_values, test)
-    mean_ours = mean_and_std(list(ours_values.values()))[0]
-    mean_base = mean_and_std(list(baseline_values.values()))[0]
+    mean_ours, std_ours = mean_and_std(list(ours_values.values()))
+    mean_base, std_base = mean_and_std(list(baseline_values.values()))
+    # what this many seeds with this spread can detect (Welch's power; see significance)
+    mdd = minimum_detectable_difference(
+        std_ours, len(ours_values), std_base, len(baseline_values), alpha=alpha
+    )
     diff = mean_ours - mean_base
     paper_diff, paper_p = printed_diff_and_p(ref, comp, ours, baseline, metric)
     p = res["p_value"]
@@ -354,6 +379,7 @@ def comparison_row(
         "statistic": res["statistic"],
         "df": res["df"],
         "p_value": p,
+        "mdd": mdd,
         "paper_p_value": paper_p,
         # AutoLoRa A.3: bold when p < 0.05 and ours is better (higher accuracy)
         "significant": bool(math.isfinite(p) and p < alpha and diff > 0),

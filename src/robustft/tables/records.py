@@ -4,7 +4,8 @@ Owns everything the tables know about a run's files: ``run.yaml`` (identity, pre
 group labels), ``eval.json`` (metrics, AutoAttack check warnings, provenance, and the per-class
 keys ``metrics.<m>.per_class``, ``classes``, ``never_predicted`` that
 :func:`robustft.evaluate.evaluate_run` writes) and ``train_log.csv`` (numeric columns, for the
-report's training curves). It also owns the grouping of records into (dataset, backbone,
+report's training curves); the protocol facts (selection, precision, devices, wall time) are
+read by :mod:`robustft.tables.protocol`. It also owns the grouping of records into (dataset, backbone,
 variant) → seeds that every later table uses. Nothing here computes a statistic.
 """
 
@@ -20,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 import yaml
+
+from robustft.tables.protocol import run_protocol
 
 __all__ = [
     "GroupKey",
@@ -61,6 +64,9 @@ class RunRecord:
     # eval.json's "classes" ({"names", "counts"}) and "never_predicted"; None when not recorded
     classes: dict[str, Any] | None = None
     never_predicted: list[int] | None = None
+    # how the numbers were obtained (selection, precision, devices, wall time):
+    # robustft.tables.protocol.run_protocol; {} for records built by hand
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     def accuracy(self, metric: str) -> float | None:
         """Accuracy in [0, 1], or None when the metric is missing or null."""
@@ -264,6 +270,7 @@ def load_run_record(run_dir: str | Path) -> RunRecord:
         raise ValueError(f"{run_dir}: cannot determine {missing} from run.yaml or the path")
     variant = str(get("variant"))
     preset, fidelity = get("preset"), get("fidelity")
+    train_log = _read_train_log(run_dir / "train_log.csv")
     return RunRecord(
         dataset=str(get("dataset")),
         backbone=str(get("backbone")),
@@ -278,10 +285,11 @@ def load_run_record(run_dir: str | Path) -> RunRecord:
         preset=None if preset is None else str(preset),
         fidelity=None if fidelity is None else str(fidelity),
         aa_warnings=_aa_warnings(ev),
-        train_log=_read_train_log(run_dir / "train_log.csv"),
+        train_log=train_log,
         provenance=dict(ev.get("provenance") or {}),
         classes=dict(ev["classes"]) if ev.get("classes") else None,
         never_predicted=(
             None if ev.get("never_predicted") is None else [int(c) for c in ev["never_predicted"]]
         ),
+        protocol=run_protocol(cfg, ev, train_log),
     )

@@ -5,12 +5,15 @@ Owns the shape every other module agrees on — :mod:`robustft.tables.assemble` 
 
 ``cells``
     one row per (dataset, backbone, variant, metric): mean and sample std (ddof=1) over seeds
-    in percent, the per-seed values, the paper's printed value beside it and the difference
-    reproduced − paper.
+    in percent, the per-seed values, the number of test examples and the attack behind them,
+    the paper's printed value (and its note) beside it, the difference reproduced − paper and
+    whether the paper's value lies in our interval (``interval`` half-width,
+    ``paper_consistent``; the rule: :data:`robustft.tables.significance.CONSISTENCY_RULE`).
 ``comparisons``
     one row per (dataset, backbone, comparison, metric): the difference ours − baseline (the
-    papers' "Diff." columns), the paper's printed Diff., a t-test over seeds and the paper's
-    p-value (AutoLoRa Table 8).
+    papers' "Diff." columns), the paper's printed Diff., a t-test over seeds (n per group, t,
+    df, p), the minimum detectable difference ``mdd`` at α with 80 % power given the observed
+    seed spread, and the paper's p-value (AutoLoRa Table 8).
 ``per_class``
     one row per (dataset, backbone, variant, metric, class): per-class accuracy, mean over
     seeds in percent, with ``class_warnings`` beside it (:mod:`robustft.tables.per_class`).
@@ -28,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from robustft.tables.records import RunRecord
-from robustft.tables.significance import TESTS
+from robustft.tables.significance import CONSISTENCY_RULE, TESTS
 
 __all__ = [
     "CELL_COLUMNS",
@@ -56,10 +59,14 @@ CELL_COLUMNS = [
     "mean",
     "std",
     "n_examples",
+    "attack",
     "paper_value",
     "paper_text",
     "paper_source",
+    "paper_note",
     "diff_vs_paper",
+    "interval",
+    "paper_consistent",
     "presets",
     "fidelity",
     "aa_flagged",
@@ -86,6 +93,7 @@ COMPARISON_COLUMNS = [
     "statistic",
     "df",
     "p_value",
+    "mdd",
     "paper_p_value",
     "significant",
     "note",
@@ -135,3 +143,7 @@ class StudyTables:
     @property
     def test_description(self) -> str:
         return TESTS[self.test]
+
+    @property
+    def consistency_rule(self) -> str:
+        return CONSISTENCY_RULE
