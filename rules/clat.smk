@@ -20,12 +20,16 @@ rule transfer:
         gpu=resources_of("eval_resources")("gpu"),
         mem_mb=resources_of("eval_resources")("mem_mb"),
         runtime=resources_of("eval_resources")("runtime"),
+        attempt=attempt_number,
     params:
         settings=transfer_settings,
     shell:
-        "python -m robustft.steps.transfer --settings {params.settings:q} --data {input.data} "
-        "--models {wildcards.first}={input.first} {wildcards.second}={input.second} "
-        "--out {output} --threads {threads} --gpus {resources.gpu} > {log} 2>&1"
+        step(
+            "python -m robustft.steps.transfer --settings {params.settings:q} "
+            "--data {input.data} "
+            "--models {wildcards.first}={input.first} {wildcards.second}={input.second} "
+            "--out {output} --threads {threads} --gpus {resources.gpu}"
+        )
 
 
 rule criticality:
@@ -42,9 +46,12 @@ rule criticality:
         gpu=resources_of("eval_resources")("gpu"),
         mem_mb=resources_of("eval_resources")("mem_mb"),
         runtime=resources_of("eval_resources")("runtime"),
+        attempt=attempt_number,
     params:
         settings=criticality_settings,
     shell:
-        "python -m robustft.steps.criticality --settings {params.settings:q} "
-        "--data {input.data} --model {input.model} --train-log {input.log} --out {output} "
-        "--threads {threads} --gpus {resources.gpu} > {log} 2>&1"
+        step(
+            "python -m robustft.steps.criticality --settings {params.settings:q} "
+            "--data {input.data} --model {input.model} --train-log {input.log} "
+            "--out {output} --threads {threads} --gpus {resources.gpu}"
+        )

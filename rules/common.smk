@@ -10,8 +10,14 @@ from robustft import plan
 from robustft.plan import paths
 
 # Validation runs while the workflow is parsed, i.e. before any job starts; a ConfigError
-# names the offending key.
-PLAN = plan.Plan(config)
+# names the offending key. It ends Snakemake with that one line (not a traceback of this file).
+try:
+    PLAN = plan.Plan(config)
+except plan.ConfigError as e:
+    problems = " | ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    # "invalid config.yaml: config key ..."
+    problems = problems.replace(": | ", ": ", 1)
+    sys.exit(f"robustft: ERROR: {problems} — fix it in the config file and run again")
 CFG = PLAN.config
 TARGETS = PLAN.targets
 # The report's Jinja2 templates live in the workflow's top-level report/ folder; they are an
@@ -73,13 +79,56 @@ def final_targets():
     return PLAN.final_targets()
 
 
+def job_of(wc):
+    """The run (train, evaluate, criticality) or transfer pair a job's wildcards name."""
+    return pair_of(wc) if hasattr(wc, "first") else run_of(wc)
+
+
 def resources_of(kind):
-    """Portable resources (gpu, mem_mb, runtime) of the job's fidelity (train/eval_resources)."""
+    """Portable resources (gpu, mem_mb, runtime) of the job (train/eval_resources of its
+    fidelity; a GPU job's runtime from its cost estimate unless the fidelity sets one)."""
 
     def pick(key):
-        return lambda wc: PLAN.resources(wc.fidelity, kind)[key]
+        return lambda wc: PLAN.resources(wc.fidelity, kind, job_of(wc))[key]
 
     return pick
+
+
+# Local runs: how many jobs robustft.devices lets share one GPU (fidelities.<f>.jobs_per_gpu);
+# an explicit ROBUSTFT_JOBS_PER_GPU wins. SLURM binds GPUs itself (profiles/slurm).
+os.environ.setdefault("ROBUSTFT_JOBS_PER_GPU", str(PLAN.gpu_sharing()))
+# A dry run (-n) prints what the targets cost (robustft plan, one GPU); normal runs stay quiet.
+if workflow.dryrun and workflow.is_main_process:
+    from robustft.plan import cli as plan_cli
+
+    print("\n".join(plan_cli.summary(PLAN, TARGETS, gpus=1)), file=sys.stderr)
+
+
+# --- how every step runs ---------------------------------------------------------------------
+def attempt_number(wildcards, attempt):
+    """Snakemake's attempt number, as a resource (params functions do not receive it)."""
+    return attempt
+
+
+def step(command):
+    """A step's shell command whose log keeps the earlier attempts of the job.
+
+    Snakemake deletes a job's log before every attempt, so the output also goes to
+    ``<log>.attempts``, which is copied to the top of the next attempt's log and deleted once
+    the job succeeds: a killed and resumed training has both attempts in its log. The step gets
+    the attempt number and ``<log>.failed`` to skip retries of a failure that would repeat
+    (robustft.steps._common)."""
+    return (
+        "touch {log}.attempts; cat {log}.attempts > {log}; "
+        + command
+        + " --attempt {resources.attempt} --failure-marker {log}.failed"
+        + " 2>&1 | tee -a {log}.attempts >> {log}; rm -f {log}.attempts"
+    )
+
+
+# Checkpoints of finished runs are deleted unless config.yaml says keep_checkpoints: true. Not a
+# param, so switching it re-runs nothing (the shell text keeps its {placeholder}).
+KEEP_CHECKPOINTS = "--keep-checkpoints" if CFG.get("keep_checkpoints") else ""
 
 
 # --- data ------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ rule prepare_data:
         paths.log("prepare_data", "{dataset}"),
     conda:
         "../envs/robustft.yaml"
+    resources:
+        attempt=attempt_number,
     params:
         kind=prepare_param("kind"),
         resolution=prepare_param("resolution"),
@@ -16,6 +18,8 @@ rule prepare_data:
         options=prepare_options,
         raw=prepare_param("raw_dir"),
     shell:
-        "python -m robustft.steps.prepare_data --dataset {params.kind} --out {output} "
-        "--raw-dir {params.raw} --resolution {params.resolution} --seed {params.seed} "
-        "--options {params.options:q} > {log} 2>&1"
+        step(
+            "python -m robustft.steps.prepare_data --dataset {params.kind} --out {output} "
+            "--raw-dir {params.raw} --resolution {params.resolution} --seed {params.seed} "
+            "--options {params.options:q}"
+        )

@@ -17,9 +17,12 @@ rule evaluate:
         gpu=resources_of("eval_resources")("gpu"),
         mem_mb=resources_of("eval_resources")("mem_mb"),
         runtime=resources_of("eval_resources")("runtime"),
+        attempt=attempt_number,
     params:
         settings=eval_settings,
     shell:
-        "python -m robustft.steps.evaluate --settings {params.settings:q} "
-        "--model {input.model} --data {input.data} --out {output} --threads {threads} "
-        "--gpus {resources.gpu} > {log} 2>&1"
+        step(
+            "python -m robustft.steps.evaluate --settings {params.settings:q} "
+            "--model {input.model} --data {input.data} --out {output} --threads {threads} "
+            "--gpus {resources.gpu}"
+        )

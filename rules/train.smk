@@ -1,6 +1,7 @@
 # One training job per run (fidelity, dataset, backbone, variant, seed). The resolved settings
 # are the job's params: changing one ablation value re-runs exactly the runs it changes.
-# Checkpoints live outside the outputs, so a killed job resumes where it stopped.
+# Checkpoints live outside the outputs, so a killed job resumes where it stopped; a lock keeps a
+# second trainer out of them, and they are deleted when the run finished (keep_checkpoints).
 # A chained variant ("X + CLAT") takes its upstream run's model_best.pt as `backbone`, so the
 # upstream run is a job of its own, shared by every run and study that starts from it.
 
@@ -22,6 +23,7 @@ rule train:
         gpu=resources_of("train_resources")("gpu"),
         mem_mb=resources_of("train_resources")("mem_mb"),
         runtime=resources_of("train_resources")("runtime"),
+        attempt=attempt_number,
     params:
         settings=train_settings,
         checkpoints=paths.RUN_CHECKPOINTS,
@@ -29,7 +31,9 @@ rule train:
         identity=run_identity,
         backbone=backbone_arg,
     shell:
-        "python -m robustft.steps.train --settings {params.settings:q} --data {input.data} "
-        "{params.backbone} --checkpoints {params.checkpoints} --out {params.out} "
-        "--identity {params.identity:q} "
-        "--threads {threads} --gpus {resources.gpu} > {log} 2>&1"
+        step(
+            "python -m robustft.steps.train --settings {params.settings:q} --data {input.data} "
+            "{params.backbone} --checkpoints {params.checkpoints} --out {params.out} "
+            "--identity {params.identity:q} {KEEP_CHECKPOINTS} "
+            "--threads {threads} --gpus {resources.gpu}"
+        )

@@ -9,6 +9,7 @@ Snakemake run would mistake for a finished one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DiskFullError",
     "atomic_dir",
     "atomic_path",
     "hash_file",
@@ -32,6 +34,47 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+# Below this many free bytes a failed write is blamed on a full disk (see atomic_path).
+_NEARLY_FULL = 16 << 20
+
+
+class DiskFullError(OSError):
+    """A write failed because its file system is full (or the user's quota is used up)."""
+
+    def __init__(self, path: Path, free: int | None) -> None:
+        where = f"; {free / 1e6:.1f} MB free there" if free is not None else ""
+        super().__init__(
+            errno.ENOSPC,
+            f"no space left writing {path}{where} — free space on that disk (or move "
+            "results/ to a larger one) and run again; the previous file is untouched",
+        )
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _free_bytes(directory: Path) -> int | None:
+    """Bytes an unprivileged writer may still use in ``directory``'s file system."""
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):  # no statvfs (Windows) or the directory vanished
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _disk_full(exc: BaseException, directory: Path) -> bool:
+    """Whether a failed write is explained by a full disk.
+
+    A Python write reports ENOSPC/EDQUOT in ``errno``. torch.save's zip writer does not: it
+    raises a RuntimeError like ``unexpected pos 70784 vs 70680`` with the errno lost, so for
+    any other error the file system's free space decides."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return False
+    free = _free_bytes(directory)
+    return free is not None and free < _NEARLY_FULL
 
 
 @contextlib.contextmanager
@@ -41,7 +84,9 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
     The temporary file lives in the same directory (so the final ``os.replace`` is atomic)
     and keeps the final suffix by default, so writers that dispatch on the extension
     (``np.save``, ``torch.save``, pandas) behave as for the real name. On any exception the
-    temporary file is removed and ``path`` is left untouched.
+    temporary file is removed and ``path`` is left untouched; a write that failed because
+    the disk is full raises :class:`DiskFullError` naming ``path`` (whatever the writer's own
+    error said).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,9 +103,14 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
         with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
+        # measured before the partial file is removed, which frees what it had taken
+        full = not isinstance(exc, DiskFullError) and _disk_full(exc, path.parent)
+        free = _free_bytes(path.parent) if full else None
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if full:
+            raise DiskFullError(path, free) from exc
         raise
 
 

@@ -31,12 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import yaml
 
 from robustft.contracts import AggregateSpec, ContractError
+from robustft.steps._common import run
 from robustft.tables.assemble import aggregate_study
 from robustft.tables.records import load_run_record
 from robustft.tables.serialise import write_study_tables
@@ -151,4 +151,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -30,7 +30,7 @@ from robustft.contracts import CriticalitySettings
 from robustft.evaluate import load_trained, provenance
 from robustft.io import sha256_file, write_json_atomic
 from robustft.methods import TrainContext, build_method
-from robustft.steps._common import parser, read_settings, start
+from robustft.steps._common import parser, read_settings, run, start
 from robustft.train import resolve_device
 
 
@@ -139,4 +139,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,7 +10,7 @@ from pathlib import Path
 from robustft.contracts import EvaluateSettings
 from robustft.evaluate import evaluate_run
 from robustft.io import write_json_atomic
-from robustft.steps._common import parser, read_settings, start
+from robustft.steps._common import parser, read_settings, run, start
 from robustft.train import resolve_device
 
 
@@ -33,4 +33,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,7 +10,7 @@ from pathlib import Path
 from robustft.backbones import fetch_salman
 from robustft.contracts import FetchBackbone
 from robustft.models import build_model, load_backbone
-from robustft.steps._common import parser, start
+from robustft.steps._common import parser, run, start
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,4 +27,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,7 +10,8 @@ Run by the Snakemake data rule, or by hand for debugging::
 
 Archives are looked for / downloaded in ``--raw-dir`` (``--offline`` or ROBUSTFT_OFFLINE=1
 forbids downloading; the error then says which file to place where). The output directory
-is written atomically. Exit code 2 = bad arguments/options, 3 = data could not be obtained.
+is written atomically. Failures end with one ``robustft: ERROR:`` line and the exit codes of
+:data:`robustft.steps._common.FAILURES` (2 = bad command-line arguments).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import logging
 import sys
 from pathlib import Path
 
+from robustft.contracts import ContractError
 from robustft.data import DATASETS, DataError, get_spec, load_prepared
+from robustft.steps._common import add_job_arguments, run, start_job
 
 log = logging.getLogger("robustft.steps.prepare_data")
 
@@ -65,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="re-read and check the output")
     p.add_argument("--list", action="store_true", help="describe every dataset and exit")
     p.add_argument("-v", "--verbose", action="store_true")
-    return p
+    return add_job_arguments(p)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    start_job(args)
     if args.list:
         for name in sorted(DATASETS):
             print(DATASETS[name].describe_options() + "\n")
@@ -94,11 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             offline=True if args.offline else None,
         )
     except (ValueError, TypeError, KeyError) as err:
-        log.error("%s", err)
-        return 2
-    except (DataError, FileNotFoundError) as err:
-        log.error("%s", err)
-        return 3
+        # bad --dataset/--options (DataError and missing files reach run() as they are)
+        raise ContractError(f"dataset {args.dataset!r}: {err}") from err
+    except FileNotFoundError as err:  # an archive without the expected layout
+        raise DataError(str(err)) from err
     ds = load_prepared(out, verify=args.verify)
     log.info(
         "%s: %d classes, counts %s, resolution %d -> %s",
@@ -112,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from robustft.contracts import TrainConfig
 from robustft.models import save_backbone
-from robustft.steps._common import parser, read_settings, start
+from robustft.rundir import finish, hold
+from robustft.steps._common import parser, read_settings, run, start
 from robustft.train import Trainer, resolve_device, write_log
 
 
@@ -23,15 +24,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--checkpoints", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep the checkpoint directory after pre-training finished (default: delete it)",
+    )
     args = p.parse_args(argv)
     start(args)
     cfg = read_settings(TrainConfig, args.settings)
+    hold(args.checkpoints)  # one trainer per checkpoint directory (robustft.rundir)
     resolve_device(cfg.device, gpus=args.gpus)  # fail before any work if a GPU was promised
     trainer = Trainer(cfg, args.data, None, args.checkpoints)
     rows = trainer.fit()
     write_log(rows, args.out.with_suffix(".log.csv"))
     save_backbone(trainer.model, args.out)
+    finish(args.checkpoints, keep=args.keep_checkpoints)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

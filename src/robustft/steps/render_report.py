@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 from robustft.report import render_report
 from robustft.report.render import TEMPLATE
+from robustft.steps._common import run
 
 log = logging.getLogger("robustft.steps.render_report")
 
@@ -74,4 +74,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

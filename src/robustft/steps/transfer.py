@@ -20,7 +20,7 @@ from robustft.clat.protocol import transfer_matrix
 from robustft.contracts import TransferSettings
 from robustft.evaluate import load_trained, provenance
 from robustft.io import sha256_file, write_json_atomic
-from robustft.steps._common import parser, read_settings, start
+from robustft.steps._common import parser, read_settings, run, start
 from robustft.train import resolve_device
 
 
@@ -92,4 +92,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
