@@ -11,7 +11,8 @@ import yaml
 
 from robustft.contracts import RunIdentity, TrainConfig
 from robustft.io import atomic_path
-from robustft.steps._common import parser, read_settings, start
+from robustft.rundir import finish, hold
+from robustft.steps._common import parser, read_settings, run, start
 from robustft.train import resolve_device, train_run
 
 
@@ -32,9 +33,15 @@ def main(argv: list[str] | None = None) -> None:
         help="JSON of robustft.contracts.RunIdentity: fidelity, dataset, backbone, "
         "variant, seed, method, preset (recorded in run.yaml)",
     )
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep the checkpoint directory after the run finished (default: delete it)",
+    )
     args = p.parse_args(argv)
     start(args)
     cfg = read_settings(TrainConfig, args.settings)
+    hold(args.checkpoints)  # one trainer per run directory (robustft.rundir)
     identity = {} if args.identity is None else read_settings(RunIdentity, args.identity).to_dict()
     resolve_device(cfg.device, gpus=args.gpus)  # fail before any work if a GPU was promised
     train_run(cfg, args.data, args.backbone, args.checkpoints, args.out)
@@ -51,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
                 sort_keys=True,
             )
         )
+    finish(args.checkpoints, keep=args.keep_checkpoints)  # outputs complete: not needed now
 
 
 def provenance() -> dict:
@@ -63,4 +71,4 @@ def provenance() -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
