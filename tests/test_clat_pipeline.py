@@ -34,9 +34,9 @@ def paper_wf(tmp_path_factory):
 # train = the study's runs + the X-pre50 (or X) runs its chained variants start from
 CLAT_STUDIES = {
     "clat_demo": {"prepare_data": 1, "train": 6, "evaluate": 4},
-    # RN50/DN121/VGG19: 2 variants (3 jobs); RN18: 13 variants + 4 pre-trainings;
+    # RN50/DN121/VGG19: 2 variants (3 jobs); RN18: 16 variants + 5 pre-trainings;
     # WRN34-10: 7 + 2; PreAct RN18: 3 (Fast-AT + CLAT starts from the Fast-AT run) — × 2 × 3
-    "clat_table1": {"prepare_data": 2, "train": 228, "evaluate": 174},
+    "clat_table1": {"prepare_data": 2, "train": 252, "evaluate": 192},
     # 4 backbones → 6 pairs × 2 variants × 2 datasets × 3 seeds
     "clat_table2": {"prepare_data": 2, "train": 72, "evaluate": 48, "transfer": 72},
     "clat_table3": {"prepare_data": 2, "train": 60, "evaluate": 30},
@@ -46,6 +46,8 @@ CLAT_STUDIES = {
     "clat_table6": {"prepare_data": 1, "train": 30, "evaluate": 15},
     "clat_table7": {"prepare_data": 2, "train": 12, "evaluate": 6, "criticality": 6},
     "clat_table8": {"prepare_data": 2, "train": 90, "evaluate": 60},
+    # 5 backbones × (standard-pre50 + standard+clat) × 3 seeds
+    "clat_table9": {"prepare_data": 1, "train": 30, "evaluate": 15},
     "clat_figure2": {"prepare_data": 2, "train": 66, "evaluate": 36},
     "clat_figure3": {"prepare_data": 1, "train": 36, "evaluate": 30},
     "clat_figure4": {"prepare_data": 1, "train": 45, "evaluate": 30},
@@ -75,9 +77,9 @@ def test_chained_runs_share_the_pretraining_job_across_studies(paper_wf, cfg):
     studies = ["clat_table1", "clat_table4", "clat_table5", "clat_table8"]
     out = snakemake(paper_wf, "-n", "--config", f"targets=[{','.join(studies)}]").stdout
     counts = job_counts(out)
-    # Table 1 (228) + Table 4's CLAT(ND) (RN50, DN121 × 3 seeds) + Table 5's random-layer CLAT
+    # Table 1 (252) + Table 4's CLAT(ND) (RN50, DN121 × 3 seeds) + Table 5's random-layer CLAT
     # (DN121, RN50, RN18 × 3); Table 8 only re-uses Table 1's runs and their pre-trainings
-    assert counts["train"] == 228 + 6 + 9 == len(plan.all_training_runs(cfg, studies))
+    assert counts["train"] == 252 + 6 + 9 == len(plan.all_training_runs(cfg, studies))
     pre = "results/runs/clat_paper/cifar10_32/cifar_rn50/pgd_at-pre50/seed0/model_best.pt"
     producing = [
         block

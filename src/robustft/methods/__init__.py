@@ -28,13 +28,19 @@ def _registry() -> dict[str, type[Method]]:
     from robustft.methods.mart import MART
     from robustft.methods.pgd_at import PGDAT
     from robustft.methods.rift import RiFT
+    from robustft.methods.score import SCORE
+    from robustft.methods.standard import Standard
     from robustft.methods.trades import TRADES
     from robustft.methods.twins import TWINS
     from robustft.methods.vanilla_rft import VanillaRFT
 
-    registry: dict[str, type[Method]] = {m.name: m for m in (VanillaRFT, TWINS, AutoLoRa, PGDAT)}
+    registry: dict[str, type[Method]] = {
+        m.name: m for m in (VanillaRFT, TWINS, AutoLoRa, PGDAT, Standard)
+    }
     # CLAT's adversarial-training baselines (CLAT spec §2-3)
-    registry.update({m.name: m for m in (TRADES, MART, AWP, TRADESAWP, FastAT, RiFT, LoRAFT)})
+    registry.update(
+        {m.name: m for m in (TRADES, MART, AWP, TRADESAWP, FastAT, RiFT, LoRAFT, SCORE)}
+    )
     # CLAT and its named variants (CLAT spec §1)
     registry.update({m.name: m for m in (CLAT, CLATFast, CLATND, CLATRandom)})
     return registry

@@ -28,6 +28,7 @@ at epoch 75, ×0.01 at 90, ×0.001 at 100 counted from 1 (``train_trades_cifar10
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, ClassVar
 
@@ -46,21 +47,29 @@ from robustft.methods.base import (
 from robustft.plan import catalog
 
 
-def trades_attack(
-    method: Method, model, x: torch.Tensor, ctx: TrainContext, *, bn: str = "eval"
+def divergence_attack(
+    method: Method,
+    model,
+    x: torch.Tensor,
+    ctx: TrainContext,
+    divergence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    bn: str = "eval",
 ) -> torch.Tensor:
-    """x' maximising Σ_b KL(p_clean ‖ p_adv) (summed, as the official ``size_average=False``),
-    TRADES' Gaussian start (``init``/``init_std``/``project_start`` hyper-parameters of
-    ``method``). ``bn="eval"`` crafts with running BN statistics (``trades.py``); ``"current"``
-    leaves the model's mode to the caller (TRADES-AWP's ``attack_bn`` option)."""
+    """x' maximising ``divergence(p_clean, adv_logits)`` (a scalar summed over the batch) with
+    p_clean = softmax f(x) held fixed: the inner maximisation TRADES (KL) and SCORE (squared
+    ℓ2 between probability vectors) share. The start is the method's ``init``/``init_std``/
+    ``project_start`` hyper-parameters. ``bn="eval"`` crafts with running BN statistics
+    (``trades.py``); ``"current"`` leaves the model's mode to the caller (TRADES-AWP's
+    ``attack_bn`` option, SCORE's frozen-statistics train mode)."""
     cfg = ctx.train_attack
     if bn not in ("eval", "current"):
-        raise ValueError(f"trades_attack: bn must be 'eval' or 'current', got {bn!r}")
+        raise ValueError(f"divergence_attack: bn must be 'eval' or 'current', got {bn!r}")
     with eval_mode(model) if bn == "eval" else nullcontext():
         with torch.no_grad():
             p_clean = F.softmax(model(x), dim=1)
         return ascend(
-            lambda z: F.kl_div(F.log_softmax(model(z), dim=1), p_clean, reduction="sum"),
+            lambda z: divergence(p_clean, model(z)),
             x,
             eps=cfg.eps,
             step=cfg.step,
@@ -70,6 +79,18 @@ def trades_attack(
             project_start=method.hp["project_start"],
             generator=ctx.generator,
         )
+
+
+def _kl_sum(p_clean: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:
+    return F.kl_div(F.log_softmax(adv_logits, dim=1), p_clean, reduction="sum")
+
+
+def trades_attack(
+    method: Method, model, x: torch.Tensor, ctx: TrainContext, *, bn: str = "eval"
+) -> torch.Tensor:
+    """x' maximising Σ_b KL(p_clean ‖ p_adv) (summed, as the official ``size_average=False``),
+    TRADES' Gaussian start; ``bn`` as in :func:`divergence_attack`."""
+    return divergence_attack(method, model, x, ctx, _kl_sum, bn=bn)
 
 
 def trades_loss(clean_logits, adv_logits, y, beta: float, normaliser: int | None = None):

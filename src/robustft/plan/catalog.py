@@ -91,6 +91,11 @@ class PGDATParams:
 
 
 @dataclass(frozen=True)
+class StandardParams:
+    """Standard clean training (CE on clean inputs; CLAT Table 9's clean pre-training)."""
+
+
+@dataclass(frozen=True)
 class TradesParams:
     """TRADES (CLAT spec §3.2): β, the attack's Gaussian start, where its first gradient is
     taken (``project_start``)."""
@@ -100,6 +105,23 @@ class TradesParams:
     init_std: NonNegativeFloat = 0.001
     project_start: bool = False
     kl_normaliser: KLNormaliser = "batch"
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    """SCORE (Pang et al. 2022; ``robustft.methods.score``): β, the per-example clipping of
+    ``P2333/SCORE`` (bound from c = ``clip_loss``, on the total or the robust term), label
+    smoothing and the attack's start and BN mode. Defaults: the no-extra-data recipe
+    (``without_DDPM/train_cifar.py``: λ 6, c 0.3 on the total, 0.001·N start, eval-mode BN)."""
+
+    beta: NonNegativeFloat = 6.0
+    clip_loss: NonNegativeFloat = 0.3
+    clip_on: Literal["total", "robust"] = "total"
+    label_smoothing: NonNegativeFloat = 0.0
+    init: AttackInit = "normal"
+    init_std: NonNegativeFloat = 0.001
+    project_start: bool = True
+    attack_bn: Literal["eval", "train_frozen"] = "eval"
 
 
 @dataclass(frozen=True)
@@ -230,9 +252,11 @@ METHODS: dict[str, MethodEntry] = {
     "twins": MethodEntry(TwinsParams, "TWINS"),
     "autolora": MethodEntry(AutoLoRaParams, "AutoLoRa"),
     "pgd_at": MethodEntry(PGDATParams, "PGD-AT"),
+    "standard": MethodEntry(StandardParams, "Standard"),
     # CLAT's adversarial-training baselines (CLAT spec §2-3)
     "trades": MethodEntry(TradesParams, "TRADES"),
     "mart": MethodEntry(MartParams, "MART"),
+    "score": MethodEntry(ScoreParams, "SCORE"),
     "awp": MethodEntry(AWPParams, "AT-AWP"),
     "trades_awp": MethodEntry(TradesAWPParams, "TRADES-AWP"),
     "fast_at": MethodEntry(FastATParams, "Fast-AT"),

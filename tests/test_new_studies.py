@@ -1,0 +1,76 @@
+"""The studies and chains issue 11 adds: SCORE's rows of CLAT Table 1 and CLAT Table 9 (CLAT on
+clean-pretrained models) — dry-run job counts, the shared pre-training jobs and the paper cells
+each row is compared against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from robustft import plan
+from robustft.tables.paper import PaperRef
+from robustft.tables.records import RunRecord
+from tests.test_workflow import job_counts, snakemake, workflow_copy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: train = the study's runs + the runs its chains start from; evaluate = the study's runs
+NEW_STUDIES = {
+    # 5 backbones × (standard-pre50 → standard+clat) × 3 seeds; CIFAR-10 only (Table 9)
+    "clat_table9": {"prepare_data": 1, "train": 30, "evaluate": 15},
+}
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return plan.load_config(ROOT / "config.yaml")
+
+
+@pytest.mark.parametrize("study", sorted(NEW_STUDIES))
+def test_new_study_dag(tmp_path, study):
+    wf = workflow_copy(tmp_path)
+    out = snakemake(wf, "-n", "--quiet", "rules", "--config", f"targets=[{study}]").stdout
+    assert job_counts(out) == {**NEW_STUDIES[study], "aggregate": 1, "render_report": 1, "all": 1}
+
+
+def test_score_rows_of_table1_chain_like_the_other_baselines(cfg):
+    runs = set(plan.all_training_runs(cfg, ["clat_table1"]))
+    mine = {r for r in runs if r.variant.startswith("score")}
+    # RN18 only: score, score+rift, score+clat (evaluated) + score-pre50 (CLAT's start),
+    # × 2 datasets × 3 seeds; score+rift fine-tunes the converged 100-epoch score run
+    assert len(mine) == 4 * 2 * 3
+    assert {r.backbone for r in mine} == {"cifar_rn18"}
+    clat = plan.Run("clat_paper", "cifar10_32", "cifar_rn18", "score+clat", 0)
+    rift = plan.Run("clat_paper", "cifar10_32", "cifar_rn18", "score+rift", 0)
+    assert plan.upstream_run(cfg, clat).variant == "score-pre50"
+    assert plan.upstream_run(cfg, rift).variant == "score"
+    base = plan.train_settings(cfg, plan.Run("clat_paper", "cifar10_32", "cifar_rn18", "score", 0))
+    pre = plan.train_settings(cfg, plan.upstream_run(cfg, clat))
+    assert base.epochs == 100 and pre.epochs == 50  # equal budget (spec A13), 50 + 50
+    assert base.method == "score"
+    assert base.method_params["clip_loss"] == 0.3 and base.method_params["clip_on"] == "total"
+    methods = {v: s["method"] for v, s in plan.aggregate_spec(cfg, "clat_table1").variants.items()}
+    assert methods["score"] == "SCORE"
+    assert methods["score+clat"] == "SCORE+CLAT" and methods["score+rift"] == "SCORE+RiFT"
+
+
+@pytest.mark.parametrize(
+    ("study", "backbone", "dataset", "variant", "metric", "printed"),
+    [
+        ("clat_table1", "cifar_rn18", "cifar10_32", "score", "SA", 84.20),
+        ("clat_table1", "cifar_rn18", "cifar100_32", "score+clat", "PGD10", 30.23),
+        ("clat_table1", "cifar_rn18", "cifar10_32", "score+rift", "PGD10", 54.62),
+        ("clat_table9", "cifar_rn50", "cifar10_32", "standard+clat", "SA", 78.23),
+        ("clat_table9", "cifar_rn50", "cifar10_32", "standard+clat", "PGD10", 35.67),
+        ("clat_table9", "cifar_rn18", "cifar10_32", "standard+clat", "SA", 76.51),
+        ("clat_table9", "cifar_rn18", "cifar10_32", "standard+clat", "PGD10", 34.45),
+    ],
+)
+def test_new_rows_find_their_printed_cell(cfg, study, backbone, dataset, variant, metric, printed):
+    spec = plan.aggregate_spec(cfg, study)
+    ref = PaperRef.coerce(spec.paper)
+    row = spec.variants[variant]
+    record = RunRecord(dataset, backbone, row["method"], variant, 0, labels=row["labels"])
+    cell = ref.printed_cell(record, metric)
+    assert cell is not None and cell.value == printed
