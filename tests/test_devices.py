@@ -22,7 +22,7 @@ def locks(tmp_path):
     return tmp_path / "locks"
 
 
-def holder(locks, gpus="0,1", timeout=None):
+def holder(locks, gpus="0,1", timeout=None, jobs_per_gpu=None):
     """A process that claims one GPU through the CLI wrapper and holds it until stdin closes."""
     env = {
         k: v
@@ -33,6 +33,8 @@ def holder(locks, gpus="0,1", timeout=None):
     cmd = [sys.executable, "-m", "robustft.devices", "--gpus", "1"]
     if timeout is not None:
         cmd += ["--timeout", str(timeout)]
+    if jobs_per_gpu is not None:
+        cmd += ["--jobs-per-gpu", str(jobs_per_gpu)]
     return subprocess.Popen(
         [*cmd, "--", sys.executable, "-c", HOLD],
         env=env,
@@ -153,3 +155,65 @@ def test_a_killed_job_frees_its_gpu(locks):
     env = {}
     with claim_gpus(1, gpus=["0"], lock_dir=locks, environ=env, timeout=5):
         assert env["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+# --- small jobs sharing a GPU (jobs_per_gpu) ------------------------------------------------
+def _claims(n, locks, **kw):
+    return [claim_gpus(1, gpus=["0", "1"], lock_dir=locks, environ={}, **kw) for _ in range(n)]
+
+
+def test_sharing_fills_every_gpu_once_before_doubling_up_and_stops_at_n(locks):
+    held = _claims(4, locks, jobs_per_gpu=2)
+    try:
+        assert [c.ids for c in held] == [["0"], ["1"], ["0"], ["1"]]  # spread, then share
+        with pytest.raises(TimeoutError, match="no 1 free GPU"):
+            claim_gpus(1, gpus=["0", "1"], lock_dir=locks, environ={}, jobs_per_gpu=2, timeout=0)
+        held.pop(0).release()  # one slot of GPU 0 frees up
+        (again,) = _claims(1, locks, jobs_per_gpu=2)
+        assert again.ids == ["0"]
+        held.append(again)
+    finally:
+        for c in held:
+            c.release()
+
+
+def test_an_exclusive_job_and_sharing_jobs_never_meet_on_a_gpu(locks):
+    exclusive = claim_gpus(1, gpus=["0"], lock_dir=locks, environ={})
+    with pytest.raises(TimeoutError):  # sharers wait for the exclusive job's GPU
+        claim_gpus(1, gpus=["0"], lock_dir=locks, environ={}, jobs_per_gpu=4, timeout=0)
+    exclusive.release()
+    sharer = claim_gpus(1, gpus=["0"], lock_dir=locks, environ={}, jobs_per_gpu=4)
+    with pytest.raises(TimeoutError):  # and an exclusive job waits for every sharer to leave
+        claim_gpus(1, gpus=["0"], lock_dir=locks, environ={}, timeout=0)
+    sharer.release()
+    with claim_gpus(1, gpus=["0"], lock_dir=locks, environ={}, timeout=0) as claim:
+        assert claim.ids == ["0"]
+
+
+def test_jobs_per_gpu_comes_from_the_environment(locks):
+    env_a, env_b = {"ROBUSTFT_JOBS_PER_GPU": "2"}, {"ROBUSTFT_JOBS_PER_GPU": "2"}
+    a = claim_gpus(1, gpus=["0"], lock_dir=locks, environ=env_a)
+    b = claim_gpus(1, gpus=["0"], lock_dir=locks, environ=env_b)
+    try:
+        assert env_a["CUDA_VISIBLE_DEVICES"] == env_b["CUDA_VISIBLE_DEVICES"] == "0"
+    finally:
+        a.release()
+        b.release()
+    with pytest.raises(ValueError, match="ROBUSTFT_JOBS_PER_GPU='0'"):
+        claim_gpus(1, gpus=["0"], lock_dir=locks, environ={"ROBUSTFT_JOBS_PER_GPU": "0"})
+
+
+def test_processes_share_a_gpu_up_to_jobs_per_gpu_and_a_killed_one_frees_its_slot(locks):
+    a, b = holder(locks, gpus="0", jobs_per_gpu=2), holder(locks, gpus="0", jobs_per_gpu=2)
+    try:
+        assert a.stdout.readline().strip() == b.stdout.readline().strip() == "0"
+        c = holder(locks, gpus="0", jobs_per_gpu=2, timeout=0.3)  # both slots taken
+        _, err = c.communicate(timeout=60)
+        assert c.returncode != 0 and "no 1 free GPU" in err
+        a.send_signal(signal.SIGKILL)
+        a.wait(timeout=60)
+        d = holder(locks, gpus="0", jobs_per_gpu=2, timeout=5)  # the killed job's slot
+        out, _ = d.communicate("", timeout=60)
+        assert d.returncode == 0 and out.strip() == "0"
+    finally:
+        b.communicate(timeout=60)

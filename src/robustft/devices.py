@@ -1,4 +1,4 @@
-"""One GPU per job on a multi-GPU workstation that has no scheduler.
+"""One GPU (or one slot of a shared GPU) per job on a multi-GPU workstation without a scheduler.
 
 Snakemake's local executor treats ``gpu`` as a counted resource only: ``--resources gpu=4``
 stops a fifth GPU job from starting, but it never says *which* GPU a job gets and it does not
@@ -10,6 +10,13 @@ and sets ``CUDA_VISIBLE_DEVICES`` for the job. A lock is held as long as the pro
 children it started) live and the kernel drops it when the process dies, even on SIGKILL, so a
 preempted or crashed job never leaves a GPU "taken". When every GPU is busy (e.g. ``gpu`` was
 not limited with ``--resources``) the job waits for one to free up instead of sharing.
+
+Small jobs may share a GPU (``jobs_per_gpu`` N > 1, a fidelity's ``jobs_per_gpu``): each GPU then
+has N slots. A sharing job holds one slot lock (``<host>-gpu<i>.slot<k>.lock``, k < N) *and* a
+shared flock on the GPU's lock (``<host>-gpu<i>.lock``), so an exclusive job (N = 1, an exclusive
+flock on that file) never runs beside sharers and vice versa. Slots are filled breadth-first
+(slot 0 of every GPU, then slot 1, ...), so jobs spread over the GPUs before they pile up.
+Locally, let Snakemake start enough jobs: ``--resources gpu=<GPUs × N>``.
 
 It must run before anything initialises CUDA (``torch.cuda.*``): CUDA reads
 ``CUDA_VISIBLE_DEVICES`` once, at initialisation. Importing torch is fine.
@@ -24,6 +31,8 @@ Environment:
   and nothing is claimed.
 * ``ROBUSTFT_GPUS`` — the pool of GPU indices to hand out, e.g. ``"0,1,3"``; default: every GPU
   ``nvidia-smi -L`` lists. ``""`` disables GPU picking.
+* ``ROBUSTFT_JOBS_PER_GPU`` — N above, when the caller does not pass ``jobs_per_gpu`` (the
+  workflow sets it from the targets' fidelities, rules/common.smk); default 1 (exclusive).
 * ``ROBUSTFT_GPU_LOCK_DIR`` — where the lock files live (default ``/tmp/robustft-gpu-locks``;
   it must be local to the machine, not a network file system).
 """
@@ -44,7 +53,7 @@ from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Self
 
-__all__ = ["DEFAULT_LOCK_DIR", "GpuClaim", "claim_gpus", "detect_gpus"]
+__all__ = ["DEFAULT_LOCK_DIR", "GpuClaim", "claim_gpus", "detect_gpus", "jobs_per_gpu_from"]
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +140,11 @@ def _lock_dir(lock_dir: str | os.PathLike[str] | None, environ: MutableMapping[s
     return path
 
 
-def _try_lock(path: Path) -> int | None:
+def _try_lock(path: Path, shared: bool = False) -> int | None:
+    """A non-blocking flock on ``path`` (exclusive, or shared among sharing jobs), or None."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
@@ -145,15 +155,43 @@ def _try_lock(path: Path) -> int | None:
         os.fchmod(fd, 0o666)  # the next job may belong to another user
     except OSError:
         pass
+    if shared:  # several holders: the slot lock next to it says who
+        return fd
     # Who holds it, for humans looking at the lock directory; the lock itself is the flock.
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
     return fd
 
 
+def jobs_per_gpu_from(environ: MutableMapping[str, str]) -> int:
+    """``ROBUSTFT_JOBS_PER_GPU`` (default 1), checked."""
+    raw = environ.get("ROBUSTFT_JOBS_PER_GPU", "1").strip() or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"ROBUSTFT_JOBS_PER_GPU={raw!r}: expected a whole number >= 1")
+    return int(raw)
+
+
+def _claim_one(directory: Path, host: str, gpu: str, slot: int, sharing: bool) -> list[int]:
+    """The locks of one GPU (exclusive) or of one of its slots (sharing), or [] if taken."""
+    gpu_lock = directory / f"{host}-gpu{gpu}.lock"
+    if not sharing:
+        fd = _try_lock(gpu_lock)
+        return [] if fd is None else [fd]
+    slot_fd = _try_lock(directory / f"{host}-gpu{gpu}.slot{slot}.lock")
+    if slot_fd is None:
+        return []
+    gpu_fd = _try_lock(gpu_lock, shared=True)
+    if gpu_fd is None:  # an exclusive job has this GPU
+        fcntl.flock(slot_fd, fcntl.LOCK_UN)
+        os.close(slot_fd)
+        return []
+    return [slot_fd, gpu_fd]
+
+
 def claim_gpus(
     count: int = 1,
     *,
+    jobs_per_gpu: int | None = None,
     gpus: Sequence[str] | None = None,
     lock_dir: str | os.PathLike[str] | None = None,
     environ: MutableMapping[str, str] | None = None,
@@ -161,6 +199,9 @@ def claim_gpus(
     poll: float = 1.0,
 ) -> GpuClaim | None:
     """Claim ``count`` free GPUs and set ``CUDA_VISIBLE_DEVICES`` to them in ``environ``.
+
+    With ``jobs_per_gpu`` N > 1 (default: ``ROBUSTFT_JOBS_PER_GPU``) a GPU counts as free while
+    fewer than N sharing jobs and no exclusive job hold it.
 
     Returns ``None`` (and changes nothing) when the job needs no GPU, when
     ``CUDA_VISIBLE_DEVICES`` is already set, when a scheduler runs the job, or when the
@@ -183,6 +224,9 @@ def claim_gpus(
     pool = list(detect_gpus(environ) if gpus is None else gpus)
     if not pool:
         return None
+    slots = jobs_per_gpu_from(environ) if jobs_per_gpu is None else jobs_per_gpu
+    if slots < 1:
+        raise ValueError(f"jobs_per_gpu must be >= 1, got {slots}")
     if count > len(pool):
         raise RuntimeError(
             f"the job needs {count} GPUs but this machine has {len(pool)} ({','.join(pool)})"
@@ -194,19 +238,29 @@ def claim_gpus(
     while True:
         ids: list[str] = []
         handles: list[int] = []
-        for gpu in pool:
-            fd = _try_lock(directory / f"{host}-gpu{gpu}.lock")
-            if fd is not None:
-                ids.append(gpu)
-                handles.append(fd)
-                if len(ids) == count:
-                    break
+        for slot in range(slots):  # breadth-first: slot 0 of every GPU first
+            for gpu in pool:
+                if gpu in ids:
+                    continue
+                got = _claim_one(directory, host, gpu, slot, sharing=slots > 1)
+                if got:
+                    ids.append(gpu)
+                    handles += got
+                    if len(ids) == count:
+                        break
+            if len(ids) == count:
+                break
         if len(ids) == count:
             claim = GpuClaim(ids, handles, directory)
             _HELD.append(claim)
             environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # same numbering as nvidia-smi
             environ["CUDA_VISIBLE_DEVICES"] = claim.cuda_visible_devices
-            log.info("picked GPU %s (locks in %s)", claim.cuda_visible_devices, directory)
+            log.info(
+                "picked GPU %s (%s; locks in %s)",
+                claim.cuda_visible_devices,
+                f"shared by up to {slots} jobs" if slots > 1 else "exclusive",
+                directory,
+            )
             return claim
         for fd in handles:  # not enough: give back what we got, so two waiters cannot deadlock
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -229,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         "holding them (a no-op under SLURM or when CUDA_VISIBLE_DEVICES is set).",
     )
     p.add_argument("--gpus", type=int, default=1, help="GPUs the command needs (0: none)")
+    p.add_argument(
+        "--jobs-per-gpu",
+        type=int,
+        default=None,
+        help="jobs that may share one GPU (default: ROBUSTFT_JOBS_PER_GPU, else 1)",
+    )
     p.add_argument("--timeout", type=float, default=None, help="give up after this many s")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- command [args...]")
     args = p.parse_args(argv)
@@ -238,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    claim = claim_gpus(args.gpus, timeout=args.timeout)
+    claim = claim_gpus(args.gpus, jobs_per_gpu=args.jobs_per_gpu, timeout=args.timeout)
     if claim is not None:
         for fd in claim._handles:  # the command inherits the locks and holds them until it exits
             os.set_inheritable(fd, True)
