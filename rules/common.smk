@@ -86,7 +86,8 @@ def job_of(wc):
 
 def resources_of(kind):
     """Portable resources (gpu, mem_mb, runtime) of the job (train/eval_resources of its
-    fidelity; a GPU job's runtime from its cost estimate unless the fidelity sets one)."""
+    fidelity; a GPU job's runtime from its cost estimate unless the fidelity sets one).
+    """
 
     def pick(key):
         return lambda wc: PLAN.resources(wc.fidelity, kind, job_of(wc))[key]
@@ -98,10 +99,11 @@ def resources_of(kind):
 # an explicit ROBUSTFT_JOBS_PER_GPU wins. SLURM binds GPUs itself (profiles/slurm).
 os.environ.setdefault("ROBUSTFT_JOBS_PER_GPU", str(PLAN.gpu_sharing()))
 # A dry run (-n) prints what the targets cost (robustft plan, one GPU); normal runs stay quiet.
-if workflow.dryrun and workflow.is_main_process:
-    from robustft.plan import cli as plan_cli
+# Snakemake decides on its executor only after parsing, so the flag is read from the command.
+from robustft.plan.cli import is_dry_run, summary
 
-    print("\n".join(plan_cli.summary(PLAN, TARGETS, gpus=1)), file=sys.stderr)
+if workflow.is_main_process and is_dry_run(sys.argv):
+    print("\n".join(summary(PLAN, TARGETS, gpus=1)), file=sys.stderr)
 
 
 # --- how every step runs ---------------------------------------------------------------------

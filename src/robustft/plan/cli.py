@@ -72,9 +72,10 @@ def summary(
     every = [j for s in studies for j in _jobs_or_none(plan, s, precision)]
     unique = {(j.kind, j.name): j for j in every}.values()  # a job shared by studies runs once
     if len(studies) > 1:
+        kinds = [sum(j.kind == k for j in unique) for k in ("train", "evaluate")]
         lines.append(
-            f"{'all (shared jobs once)':<22} {len(unique):>24} "
-            f"{sum(j.seconds for j in unique) / 3600:>9.1f} "
+            f"{'all (shared jobs once)':<22} {kinds[0]:>6} {kinds[1]:>5} "
+            f"{len(unique) - sum(kinds):>5} {sum(j.seconds for j in unique) / 3600:>9.1f} "
             f"{_hours(cost.wall_seconds(unique, gpus)):>10}"
         )
     lines += [
