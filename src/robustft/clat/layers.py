@@ -26,6 +26,17 @@ from torch import nn
 
 #: name fragments of projection shortcuts, which the numbering skips (spec §1.2)
 SHORTCUT_MARKERS = ("shortcut", "downsample")
+#: module-name components of squeeze-excitation gates (RobustBench's RaWRN-70-16, Peng et al.
+#: 2023), whose two 1×1 convs are skipped like the shortcuts: side branches that rescale a
+#: block's output, not a stage of the main path
+SIDE_BRANCH_COMPONENTS = ("se",)
+
+
+def _numbered(name: str) -> bool:
+    """Is the conv at qualified ``name`` on the main path (not a shortcut or an SE gate)?"""
+    if any(marker in name.lower() for marker in SHORTCUT_MARKERS):
+        return False
+    return not set(name.split(".")) & set(SIDE_BRANCH_COMPONENTS)
 
 
 def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -33,8 +44,14 @@ def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
     Spec §1.2 / A1, A14: every ``nn.Conv2d`` in definition order (= forward order for all the
     models here) except 1×1 projection shortcuts (modules whose name contains ``shortcut`` or
-    ``downsample``), followed by the final linear classifier (``model.head`` when present, else
-    the last ``nn.Linear``). A model class may define its own ``candidate_layers()`` method
+    ``downsample``) and squeeze-excitation gates (a name component ``se``), followed by the
+    final linear classifier (``model.head`` when present, else the last ``nn.Linear``).
+
+    On RobustBench's WRN-70-16 models this gives 68 layers for DeepMind's WideResNet-70-16
+    (``init_conv``, 33 blocks × 2 convs, ``logits``: Gowal et al. 2020, Rebuffi et al. 2021,
+    Wang et al. 2023 — the robust bases of Bai et al.) and 144 for Peng et al.'s RaWRN-70-16
+    (``init_conv``, 71 blocks × 2, ``logits``); CLAT Table 3's WRN70-16 indices (1-62) are in
+    range for both, and k = 4 of 68 is the paper's "≈5% of layers". A model class may define its own ``candidate_layers()`` method
     returning the same kind of list, which then wins (used by toy networks in tests).
     """
     if callable(getattr(type(model), "candidate_layers", None)):
@@ -43,7 +60,7 @@ def candidate_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     linears: list[tuple[str, nn.Module]] = []
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
-            if any(marker in name.lower() for marker in SHORTCUT_MARKERS):
+            if not _numbered(name):
                 continue
             # a LoRA wrapper's inner conv is reached through the wrapper's name
             convs.append((name, m))
@@ -139,6 +156,7 @@ def layer_parameters(
 
 __all__ = [
     "SHORTCUT_MARKERS",
+    "SIDE_BRANCH_COMPONENTS",
     "candidate_layers",
     "following_batchnorm",
     "layer_index",

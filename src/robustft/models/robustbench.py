@@ -1,0 +1,169 @@
+"""RobustBench model-zoo checkpoints (CLAT Table 1's WRN-70-16 "X" models) through the
+``robustbench`` package: its architectures and its download, not re-written here.
+
+Owns :func:`import_robustbench` (the one place the package is imported), :class:`ZooModel` (a
+model's identity: name, dataset, threat model, and where RobustBench keeps its file) and
+:func:`load_zoo_model` (build + weights, or an error naming the file to place when offline).
+
+Why the import needs care: ``robustbench==1.1.1``'s ``__init__`` imports ``.data`` (which needs
+``pkg_resources``) and ``.eval`` (which needs a module named ``autoattack``; PyPI's
+``pyautoattack``, which robustbench itself declares, installs it as ``pyautoattack``). Neither is
+needed to build a model and load its weights, so :func:`import_robustbench` registers a bare
+parent package for ``robustbench`` (its real ``__path__``, without running its ``__init__``) and
+imports only ``robustbench.utils`` and ``robustbench.model_zoo`` beneath it. No alias for
+``autoattack`` is installed (it would shadow a real ``autoattack``, and robustbench's
+``benchmark()`` does not run on pyautoattack 0.2.0's signature anyway); evaluation uses the
+project's own AutoAttack wrapper (:mod:`robustft.attacks.autoattack`).
+
+The package is the optional extra ``robustbench`` (``pip install -e '.[robustbench]'``).
+
+Files: RobustBench's own layout ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` (ensembles:
+``<name>.pt_m<i>.pt``, one per member); an existing file is used as is, a missing one is
+downloaded from Google Drive by ``gdown``. Offline (``ROBUSTFT_OFFLINE=1``, or the download
+fails), :class:`ZooModelMissing` names the file(s) to place and the Drive id(s) to get them from.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+#: environment variable that forbids downloads (the workflow's offline mode)
+OFFLINE_ENV = "ROBUSTFT_OFFLINE"
+THREAT_MODELS = ("Linf", "L2", "corruptions")
+DATASETS = ("cifar10", "cifar100", "imagenet")
+
+
+class ZooModelMissing(FileNotFoundError):
+    """A RobustBench checkpoint is not on disk and cannot be downloaded."""
+
+
+def import_robustbench() -> types.SimpleNamespace:
+    """``robustbench.utils`` and ``robustbench.model_zoo`` (as ``.utils``, ``.model_zoo``),
+    imported without running ``robustbench/__init__.py`` (module docstring: it imports
+    ``autoattack`` and ``pkg_resources``, which building a model never needs)."""
+    parent = sys.modules.get("robustbench")
+    if parent is None:
+        spec = importlib.util.find_spec("robustbench")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError(
+                "the RobustBench backbones need the package robustbench==1.1.1: "
+                "pip install -e '.[robustbench]'"
+            )
+        parent = types.ModuleType("robustbench")
+        parent.__path__ = list(spec.submodule_search_locations)
+        parent.__spec__ = spec
+        parent.__file__ = spec.origin
+        # only the bare package: its submodules import each other by absolute name
+        sys.modules["robustbench"] = parent
+    utils = importlib.import_module("robustbench.utils")
+    zoo = importlib.import_module("robustbench.model_zoo")
+    return types.SimpleNamespace(utils=utils, model_zoo=zoo)
+
+
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A RobustBench model: its zoo name (``Peng2023Robust``), dataset and threat model."""
+
+    name: str
+    dataset: str = "cifar10"
+    threat_model: str = "Linf"
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"RobustBench dataset {self.dataset!r} is not one of {DATASETS}")
+        if self.threat_model not in THREAT_MODELS:
+            raise ValueError(
+                f"RobustBench threat model {self.threat_model!r} is not one of {THREAT_MODELS}"
+            )
+
+    def entry(self) -> dict[str, Any]:
+        """The model-zoo entry (``{"model": constructor, "gdrive_id": id | [ids]}``)."""
+        rb = import_robustbench()
+        enums = rb.model_zoo.enums
+        models = rb.model_zoo.model_dicts[enums.BenchmarkDataset(self.dataset)][
+            enums.ThreatModel(self.threat_model)
+        ]
+        if self.name not in models:
+            raise KeyError(
+                f"RobustBench has no {self.dataset}/{self.threat_model} model {self.name!r}"
+            )
+        return models[self.name]
+
+    def drive_ids(self) -> list[str]:
+        ids = self.entry()["gdrive_id"]
+        return list(ids) if isinstance(ids, list | tuple) else [ids]
+
+    def files(self, model_dir: str | os.PathLike[str]) -> list[Path]:
+        """The file(s) RobustBench reads for this model (its own layout, module docstring)."""
+        path = Path(model_dir) / self.dataset / self.threat_model / f"{self.name}.pt"
+        if not isinstance(self.entry()["gdrive_id"], list):
+            return [path]
+        return [path.with_name(f"{path.name}_m{i}.pt") for i in range(len(self.drive_ids()))]
+
+    def architecture(self) -> nn.Module:
+        """The zoo's architecture with fresh weights (no file needed)."""
+        return self.entry()["model"]()
+
+
+def missing_message(model: ZooModel, model_dir: str | os.PathLike[str]) -> str:
+    what = f"{model.name} ({model.dataset}, {model.threat_model})"
+    head = f"RobustBench checkpoint of {what} is not on disk and cannot be downloaded here."
+    lines = [f"{head} Place the file(s) at:"]
+    for path, gid in zip(model.files(model_dir), model.drive_ids(), strict=True):
+        state = "present" if path.is_file() else "MISSING"
+        lines.append(f"  {path}  ({state}; https://drive.google.com/uc?id={gid})")
+    lines.append(
+        'e.g. run `python -c "from robustbench.utils import load_model; load_model('
+        f"'{model.name}', model_dir='models', dataset='{model.dataset}', "
+        f"threat_model='{model.threat_model}')\"` on a machine with network and copy "
+        f"models/{model.dataset}/{model.threat_model}/ over."
+    )
+    return "\n".join(lines)
+
+
+def load_zoo_model(model: ZooModel, model_dir: str | os.PathLike[str]) -> nn.Module:
+    """The model with its RobustBench weights, in eval mode, on the CPU.
+
+    Files already in ``model_dir`` (RobustBench's layout) are used as they are; missing ones
+    are downloaded by RobustBench unless :func:`offline`, in which case (or when the download
+    fails) :class:`ZooModelMissing` names every file to place.
+    """
+    files = model.files(model_dir)
+    if offline() and not all(f.is_file() for f in files):
+        raise ZooModelMissing(missing_message(model, model_dir))
+    rb = import_robustbench()
+    try:
+        return rb.utils.load_model(
+            model.name,
+            model_dir=str(model_dir),
+            dataset=model.dataset,
+            threat_model=model.threat_model,
+        )
+    except Exception as e:  # gdown/requests: ConnectionError, FileURLRetrievalError, ...
+        if all(f.is_file() for f in files):
+            raise  # the files are there: not a download problem
+        raise ZooModelMissing(f"{missing_message(model, model_dir)}\n(download failed: {e})") from e
+
+
+__all__ = [
+    "OFFLINE_ENV",
+    "ZooModel",
+    "ZooModelMissing",
+    "import_robustbench",
+    "load_zoo_model",
+    "missing_message",
+    "offline",
+]

@@ -1,0 +1,145 @@
+"""RobustBench backbones (robustft.models.robustbench): the import without ``autoattack``, a
+checkpoint in RobustBench's own file layout and save format loaded through the package, the
+offline error naming the file to place, and CLAT's layer numbering on the WRN-70-16 zoo models."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+import torch
+
+if importlib.util.find_spec("robustbench") is None:  # the optional extra [robustbench]
+    pytest.skip("robustbench is not installed", allow_module_level=True)
+
+from robustft.clat.layers import candidate_layers
+from robustft.models.robustbench import (
+    OFFLINE_ENV,
+    ZooModel,
+    ZooModelMissing,
+    import_robustbench,
+    load_zoo_model,
+)
+
+SMALL = ZooModel("Ding2020MMA", "cifar10", "Linf")  # a WRN-28-4 of the zoo (5.8M parameters)
+
+
+def test_import_needs_no_autoattack_module():
+    import_robustbench()
+    assert "robustbench.utils" in sys.modules
+    assert "autoattack" not in sys.modules and "robustbench.eval" not in sys.modules
+
+
+@pytest.mark.slow  # a fresh interpreter imports timm and the whole zoo: ~25 s on 2 busy cores
+def test_import_in_a_fresh_interpreter():
+    # a fresh interpreter: robustbench's own __init__ would import `autoattack` (absent: PyPI's
+    # pyautoattack installs `pyautoattack`) and pkg_resources; the helper imports neither
+    code = (
+        "import sys\n"
+        "from robustft.models.robustbench import import_robustbench\n"
+        "rb = import_robustbench()\n"
+        "assert callable(rb.utils.load_model)\n"
+        "assert 'autoattack' not in sys.modules and 'robustbench.eval' not in sys.modules\n"
+        "import robustbench.model_zoo.cifar10\n"  # later plain imports reuse the same package
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_checkpoint_in_robustbench_format_loads_through_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv(OFFLINE_ENV, "1")  # the file is there: nothing may be downloaded
+    rb = import_robustbench()
+    monkeypatch.setattr(
+        rb.utils, "download_gdrive_new", lambda *a: pytest.fail("tried to download")
+    )
+    reference = SMALL.architecture()
+    with torch.no_grad():  # weights a fresh build cannot have
+        for i, p in enumerate(reference.parameters()):
+            p.fill_(0.001 * (i % 7))
+    (path,) = SMALL.files(tmp_path)
+    assert path == tmp_path / "cifar10" / "Linf" / "Ding2020MMA.pt"
+    path.parent.mkdir(parents=True)
+    # the zoo's save format: {"state_dict": ...} from a DataParallel model ("module." keys)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, path)
+    model = load_zoo_model(SMALL, tmp_path)
+    assert not model.training
+    for (k, v), (k2, v2) in zip(
+        model.state_dict().items(), reference.state_dict().items(), strict=True
+    ):
+        assert k == k2 and torch.equal(v, v2), k
+    x = torch.full((2, 3, 32, 32), 0.5)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference.eval()(x))
+
+
+def test_offline_error_names_the_file_and_where(tmp_path, monkeypatch):
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    peng = ZooModel("Peng2023Robust", "cifar10", "Linf")
+    with pytest.raises(ZooModelMissing) as err:
+        load_zoo_model(peng, tmp_path / "models")
+    text = str(err.value)
+    assert str(tmp_path / "models" / "cifar10" / "Linf" / "Peng2023Robust.pt") in text
+    assert "MISSING" in text and "drive.google.com" in text
+    # ensembles: one file per member, as RobustBench names them
+    bai = ZooModel("Bai2023Improving_edm", "cifar100", "Linf")
+    with pytest.raises(ZooModelMissing, match=r"Bai2023Improving_edm\.pt_m2\.pt"):
+        load_zoo_model(bai, tmp_path / "models")
+
+
+def test_failed_download_is_the_same_error(tmp_path, monkeypatch):
+    monkeypatch.delenv(OFFLINE_ENV, raising=False)
+    rb = import_robustbench()
+
+    def no_network(*args):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(rb.utils, "download_gdrive_new", no_network)
+    with pytest.raises(ZooModelMissing, match="Ding2020MMA.pt.*\n.*\n.*download failed"):
+        load_zoo_model(SMALL, tmp_path)
+
+
+def test_unknown_names_are_named():
+    with pytest.raises(KeyError, match="Peng2099"):
+        ZooModel("Peng2099", "cifar10").entry()
+    with pytest.raises(ValueError, match="threat model"):
+        ZooModel("Peng2023Robust", "cifar10", "Linfinity")
+
+
+def _tiny_wrn70_16():
+    from robustbench.model_zoo.architectures.dm_wide_resnet import DMWideResNet
+
+    return DMWideResNet(num_classes=10, depth=70, width=1)  # DeepMind WRN-70-16 at width 1
+
+
+def _tiny_ra_wrn70_16():
+    from robustbench.model_zoo.architectures.robustarch_wide_resnet import NormalizedWideResNet
+
+    # RaWRN-70-16 (Peng et al. 2023) with its depths and SE gates, 8 channels per stage
+    return NormalizedWideResNet(
+        (0.5,) * 3,
+        (0.25,) * 3,
+        stem_width=8,
+        depth=[30, 31, 10],
+        stage_width=[8, 8, 8],
+        groups=[1, 1, 1],
+        activation_fn=torch.nn.SiLU,
+        se_ratio=0.25,
+        se_activation=torch.nn.ReLU,
+        se_order=2,
+        num_classes=10,
+    )
+
+
+@pytest.mark.parametrize(("build", "count"), [(_tiny_wrn70_16, 68), (_tiny_ra_wrn70_16, 144)])
+def test_clat_numbering_covers_the_wrn70_16_models(build, count):
+    layers = candidate_layers(build())
+    names = [n for n, _ in layers]
+    assert len(layers) == count
+    assert names[0] == "init_conv" and names[-1] == "logits"
+    assert not [n for n in names if "shortcut" in n or ".se." in n]
+    for index in (4, 17, 1, 59, 62, 3, 2, 61):  # CLAT Table 3, WRN70-16
+        assert 1 <= index <= len(layers)
