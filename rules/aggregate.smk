@@ -10,7 +10,13 @@ rule aggregate:
         transfers=study_transfers,
         criticality=study_criticality,
     output:
-        csv=paths.TABLE_CSV,
+        csv=report(
+            paths.TABLE_CSV,
+            caption="../report/captions/study_table.rst",
+            category="Tables",
+            subcategory="{study}",
+            labels={"study": "{study}", "table": "cells and comparisons (CSV)"},
+        ),
         json=paths.TABLE_JSON,
     log:
         paths.log("aggregate", "{study}"),

@@ -12,7 +12,9 @@ pairs and studies, so a path is spelled exactly once. Relative to the workflow's
     results/transfer/{fidelity}/{dataset}/{variant}/seed{seed}/{first}/{second}.json
     results/criticality/<run>.json
     results/tables/{study}.csv|json                 aggregated tables
-    results/report/index.html                       the rendered report
+    results/report/{study}.html                     one report page per study
+    results/report/index.html                       index of every study page on disk
+    results/report/figures/{study}/*.png            a study's figures (Snakemake's --report)
     logs/<rule>/<job>.log                           one log per job
 
 ``<run>`` is ``{fidelity}/{dataset}/{backbone}/{variant}/seed{seed}`` (:data:`RUN`).
@@ -41,7 +43,12 @@ TRANSFER = f"results/transfer/{PAIR}.json"
 CRITICALITY = f"results/criticality/{RUN}.json"
 TABLE_CSV = "results/tables/{study}.csv"
 TABLE_JSON = "results/tables/{study}.json"
-REPORT = "results/report/index.html"
+REPORT_DIR = "results/report"
+#: the index of every study page in REPORT_DIR (pages of earlier builds included)
+REPORT = f"{REPORT_DIR}/index.html"
+REPORT_PAGE = REPORT_DIR + "/{study}.html"
+#: a study's figures as PNG files (shown by Snakemake's own --report)
+REPORT_FIGURES = REPORT_DIR + "/figures/{study}"
 
 #: file names inside a run directory
 RUN_FILES = {
@@ -83,3 +90,11 @@ def table_csv(study: str) -> str:
 
 def table_json(study: str) -> str:
     return fill(TABLE_JSON, study=study)
+
+
+def report_page(study: str) -> str:
+    return fill(REPORT_PAGE, study=study)
+
+
+def report_figures(study: str) -> str:
+    return fill(REPORT_FIGURES, study=study)

@@ -5,7 +5,12 @@ one panel per quantity that at least one run logged: natural accuracy, robust (P
 learning rate, the λ1/λ2 schedule of AutoLoRa (Eq. 6-7) and the cosine similarity between the
 natural and adversarial gradients (AutoLoRa Fig. 1). Each variant is one colour; the line is
 the mean over seeds and the band the min–max over seeds. Columns a method does not log (or
-logs as NaN) are skipped, and a figure with no data at all is not drawn.
+logs as NaN) are skipped, a non-accuracy column it logs as 0 throughout (AutoLoRa's gradient
+similarity: its natural loss does not reach the feature extractor) is left out, each with a note
+printed under the figure, and a figure with no data at all is not drawn. Legends sit below the
+panels, outside every axes, so they never cover a curve. A chained run ("CLAT after 30 PGD-AT
+epochs") is drawn on the epoch axis of the whole budget, and the paper's printed SA / PGD-10
+values are open circles at the last epoch (AutoLoRa Figures 1-2, CLAT Figure 2).
 
 Per-class heat maps (:func:`per_class_figure`): one per (dataset, backbone), methods ×
 classes, one panel per metric.
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 __all__ = ["PANELS", "Figure", "per_class_figure", "study_figures", "training_figure"]
@@ -57,15 +63,35 @@ _STYLES = {"train": ":", "val": "--", "test": "-", "λ1": "-", "λ2": "--", "": 
 
 @dataclass(frozen=True)
 class Figure:
-    """A rendered figure: title, caption and the PNG as base64 text."""
+    """A rendered figure: title, caption, the PNG as base64 text, the notes printed under it
+    (series left out and why) and the numbers it plots (``table``: ``{"columns": [...],
+    "rows": [[...], ...]}``, printed below the figure)."""
 
     title: str
     caption: str
     png_base64: str
+    notes: tuple[str, ...] = ()
+    table: dict[str, list] | None = None
 
     @property
     def data_uri(self) -> str:
         return "data:image/png;base64," + self.png_base64
+
+
+#: why a series is identically zero for a method, when the reason is known (AutoLoRa Sec. 4.1:
+#: its natural loss flows through the LoRA branch, so its gradient w.r.t. the feature
+#: extractor, the quantity of Eq. 3/4, is 0)
+ZERO_REASONS = {
+    "grad_sim": "the natural loss does not reach the feature extractor (it flows through the "
+    "LoRA branch), so the gradient similarity of Eq. 3/4 is not defined for it",
+}
+
+
+def png_base64(fig: MplFigure) -> str:
+    """The figure as base64 PNG (Agg canvas, 90 dpi)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _series(
@@ -103,57 +129,78 @@ def _mean_band(
         return xs, np.nanmean(grid, 0), np.nanmin(grid, 0), np.nanmax(grid, 0)
 
 
+def _defined(curves: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+    """False for a series that is identically zero in every seed (a quantity the method does
+    not define, logged as 0): it is left out with a note instead of drawn as a flat line."""
+    return any(np.any(y[np.isfinite(y)] != 0) for _, y in curves)
+
+
 def training_figure(
     logs_by_variant: Mapping[str, Sequence[Mapping[str, Sequence[float | None]] | None]],
     title: str,
     groups: Sequence[str] | None = None,
+    paper_points: Mapping[str, Sequence[tuple[str, float, float, str]]] | None = None,
 ) -> Figure | None:
     """Draw the panels for one (dataset, backbone): ``{variant label: [train_log per seed]}``.
 
     ``groups`` restricts the panels (``accuracy``, ``lr``, ``lambda``, ``grad_sim``).
-    Returns None when no run logged any plotted column.
+    ``paper_points`` maps a panel title to ``(variant label, epoch, value %, source)`` points
+    drawn as open markers (the paper's printed values). A series a variant logs as NaN
+    throughout is skipped with a note, a non-accuracy series it logs as 0 throughout (AutoLoRa's
+    gradient similarity) is left out with a note saying why (the method does not define it). The legend sits below the panels, outside every axes, so it never
+    covers a curve. Returns None when no run logged any plotted column.
     """
-    panels = []
+    panels, notes = [], []
+    labels = list(logs_by_variant)
     for group, name, ylabel, cols, percent in PANELS:
         if groups is not None and group not in groups:
             continue
-        lines = []
+        lines, missing, zero = [], [], []
         for ci, (label, logs) in enumerate(logs_by_variant.items()):
             for col, style_label in cols:
                 curves = [s for s in (_series(log, col) for log in logs) if s is not None]
-                if curves:
+                if not curves:
+                    missing.append(label)
+                elif not percent and not _defined(curves):
+                    # (an accuracy of 0 is a result, drawn; a 0 gradient similarity or λ
+                    # is a quantity the method does not have)
+                    zero.append((label, col))
+                else:
                     lines.append((ci, label, style_label, curves))
         if lines:
             panels.append((name, ylabel, percent, lines))
+            for label, col in dict.fromkeys(zero):
+                why = ZERO_REASONS.get(col, "the method does not define it")
+                notes.append(f"{name}: {label} omitted — identically 0 in every seed; {why}.")
+            absent = sorted(set(missing) - {line[1] for line in lines})
+            if absent:
+                notes.append(f"{name}: not logged by {', '.join(absent)} (not defined for it).")
     if not panels:
         return None
 
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     # object-oriented API with the Agg canvas: no pyplot, no global backend state
-    fig = MplFigure(figsize=(4.2 * ncols, 3.0 * nrows), layout="constrained")
+    fig = MplFigure(figsize=(4.2 * ncols, 3.0 * nrows + 0.7), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     colours = colormaps["tab10"].colors
+    styles_used: dict[str, None] = {}
     for ax, (name, ylabel, percent, lines) in zip(axes.flat, panels, strict=False):
         all_max = max(np.nanmax(y) for *_, curves in lines for _, y in curves)
         # train_log.csv stores accuracies as fractions; show percent like the tables
         scale = 100.0 if percent and all_max <= 1.0 else 1.0
         positive = True
-        for ci, label, style_label, curves in lines:
+        for ci, _label, style_label, curves in lines:
             x, mean, lo, hi = _mean_band(curves)
             colour = colours[ci % len(colours)]
-            legend = f"{label} · {style_label}" if style_label else label
-            ax.plot(
-                x,
-                mean * scale,
-                _STYLES.get(style_label, "-"),
-                color=colour,
-                label=legend,
-                linewidth=1.4,
-            )
+            styles_used[style_label] = None
+            ax.plot(x, mean * scale, _STYLES.get(style_label, "-"), color=colour, linewidth=1.4)
             if len(curves) > 1:
                 ax.fill_between(x, lo * scale, hi * scale, color=colour, alpha=0.15, linewidth=0)
             positive &= bool(np.nanmin(lo) > 0)
+        for label, x, y, _source in (paper_points or {}).get(name, ()):
+            colour = colours[labels.index(label) % len(colours)] if label in labels else "k"
+            ax.plot([x], [y], "o", mfc="none", mec=colour, mew=1.6, ms=7, zorder=5)
         if name == "Learning rate" and positive:
             lo_all = min(np.nanmin(y) for *_, curves in lines for _, y in curves)
             if all_max / lo_all > 50:
@@ -164,37 +211,85 @@ def training_figure(
         ax.set_ylabel(ylabel, fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
+    drawn = sorted({ci for *_, lines in panels for ci, *_ in lines})
+    handles = [Line2D([], [], color=colours[ci % len(colours)], lw=2) for ci in drawn]
+    names = [labels[ci] for ci in drawn]
+    for style in (s for s in styles_used if s):
+        handles.append(Line2D([], [], color="0.3", ls=_STYLES.get(style, "-")))
+        names.append(style)
+    if paper_points:
+        handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec="0.2", mew=1.6))
+        names.append("paper (printed value)")
+    fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 6), fontsize=8)
     fig.suptitle(title, fontsize=11)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
     shown = ", ".join(p[0] for p in panels)
     caption = (
         f"{title}: {shown} per epoch. Line = mean over seeds, band = min–max over "
         "seeds; line style: dotted train, dashed validation, solid test."
     )
-    return Figure(
-        title=title, caption=caption, png_base64=base64.b64encode(buf.getvalue()).decode("ascii")
-    )
+    if paper_points:
+        caption += (
+            " Open circles: the paper's printed value ("
+            + "; ".join(sorted({p[3] for pts in paper_points.values() for p in pts}))
+            + ") at the last epoch."
+        )
+    return Figure(title=title, caption=caption, png_base64=png_base64(fig), notes=tuple(notes))
 
 
-def study_figures(runs: Sequence[object], groups: Sequence[str] | None = None) -> list[Figure]:
+def variant_label(method: str, variant: str) -> str:
+    """``method (variant)``, or just the method when the variant is its name."""
+    same = re.sub(r"[^0-9a-z]", "", method.lower()) == re.sub(r"[^0-9a-z]", "", variant.lower())
+    return method if same else f"{method} ({variant})"
+
+
+def _shifted(log: Mapping[str, Sequence[float | None]] | None, offset: float | None):
+    """A chained run's log on the epoch axis of the whole budget (CLAT Figure 2: CLAT after
+    30 PGD-AT epochs starts at epoch 30)."""
+    if not log or not offset or "epoch" not in log:
+        return log
+    return {**log, "epoch": [None if e is None else e + offset for e in log["epoch"]]}
+
+
+#: cell metric -> the training-curve panel its printed value is drawn on
+_PAPER_PANELS = {"SA": "Natural accuracy", "PGD10": "Robust accuracy (PGD)"}
+
+
+def study_figures(
+    runs: Sequence[object],
+    groups: Sequence[str] | None = None,
+    cells: Sequence[Mapping[str, object]] = (),
+) -> list[Figure]:
     """One :func:`training_figure` per (dataset, backbone) of the runs (RunRecord-like).
 
     Variants are labelled ``method (variant)`` unless the variant is just the method's name.
+    ``cells`` (the study's cell rows) put the paper's printed SA / PGD-10 values on the
+    accuracy panels at the last epoch (AutoLoRa Figures 1–2 plot the same quantities).
     """
     by_pair: dict[tuple[str, str], dict[str, list]] = {}
+    last_epoch: dict[tuple[str, str], float] = {}
     for r in runs:
-        same = re.sub(r"[^0-9a-z]", "", r.method.lower()) == re.sub(
-            r"[^0-9a-z]", "", r.variant.lower()
-        )
-        label = r.method if same else f"{r.method} ({r.variant})"
-        by_pair.setdefault((r.dataset, r.backbone), {}).setdefault(label, []).append(r.train_log)
+        offset = (getattr(r, "protocol", None) or {}).get("epoch_offset")
+        log = _shifted(r.train_log, offset)
+        key = (r.dataset, r.backbone)
+        by_pair.setdefault(key, {}).setdefault(variant_label(r.method, r.variant), []).append(log)
+        epochs = [e for e in (log or {}).get("epoch", []) if e is not None]
+        if epochs:
+            last_epoch[key] = max(last_epoch.get(key, 0.0), max(epochs))
+    points: dict[tuple[str, str], dict[str, list]] = {}
+    for c in cells:
+        key, panel = (str(c["dataset"]), str(c["backbone"])), _PAPER_PANELS.get(str(c["metric"]))
+        value = c.get("paper_value")
+        if panel and key in last_epoch and isinstance(value, int | float) and math.isfinite(value):
+            label = variant_label(str(c["method"]), str(c["variant"]))
+            point = (label, last_epoch[key], float(value), str(c.get("paper_source") or "paper"))
+            points.setdefault(key, {}).setdefault(panel, []).append(point)
     figures = []
     for (dataset, backbone), by_variant in by_pair.items():
-        fig = training_figure(by_variant, f"{dataset} · {backbone}", groups)
+        fig = training_figure(
+            by_variant, f"{dataset} · {backbone}", groups, points.get((dataset, backbone))
+        )
         if fig is not None:
             figures.append(fig)
     return figures
@@ -252,12 +347,8 @@ def per_class_figure(
                     )
         fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
     fig.suptitle(title, fontsize=11)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
     caption = (
         f"{title}: per-class accuracy (%, mean over seeds) of "
         f"{', '.join(mats)}; rows are methods, columns classes."
     )
-    return Figure(
-        title=title, caption=caption, png_base64=base64.b64encode(buf.getvalue()).decode("ascii")
-    )
+    return Figure(title=title, caption=caption, png_base64=png_base64(fig))

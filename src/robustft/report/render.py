@@ -14,9 +14,12 @@ dataset names from a config can never inject markup.
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
+import html as _html
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,13 +28,34 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from robustft.io import write_text_atomic
 from robustft.report.figures import per_class_figure, study_figures
+from robustft.report.paper_figures import paper_figures
+from robustft.tables.protocol import selection_text
 from robustft.tables.schema import StudyTables
 from robustft.tables.serialise import read_study_json, study_from_json
 
-__all__ = ["TEMPLATE", "coerce_study", "render_html", "render_report", "template_environment"]
+__all__ = [
+    "INDEX",
+    "INDEX_TEMPLATE",
+    "TEMPLATE",
+    "coerce_study",
+    "page_name",
+    "render_html",
+    "render_index",
+    "render_report",
+    "render_study_pages",
+    "template_environment",
+]
 
 #: the page template inside the templates directory (it includes ``style.css.html``)
 TEMPLATE = "report.html"
+#: the template of the index of every built study's page
+INDEX_TEMPLATE = "index.html"
+#: the index's file name inside the report directory
+INDEX = "index.html"
+#: how a study page announces its study to the index (read back by :func:`render_index`)
+_STUDY_META = re.compile(
+    r'<meta name="robustft-study" content="([^"]*)" data-title="([^"]*)" data-summary="([^"]*)">'
+)
 
 
 def template_environment(templates: str | Path) -> Environment:
@@ -121,36 +145,39 @@ def _study_view(st: StudyTables) -> dict[str, Any]:
             "paper_source": c.get("paper_source") or "",
             "diff": fmt(c.get("diff_vs_paper"), signed=True, missing=""),
             "flagged": bool(c.get("aa_flagged")),
+            # the evidence: test examples behind the number, and the paper check
+            "n_examples": _commas(c.get("n_examples")),
+            "consistent": _consistent(c.get("paper_consistent")),
+            "interval": fmt(c.get("interval")),
+            "paper_note": c.get("paper_note") or "",
         }
     has_paper = any(c.get("paper_source") for c in cells)
 
-    comps: dict[tuple, dict[str, Any]] = {}
-    for c in _records(st.comparisons):
-        key = (c["backbone"], c["dataset"], c["comparison"])
-        row = comps.setdefault(
-            key,
-            {
-                "backbone": c["backbone"],
-                "dataset": c["dataset"],
-                "label": c["label"],
-                "ours": c["variant"],
-                "baseline": c["baseline_variant"],
-                "cells": {},
-            },
-        )
-        row["cells"][c["metric"]] = {
+    # comparisons: one row per (comparison, metric), every number of the test visible
+    comps = [
+        {
+            "backbone": c["backbone"],
+            "dataset": c["dataset"],
+            "label": c["label"],
+            "ours": c["variant"],
+            "baseline": c["baseline_variant"],
+            "metric": c["metric"],
             "diff": fmt(c.get("diff"), signed=True),
             "paper_diff": fmt(c.get("paper_diff"), signed=True, missing=""),
-            "p": fmt_p(c.get("p_value")),
-            "paper_p": fmt_p(c.get("paper_p_value"), missing=""),
-            "n": f"{c.get('n_ours')}/{c.get('n_baseline')}",
+            "n_ours": _int_text(c.get("n_ours")),
+            "n_baseline": _int_text(c.get("n_baseline")),
             "t": fmt(c.get("statistic")),
             "df": fmt(c.get("df"), 1),
+            "p": fmt_p(c.get("p_value")),
+            "mdd": fmt(c.get("mdd")),
+            "paper_p": fmt_p(c.get("paper_p_value"), missing=""),
             "significant": bool(c.get("significant")),
             "note": c.get("note") or "",
         }
+        for c in _records(st.comparisons)
+    ]
 
-    result_rows, comp_rows = _grouped(results.values()), _grouped(comps.values())
+    result_rows, comp_rows = _grouped(results.values()), _grouped(comps)
     # the table already says "(1 seed, no std)"; list only the notes it does not show
     cell_notes = [
         {**c, "note": "; ".join(n for n in str(c["note"]).split("; ") if n != "one seed: no std")}
@@ -175,12 +202,168 @@ def _study_view(st: StudyTables) -> dict[str, Any]:
         "cell_notes": [c for c in cell_notes if c["note"]],
         "notes": st.notes,
         "flagged_runs": flagged_runs,
-        "runs": sorted(st.runs, key=lambda r: (r.dataset, r.backbone, r.variant, r.seed)),
-        "figures": study_figures(st.runs, st.figures),
+        "runs": [
+            _run_view(r)
+            for r in sorted(st.runs, key=lambda r: (r.dataset, r.backbone, r.variant, r.seed))
+        ],
+        "figures": study_figures(st.runs, st.figures, cells),
+        "paper_figures": paper_figures(st),
+        "protocol": _protocol_view(st, cells),
+        "power": _power_sentence(st),
+        "consistency_rule": st.consistency_rule,
+        "any_consistency": any(c.get("paper_consistent") is not None for c in cells),
         # printed as a visible block at the top of the study: a reader must not miss them
         "class_warnings": [str(w.get("text", w)) for w in st.class_warnings],
         "per_class": _per_class_view(st),
     }
+
+
+def _consistent(v: Any) -> bool | None:
+    """The cell's paper check (True/False) or None when there is nothing to check."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return bool(v)
+
+
+def _int_text(v: Any) -> str:
+    f = _num(v)
+    return str(int(f)) if math.isfinite(f) else "—"
+
+
+def _seconds_text(v: Any) -> str:
+    """Wall time as ``42 s``, ``12.5 min`` or ``3.2 h``; "not recorded" when absent."""
+    f = _num(v)
+    if not math.isfinite(f):
+        return "not recorded"
+    if f < 120:
+        return f"{f:.0f} s"
+    return f"{f / 60:.1f} min" if f < 7200 else f"{f / 3600:.1f} h"
+
+
+def _distinct(values: Sequence[Any]) -> str:
+    """Distinct recorded values as ``a, b``; "not recorded" when none is."""
+    seen = [str(v) for v in dict.fromkeys(values) if v not in (None, "")]
+    return ", ".join(seen) if seen else "not recorded"
+
+
+def _run_view(r: Any) -> dict[str, Any]:
+    """One visible row of the runs table: identity, protocol facts and wall time."""
+    p = r.protocol or {}
+    return {
+        "dataset": r.dataset,
+        "backbone": r.backbone,
+        "method": r.method,
+        "variant": r.variant,
+        "seed": r.seed,
+        "preset": r.preset or "—",
+        "fidelity": r.fidelity or "—",
+        "selection": p.get("selection") or "—",
+        "precision": f"{p.get('train_precision') or '—'} / {p.get('eval_precision') or '—'}",
+        "device": f"{p.get('train_device') or '—'} / "
+        f"{p.get('eval_device') or r.provenance.get('device') or '—'}",
+        "train_time": _seconds_text(p.get("train_seconds")),
+        "eval_time": _seconds_text(p.get("eval_seconds")),
+        "aa_warnings": r.aa_warnings,
+        "run_dir": r.run_dir or "",
+    }
+
+
+def _protocol_view(st: StudyTables, cells: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The protocol and evidence of a study, printed beside its table (label, text, warn)."""
+    protocols = [r.protocol or {} for r in st.runs]
+    rows: list[dict[str, Any]] = []
+    selections = list(dict.fromkeys(p.get("selection") for p in protocols if p.get("selection")))
+    for sel in selections or [None]:
+        users = sorted({r.variant for r in st.runs if (r.protocol or {}).get("selection") == sel})
+        who = f" — {', '.join(users)}" if len(selections) > 1 else ""
+        rows.append(
+            {
+                "label": "Checkpoint selection",
+                "text": selection_text(sel) + who,
+                "warn": sel is not None and sel.startswith("test"),
+            }
+        )
+    rows.append(
+        {
+            "label": "Training",
+            "text": f"epochs {_distinct([p.get('epochs') for p in protocols])}; attack "
+            f"{_distinct([p.get('train_attack') for p in protocols])}",
+        }
+    )
+    for metric in st.metrics:
+        mine = [c for c in cells if c["metric"] == metric and int(_num(c.get("n_seeds")) or 0)]
+        if not mine:
+            continue
+        attack = _distinct([c.get("attack") for c in mine])
+        n = _distinct([_commas(c.get("n_examples")) for c in mine])
+        rows.append(
+            {
+                "label": f"Evaluation · {metric}",
+                "text": (f"{attack}; " if attack != "not recorded" else "")
+                + f"on {n} test examples per run",
+            }
+        )
+    rows.append(
+        {
+            "label": "Precision",
+            "text": f"training {_distinct([p.get('train_precision') for p in protocols])}; "
+            f"evaluation {_distinct([p.get('eval_precision') for p in protocols])}",
+        }
+    )
+    rows.append(
+        {
+            "label": "Device actually used",
+            "text": f"training {_distinct([p.get('train_device') for p in protocols])}; "
+            f"evaluation {_distinct([p.get('eval_device') for p in protocols])} "
+            f"(requested: {_distinct([p.get('device_requested') for p in protocols])})",
+        }
+    )
+    train_s = [_num(p.get("train_seconds")) for p in protocols]
+    eval_s = [_num(p.get("eval_seconds")) for p in protocols]
+    finite = [t for t in train_s + eval_s if math.isfinite(t)]
+    rows.append(
+        {
+            "label": "Wall time",
+            "text": (
+                f"{_seconds_text(sum(finite))} in total over {len(st.runs)} runs "
+                "(training + evaluation); per run in the runs table below"
+                if finite
+                else "not recorded"
+            ),
+        }
+    )
+    return rows
+
+
+def _power_sentence(st: StudyTables) -> str:
+    """What the seeds can detect: the range of the minimum detectable differences."""
+    rows = _records(st.comparisons)
+    if not rows:
+        return ""
+    mdds = [_num(c.get("mdd")) for c in rows]
+    finite = sorted(m for m in mdds if math.isfinite(m))
+    ns = sorted(
+        {
+            int(_num(c.get(k)))
+            for c in rows
+            for k in ("n_ours", "n_baseline")
+            if math.isfinite(_num(c.get(k)))
+        }
+    )
+    seeds = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}" if ns else "?"
+    if not finite:
+        return (
+            f"With {seeds} seed(s) per group the seed spread cannot be estimated, so no test "
+            "can say whether a difference is real; read the differences as single observations."
+        )
+    lo, mid, hi = finite[0], finite[len(finite) // 2], finite[-1]
+    return (
+        f"What {seeds} seeds can detect: at α = {st.alpha:g} with 80 % power, given the observed "
+        f"seed spread, only true differences of at least {lo:.2f}–{hi:.2f} percentage points "
+        f"(median {mid:.2f}; column MDD) would be found. A smaller difference that is not "
+        "significant is not evidence of no effect, and a bold p from two or three seeds rests "
+        "on a spread estimated from two or three numbers."
+    )
 
 
 #: robust metric shown beside SA in the per-class tables, first present wins
@@ -333,12 +516,14 @@ def render_html(
     *,
     templates: str | Path,
     title: str = "robustft — reproduction report",
+    index_href: str | None = None,
 ) -> str:
-    """The report as an HTML string (see :func:`render_report`)."""
+    """The report as an HTML string (see :func:`render_report`); ``index_href`` links back to
+    the index of all studies (the per-study pages)."""
     env = template_environment(templates)
-    views = [_study_view(coerce_study(s)) for s in studies]
-    presets = sorted({p for v in views for r in v["runs"] for p in [r.preset] if p})
-    fidelities = sorted({f for v in views for r in v["runs"] for f in [r.fidelity] if f})
+    views = [s if isinstance(s, _View) else _study_view(coerce_study(s)) for s in studies]
+    presets = sorted({r["preset"] for v in views for r in v["runs"] if r["preset"] != "—"})
+    fidelities = sorted({r["fidelity"] for v in views for r in v["runs"] if r["fidelity"] != "—"})
     return env.get_template(TEMPLATE).render(
         title=title,
         studies=views,
@@ -348,7 +533,52 @@ def render_html(
         any_flagged=any(v["flagged_runs"] for v in views),
         any_class_warnings=any(v["class_warnings"] for v in views),
         generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        index_href=index_href,
+        study_meta=[
+            {"name": v["name"], "title": v["title"], "summary": _summary(v)} for v in views
+        ],
     )
+
+
+class _View(dict):
+    """A study already reshaped by :func:`_study_view` (rendered without reshaping again)."""
+
+
+def _figures_of(view: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(file stem, Figure) of every figure of a study's view."""
+    out = [(f"paper_{i}", f) for i, f in enumerate(view["paper_figures"], 1)]
+    out += [(f"training_{i}", f) for i, f in enumerate(view["figures"], 1)]
+    out += [
+        (f"per_class_{i}", b["figure"])
+        for i, b in enumerate(view["per_class"], 1)
+        if b.get("figure") is not None
+    ]
+    return out
+
+
+def write_figures(view: Mapping[str, Any], directory: str | Path) -> list[Path]:
+    """The study's figures as PNG files in ``directory`` (what Snakemake's ``--report`` shows);
+    the directory is created, files are named ``paper_1.png``, ``training_1.png``, ..."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, fig in _figures_of(view):
+        path = directory / f"{stem}.png"
+        path.write_bytes(base64.b64decode(fig.png_base64))
+        written.append(path)
+    return written
+
+
+def _summary(view: Mapping[str, Any]) -> str:
+    """One line about a study for the index: runs, seeds, paper check."""
+    runs = view["runs"]
+    checked = [c for c in view["cells"] if c.get("paper_consistent") is not None]
+    ok = sum(bool(c.get("paper_consistent")) for c in checked)
+    methods = ", ".join(dict.fromkeys(r["method"] for r in runs))
+    text = f"{len(runs)} runs" + (f" ({methods})" if methods else "")
+    if checked:
+        text += f"; {ok} of {len(checked)} paper values consistent with ours"
+    return text
 
 
 def render_report(
@@ -369,3 +599,78 @@ def render_report(
     """
     html = render_html(studies, provenance, templates=templates, title=title)
     return write_text_atomic(out_html, html)
+
+
+def page_name(study: str) -> str:
+    """The file name of a study's page: the study name with anything but letters, digits and
+    ``_.+-`` replaced (config study names are kept as they are)."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "-", study).lstrip(".") + ".html"
+
+
+def render_study_pages(
+    studies: Sequence[StudyTables | Mapping[str, Any] | str | Path],
+    out_dir: str | Path,
+    provenance: Mapping[str, Any] | None = None,
+    *,
+    templates: str | Path,
+    title: str = "robustft — reproduction report",
+    index: bool = True,
+    figures_dir: str | Path | None = None,
+) -> list[Path]:
+    """One page per study, ``<out_dir>/<study>.html``, and (``index``) the index of every
+    study page in ``out_dir``: building one study leaves the pages of the others in place.
+    With ``figures_dir``, each study's figures are also written as PNG files to
+    ``<figures_dir>/<study>/`` (for Snakemake's own report)."""
+    out_dir = Path(out_dir)
+    written = []
+    for s in studies:
+        st = coerce_study(s)
+        if page_name(st.study) == INDEX:
+            raise ValueError(f"study {st.study!r}: its page would overwrite the index; rename it")
+        view = _View(_study_view(st))
+        if figures_dir is not None:
+            write_figures(view, Path(figures_dir) / page_name(st.study)[: -len(".html")])
+        html = render_html(
+            [view],
+            provenance,
+            templates=templates,
+            title=f"{st.title or st.study} — {title}",
+            index_href=INDEX,
+        )
+        written.append(write_text_atomic(out_dir / page_name(st.study), html))
+    if index:
+        written.append(render_index(out_dir, templates=templates, title=title))
+    return written
+
+
+def render_index(
+    out_dir: str | Path, *, templates: str | Path, title: str = "robustft — reproduction report"
+) -> Path:
+    """``<out_dir>/index.html``: a link to every study page present in ``out_dir`` (pages of
+    earlier builds included), with the title and summary each page announces."""
+    out_dir = Path(out_dir)
+    pages = []
+    for path in sorted(out_dir.glob("*.html")):
+        if path.name == INDEX:
+            continue
+        m = _STUDY_META.search(path.read_text(encoding="utf-8", errors="replace")[:4000])
+        if m is None:  # not a study page (a file someone put there)
+            continue
+        study, page_title, summary = (_html.unescape(g) for g in m.groups())
+        modified = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.UTC)
+        pages.append(
+            {
+                "href": path.name,
+                "study": study,
+                "title": page_title,
+                "summary": summary,
+                "built": modified.strftime("%Y-%m-%d %H:%M UTC"),
+            }
+        )
+    env = template_environment(templates)
+    html = env.get_template(INDEX_TEMPLATE).render(
+        title=title,
+        pages=pages,
+        generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    return write_text_atomic(out_dir / INDEX, html)

@@ -3,7 +3,11 @@
 By hand, from the workflow directory (the one holding the Snakefile)::
 
     python -m robustft.steps.render_report --tables results/tables/demo.json \\
-        --provenance results/report/provenance.json --out results/report/index.html
+        --provenance results/report/provenance.json --out-dir results/report
+
+``--out-dir`` writes one page per study (``<dir>/<study>.html``) and ``<dir>/index.html``, the
+index of every study page in that directory, so building another study later adds its page
+and keeps this one. ``--out FILE`` instead puts all the given studies on one page.
 
 ``--templates`` is the directory of the Jinja2 templates; by default ``report/templates`` of
 the current directory, which is the workflow directory when Snakemake runs the step (the rule
@@ -19,7 +23,7 @@ import json
 import logging
 from pathlib import Path
 
-from robustft.report import render_report
+from robustft.report import render_report, render_study_pages
 from robustft.report.render import TEMPLATE
 from robustft.steps._common import run
 
@@ -50,7 +54,13 @@ def templates_dir(given: str | None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tables", nargs="+", required=True, help="study JSON files (aggregate)")
-    ap.add_argument("--out", required=True, help="HTML file to write")
+    out = ap.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="one HTML file with every study")
+    out.add_argument("--out-dir", help="directory: one page per study plus index.html")
+    ap.add_argument(
+        "--figures-dir",
+        help="with --out-dir: also write each study's figures as PNG to <dir>/<study>/",
+    )
     ap.add_argument("--provenance", help="JSON file or inline JSON object")
     ap.add_argument("--title", default="robustft — reproduction report")
     ap.add_argument(
@@ -68,6 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         provenance = json.loads(
             text if text.startswith("{") else Path(args.provenance).read_text(encoding="utf-8")
         )
+    if args.out_dir:
+        written = render_study_pages(
+            args.tables,
+            args.out_dir,
+            provenance,
+            templates=templates,
+            title=args.title,
+            figures_dir=args.figures_dir,
+        )
+        log.info("wrote %s", ", ".join(map(str, written)))
+        return 0
     out = render_report(args.tables, args.out, provenance, templates=templates, title=args.title)
     log.info("wrote %s (%d studies)", out, len(args.tables))
     return 0

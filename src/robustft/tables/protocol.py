@@ -85,7 +85,8 @@ def attack_text(metric: Mapping[str, Any] | None) -> str:
         if attack.get("step") is not None:
             parts.append(f"step {eps_text(attack['step'])}")
         if attack.get("steps") is not None:
-            parts.append(f"{int(attack['steps'])} steps")
+            steps = int(attack["steps"])
+        parts.append(f"{steps} step{'s' if steps != 1 else ''}")
         restarts = int(metric.get("restarts") or 1)
         parts.append(f"{restarts} restart{'s' if restarts != 1 else ''}")
         if attack.get("random_start") is not None:
@@ -106,6 +107,19 @@ def attack_text(metric: Mapping[str, Any] | None) -> str:
     return ""
 
 
+def _mapping(obj: Any) -> Mapping[str, Any]:
+    return obj if isinstance(obj, Mapping) else {}
+
+
+def _device(prov: Mapping[str, Any]) -> str | None:
+    """``cuda:0 (NVIDIA A100)``: the device used and, when recorded, its name."""
+    device = _first(prov.get("device_used"), prov.get("device"))
+    name = prov.get("device_name")
+    if device and name and str(name) != str(device):
+        return f"{device} ({name})"
+    return None if device is None else str(device)
+
+
 def _first(*values: Any) -> Any:
     return next((v for v in values if v not in (None, "")), None)
 
@@ -122,11 +136,12 @@ def run_protocol(
     train_log: Mapping[str, Sequence[Any]] | None,
 ) -> dict[str, Any]:
     """The facts of one run the report prints (``None`` where a file does not record one)."""
-    settings = run_yaml.get("settings") if isinstance(run_yaml.get("settings"), Mapping) else {}
-    train_prov = (
-        run_yaml.get("provenance") if isinstance(run_yaml.get("provenance"), Mapping) else {}
-    )
-    eval_prov = eval_json.get("provenance") or {}
+    settings = _mapping(run_yaml.get("settings"))
+    # "compute": what the step actually used (device, its name, precision, channels_last,
+    # threads, wall time), recorded by the training step in run.yaml and by the evaluation in
+    # eval.json; "provenance" is read too for files that kept these facts there
+    train_prov = {**_mapping(run_yaml.get("provenance")), **_mapping(run_yaml.get("compute"))}
+    eval_prov = {**_mapping(eval_json.get("provenance")), **_mapping(eval_json.get("compute"))}
     timing = eval_json.get("timing") or {}
     # a recorded wall time wins over the sum of the per-attack times
     eval_seconds = (
@@ -139,7 +154,13 @@ def run_protocol(
     train_precision = _first(
         train_prov.get("precision"), settings.get("precision"), "fp32" if settings else None
     )
+    schedule = _mapping(settings.get("lr_schedule"))
     return {
+        # what the paper figures plot against: CLAT's k (Figure 3) and the epochs a chained
+        # run's schedule starts after (Figure 2's split of the 100-epoch budget)
+        "arch": settings.get("arch"),
+        "method_params": dict(settings.get("method_params") or {}),
+        "epoch_offset": schedule.get("offset"),
         "selection": settings.get("selection"),
         "epochs": settings.get("epochs"),
         "train_attack": attack_text({"attack": train_attack}) if train_attack else None,
@@ -149,8 +170,8 @@ def run_protocol(
         ),
         "channels_last": _first(train_prov.get("channels_last"), settings.get("channels_last")),
         "device_requested": settings.get("device"),
-        "train_device": _first(train_prov.get("device_used"), train_prov.get("device")),
-        "eval_device": _first(eval_prov.get("device_used"), eval_prov.get("device")),
+        "train_device": _device(train_prov),
+        "eval_device": _device(eval_prov),
         "train_seconds": _first(
             train_prov.get("wall_seconds"),
             train_prov.get("seconds"),
