@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from robustft.models import build_model
@@ -158,3 +159,60 @@ def test_backbone_with_missing_tensor_names_file_and_tensor(tmp_path, tiny_data)
     assert result.returncode != 0
     assert str(bad) in result.stderr and "layer2.0.conv1.weight" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+# --- a killed Snakemake run, resumed: the job's log keeps both attempts -------------------------
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_workflow_job_log_keeps_both_attempts(tmp_path):
+    """Snakemake deletes a job's log before each attempt; rules/common.smk's ``step`` keeps the
+    earlier attempts in ``<log>.attempts`` and puts them at the top of the next log."""
+    from test_workflow import ROOT, snakemake, workflow_copy
+
+    wd = workflow_copy(tmp_path, ROOT / "tests" / "workflow_micro.yaml")
+    run = "micro/tex/tiny/vanilla_rft/seed0"
+    target = f"results/runs/{run}/model_best.pt"
+    log = wd / "logs" / "train" / f"{run}.log"
+    history = log.with_name(log.name + ".attempts")
+    first = subprocess.Popen(
+        [*SNAKEMAKE_CMD, "--cores", "1", target],
+        cwd=wd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: killed below as a whole
+    )
+    pid = wait_for_file_line(history, "train attempt 1: pid ", first)
+    os.kill(pid, signal.SIGSTOP)  # the trainer is mid-job, however fast this machine is
+    os.killpg(first.pid, signal.SIGKILL)  # snakemake, its shell and tee die at once
+    os.kill(pid, signal.SIGKILL)  # the trainer too (it may sit in another process group)
+    first.wait()
+    assert not (wd / target).exists()
+    snakemake(wd, "--unlock")
+    snakemake(wd, "--rerun-incomplete", target)
+    text = log.read_text()
+    pids = [
+        int(line.split(" pid ")[1].split()[0])
+        for line in text.splitlines()
+        if "train attempt 1: pid " in line
+    ]
+    assert pids[0] == pid and len(pids) == 2 and pids[1] != pid, text
+    assert not history.exists()  # the job succeeded: its history lives on in the log only
+
+
+SNAKEMAKE_CMD = [sys.executable, "-m", "snakemake"]
+
+
+def wait_for_file_line(path: Path, needle: str, proc: subprocess.Popen, timeout=600) -> int:
+    """Poll ``path`` until a line contains ``needle`` followed by a PID; return that PID. Fails
+    if ``proc`` ends first (polling a file Snakemake's job writes: there is no pipe to read)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if needle in line:
+                    return int(line.split(needle)[1].split()[0])
+        if proc.poll() is not None:
+            raise AssertionError(f"snakemake ended (rc {proc.returncode}) before {needle!r}")
+        time.sleep(0.05)
+    raise AssertionError(f"no {needle!r} in {path} within {timeout} s")
