@@ -20,7 +20,12 @@ from robustft.tables.paper import PaperRef
 from robustft.tables.records import RunRecord, load_run_record
 from robustft.tables.schema import StudyTables
 from robustft.tables.serialise import read_study_json
-from robustft.tables.significance import t_test
+from robustft.tables.significance import (
+    ACCURACY_TOLERANCE,
+    consistency_interval,
+    minimum_detectable_difference,
+    t_test,
+)
 
 
 def write_run(
@@ -459,3 +464,103 @@ def test_packaged_paper_values_are_package_data():
     csvs = {p.name for pattern in patterns for p in package.glob(pattern)}
     assert {"autolora.csv", "clat.csv", "autolora_hparams.csv"} <= csvs
     assert paper.PAPERS == {"AutoLoRa": "autolora.csv", "CLAT": "clat.csv"}
+
+
+# --------------------------------------------------------------------------- evidence columns
+
+
+def test_minimum_detectable_difference_against_published_power_values():
+    # n = 3 per group, σ = 1, α = 0.05 two-sided, power 0.8: the effect size of the two-sample
+    # t-test is d = 3.07 (G*Power; statsmodels TTestIndPower().solve_power(nobs1=3) = 3.07),
+    # and with equal spreads Welch's df is Student's (4), so the MDD is 3.07 σ
+    assert minimum_detectable_difference(1.0, 3, 1.0, 3) == pytest.approx(3.07, abs=0.01)
+    assert minimum_detectable_difference(2.0, 3, 2.0, 3) == pytest.approx(6.14, abs=0.02)
+    # large n: the normal approximation (z_0.975 + z_0.8) · se
+    se = math.sqrt(2 / 2000)
+    expected = (sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * se
+    assert minimum_detectable_difference(1.0, 2000, 1.0, 2000) == pytest.approx(expected, rel=2e-3)
+    # two seeds detect far less than three
+    assert minimum_detectable_difference(1.0, 2, 1.0, 2) > 1.8 * minimum_detectable_difference(
+        1.0, 3, 1.0, 3
+    )
+    for args in [(1.0, 1, 1.0, 3), (0.0, 3, 0.0, 3)]:  # no spread estimate / no spread
+        assert math.isnan(minimum_detectable_difference(*args))
+
+
+def test_consistency_interval_rule():
+    # 11/48 twice: no seed spread, the binomial error of 48 test images dominates
+    width = consistency_interval([22.92, 22.92], 48)
+    assert width == pytest.approx(100 * 1.96 * math.sqrt(0.2292 * 0.7708 / 48), rel=1e-3)
+    # three seeds on 10 000 images: the t-interval of the mean (t_0.975,2 = 4.303)
+    assert consistency_interval([80.0, 82.0, 84.0], 10_000) == pytest.approx(
+        4.303 * 2 / math.sqrt(3), rel=1e-3
+    )
+    # one seed, unknown test size: the stated floor
+    assert consistency_interval([80.0]) == ACCURACY_TOLERANCE
+    # counts: relative tolerance
+    assert consistency_interval([1000.0], accuracy=False) == pytest.approx(10.0)
+
+
+def _evidence_run(root, variant, seed, sa, pgd, n_pgd=500):
+    d = write_run(root, "cifar10", "resnet18", variant, seed, {"SA": sa, "PGD10": pgd})
+    ev = json.loads((d / "eval.json").read_text())
+    ev["metrics"]["PGD10"].update(
+        n=n_pgd, attack={"eps": 8 / 255, "step": 2 / 255, "steps": 10, "random_start": False}
+    )
+    ev["compute"] = {"device": "cuda:0", "device_name": "NVIDIA A100", "precision": "fp32"}
+    ev["timing"] = {"pgd_seconds": 30.0, "autoattack_seconds": 12.0}
+    (d / "eval.json").write_text(json.dumps(ev))
+    cfg = yaml.safe_load((d / "run.yaml").read_text())
+    cfg["settings"] = {"selection": "test_pgd", "epochs": 30, "device": "auto", "arch": "resnet18"}
+    cfg["compute"] = {"device": "cuda:0", "precision": "bf16", "channels_last": True}
+    (d / "run.yaml").write_text(yaml.safe_dump(cfg))
+    pd.DataFrame({"epoch": [0, 1], "seconds": [100.0, 110.0]}).to_csv(
+        d / "train_log.csv", index=False
+    )
+    return d
+
+
+def test_protocol_facts_are_read_from_the_run_files(tmp_path):
+    run = load_run_record(_evidence_run(tmp_path, "autolora", 0, 0.8, 0.5))
+    p = run.protocol
+    assert p["selection"] == "test_pgd" and p["epochs"] == 30
+    assert p["train_precision"] == "bf16" and p["eval_precision"] == "fp32"
+    assert p["train_device"] == "cuda:0" and p["eval_device"] == "cuda:0 (NVIDIA A100)"
+    assert p["device_requested"] == "auto" and p["channels_last"] is True
+    assert p["train_seconds"] == pytest.approx(210.0)  # the epochs' seconds
+    assert p["eval_seconds"] == pytest.approx(42.0)  # the attacks' seconds
+    # a run written before these facts were recorded: None, not a guess
+    bare = load_run_record(write_run(tmp_path / "old", "c", "b", "v", 0, {"SA": 0.5}))
+    assert bare.protocol["train_device"] is None and bare.protocol["train_seconds"] is None
+    assert bare.protocol["train_precision"] is None
+
+
+def test_cells_and_comparisons_carry_n_attack_power_and_paper_consistency(tmp_path):
+    runs = [
+        load_run_record(_evidence_run(tmp_path, v, s, sa + s / 1000, pgd + s / 500))
+        for v, sa, pgd in [("autolora", 0.842, 0.540), ("vanilla_rft", 0.815, 0.530)]
+        for s in (0, 6, 66)
+    ]
+    ref = PaperRef(paper="AutoLoRa", table=1)
+    t = aggregate_study("t1", runs, [("autolora", "vanilla_rft")], ref, metrics=["SA", "PGD10"])
+    cells = t.cells.set_index(["variant", "metric"])
+    pgd = cells.loc[("autolora", "PGD10")]
+    assert pgd["n_examples"] == "500" and cells.loc[("autolora", "SA"), "n_examples"] == "1000"
+    assert pgd["attack"] == "ε 8/255 · step 2/255 · 10 steps · 1 restart · no random start"
+    # our SA 84.2 + {0, 0.6, 6.6} %: mean 86.67 vs printed 84.20; the t-interval of three seeds
+    # is wide (s = 3.64 -> ± 9.04), so the paper's value is consistent with ours
+    sa = cells.loc[("autolora", "SA")]
+    assert sa["interval"] == pytest.approx(4.303 * sa["std"] / math.sqrt(3), rel=1e-3)
+    assert sa["paper_consistent"] == True  # (numpy bool in the frame; None = no check)
+    # a cell far from the printed value is marked inconsistent
+    runs_far = [r for r in runs if r.variant == "vanilla_rft"]
+    for r in runs_far:
+        r.metrics["SA"]["accuracy"] = 0.60 + r.seed / 1e5
+    far = aggregate_study("t1", runs_far, [], ref, metrics=["SA"]).cells.iloc[0]
+    assert far["paper_consistent"] == False
+    comp = t.comparisons.set_index("metric").loc["PGD10"]
+    assert (comp["n_ours"], comp["n_baseline"]) == (3, 3)
+    sd = np.std([54.0, 54.0 + 1.2, 54.0 + 13.2], ddof=1)  # both groups have the same spread
+    assert comp["df"] == pytest.approx(4.0)
+    assert comp["mdd"] == pytest.approx(minimum_detectable_difference(sd, 3, sd, 3))
+    assert comp["mdd"] == pytest.approx(3.07 * sd, rel=5e-3)
