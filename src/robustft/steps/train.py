@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     start(args)
     cfg = read_settings(TrainConfig, args.settings)
-    hold(args.checkpoints)  # one trainer per run directory (robustft.rundir)
     identity = {} if args.identity is None else read_settings(RunIdentity, args.identity).to_dict()
     resolve_device(cfg.device, gpus=args.gpus)  # fail before any work if a GPU was promised
+    hold(args.checkpoints)  # one trainer per run directory (robustft.rundir)
     train_run(cfg, args.data, args.backbone, args.checkpoints, args.out)
     with atomic_path(args.out / "run.yaml") as tmp:
         tmp.write_text(
