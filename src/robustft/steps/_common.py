@@ -160,8 +160,20 @@ def run(main: Callable[[], int | None]) -> NoReturn:
         if not retry_helps:
             _record_failure(code, line)
         sys.exit(code)
-    _clear_failure()
+    if not status:
+        _clear_failure()
     sys.exit(status or 0)
+
+
+def report_failure(exc: BaseException, code: int | None = None) -> int:
+    """For a step whose ``main`` returns exit codes itself: print ``exc``'s final line, record
+    it if a retry would repeat it, and return the exit code (``code`` overrides the kind's)."""
+    kind_code, retry_helps, line = failure_line(exc)
+    code = kind_code if code is None else code
+    print(line, file=sys.stderr, flush=True)
+    if not retry_helps:
+        _record_failure(code, line)
+    return code
 
 
 # --- failure marker (not retrying deterministic failures) -----------------------------------

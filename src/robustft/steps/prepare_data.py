@@ -10,8 +10,9 @@ Run by the Snakemake data rule, or by hand for debugging::
 
 Archives are looked for / downloaded in ``--raw-dir`` (``--offline`` or ROBUSTFT_OFFLINE=1
 forbids downloading; the error then says which file to place where). The output directory
-is written atomically. Failures end with one ``robustft: ERROR:`` line and the exit codes of
-:data:`robustft.steps._common.FAILURES` (2 = bad command-line arguments).
+is written atomically. A failure ends with one ``robustft: ERROR:`` line (what to do); exit code
+2 = bad arguments/options, 3 = data could not be obtained (this step's own codes, older than
+:data:`robustft.steps._common.FAILURES`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from robustft.contracts import ContractError
 from robustft.data import DATASETS, DataError, get_spec, load_prepared
-from robustft.steps._common import add_job_arguments, run, start_job
+from robustft.steps._common import add_job_arguments, report_failure, run, start_job
 
 log = logging.getLogger("robustft.steps.prepare_data")
 
@@ -98,10 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             offline=True if args.offline else None,
         )
     except (ValueError, TypeError, KeyError) as err:
-        # bad --dataset/--options (DataError and missing files reach run() as they are)
-        raise ContractError(f"dataset {args.dataset!r}: {err}") from err
-    except FileNotFoundError as err:  # an archive without the expected layout
-        raise DataError(str(err)) from err
+        log.error("%s", err)
+        return report_failure(ContractError(f"dataset {args.dataset!r}: {err}"), code=2)
+    except (DataError, FileNotFoundError) as err:  # not obtained, or an unexpected layout
+        log.error("%s", err)
+        return report_failure(err if isinstance(err, DataError) else DataError(str(err)), code=3)
     ds = load_prepared(out, verify=args.verify)
     log.info(
         "%s: %d classes, counts %s, resolution %d -> %s",

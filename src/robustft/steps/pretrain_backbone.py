@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     start(args)
     cfg = read_settings(TrainConfig, args.settings)
-    hold(args.checkpoints)  # one trainer per checkpoint directory (robustft.rundir)
     resolve_device(cfg.device, gpus=args.gpus)  # fail before any work if a GPU was promised
+    hold(args.checkpoints)  # one trainer per checkpoint directory (robustft.rundir)
     trainer = Trainer(cfg, args.data, None, args.checkpoints)
     rows = trainer.fit()
     write_log(rows, args.out.with_suffix(".log.csv"))
