@@ -178,3 +178,38 @@ def test_the_console_script_is_declared():
         text=True,
     )
     assert out.returncode == 0 and "--throughput" in out.stdout
+
+
+def test_a_missing_throughput_table_stops_the_plan_at_once(tmp_path):
+    config = copy.deepcopy(load_config(MICRO))
+    config["cost"] = {"throughput_table": str(tmp_path / "absent.yaml")}
+    with pytest.raises(ConfigError, match="cannot read throughput table .*absent.yaml"):
+        Plan(config)
+
+
+def test_a_dry_run_prints_the_cost_next_to_unchanged_job_counts(tmp_path):
+    """`snakemake -n` on the micro study: the summary's counts are the DAG's; runtime requests
+    come from the estimate once the fidelity drops its explicit runtime."""
+    plan = micro_plan(tmp_path, explicit_runtime=False, jobs_per_gpu=2)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(plan.config))
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--snakefile",
+         str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(config),
+         "--replace-workflow-config"],
+        check=False, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out.stdout, flags=re.MULTILINE))
+    assert stats["train"] == "4" and stats["evaluate"] == "4"
+    assert re.search(r"^micro\s+4\s+4\s+0\s", out.stderr, re.MULTILINE), out.stderr
+    assert "fidelity micro: 2 jobs per GPU" in out.stderr
+    run = plan.study_runs("micro")[0]
+    want = plan.resources("micro", "train_resources", run)["runtime"]
+    label = "wildcards: " + ", ".join(f"{k}={v}" for k, v in run.wildcards.items())
+    (block,) = [
+        b
+        for b in re.split(r"^\[.*\]$", out.stdout, flags=re.MULTILINE)  # one job per block
+        if b.lstrip().startswith("rule train:") and label in b
+    ]
+    assert re.search(rf"\bruntime={want}\b", block), block

@@ -88,8 +88,9 @@ def summary(
     shared = {f: plan.jobs_per_gpu(f) for f in sharing if plan.jobs_per_gpu(f) > 1}
     for fidelity, n in shared.items():
         lines.append(
-            f"fidelity {fidelity}: {n} jobs per GPU (GPU-hours and wall time above assume one "
-            "job per GPU; sharing gains only what the GPU leaves idle)"
+            f"fidelity {fidelity}: {n} jobs per GPU (the hours above count one job per GPU; "
+            f"sharing gains what a GPU leaves idle). Locally: --resources gpu=<GPUs x {n}>; "
+            "SLURM: GPU shards (profiles/slurm)"
         )
     return lines
 

@@ -47,6 +47,8 @@ class Plan:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = validate(config)
         self.targets: list[str] = list(self.config["targets"])
+        if self.cost_options["throughput_table"]:  # a bad table fails here, not mid-DAG
+            self.throughput  # noqa: B018
 
     # --- what the workflow builds --------------------------------------------------------------
     def final_targets(self) -> list[str]:
