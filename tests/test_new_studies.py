@@ -74,3 +74,33 @@ def test_new_rows_find_their_printed_cell(cfg, study, backbone, dataset, variant
     record = RunRecord(dataset, backbone, row["method"], variant, 0, labels=row["labels"])
     cell = ref.printed_cell(record, metric)
     assert cell is not None and cell.value == printed
+
+
+@pytest.mark.parametrize(
+    ("backbone", "metric", "explained"),
+    [
+        ("cifar_wrn34_10", "PARAMS", "not reproducible"),
+        ("cifar_vgg19", "PARAMS_PCT", "0.60%"),
+        ("cifar_dn121", "PARAMS", "not reproducible"),
+        ("cifar_rn50", "PARAMS", "{34, 41, 3}"),
+        ("cifar_rn18", "PARAMS", ""),  # 590K = one 256→256 conv: reproduced, nothing to say
+    ],
+)
+def test_table6_cells_carry_the_papers_inconsistency(cfg, backbone, metric, explained):
+    spec = plan.aggregate_spec(cfg, "clat_table6")
+    ref = PaperRef.coerce(spec.paper)
+    row = spec.variants["pgd_at+clat"]
+    record = RunRecord("cifar10_32", backbone, row["method"], "pgd_at+clat", 0, labels={})
+    cell = ref.printed_cell(record, metric)
+    assert cell is not None
+    assert (explained in cell.note) if explained else cell.note == ""
+    assert cell.transcription.startswith("printed")
+
+
+def test_autolora_table3_ratios_carry_the_constant_offset():
+    from robustft.tables.paper import load_paper_values
+
+    df = load_paper_values("AutoLoRa")
+    ratios = df[df["metric"] == "param_ratio"]
+    assert len(ratios) == 4 and ratios["note"].str.contains("0.11 points").all()
+    assert (df[df["metric"] != "param_ratio"]["note"] == "").all()

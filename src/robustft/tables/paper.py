@@ -7,7 +7,12 @@ transcribed once; see the provenance notes in the project's shared folder), and 
 (``cifar10``, ``resnet18``, variant labels, ``PGD10``) become the printed ones.
 
 Both value CSVs have the columns ``paper,table,backbone,dataset,method,variant,metric,value,
-unit,note`` and (table, backbone, dataset, method, variant, metric) is unique within a paper.
+unit,transcription,note`` and (table, backbone, dataset, method, variant, metric) is unique
+within a paper. ``transcription`` is how the cell was read (the shared transcription's ``note``:
+printed form, caption details); ``note`` says where the paper contradicts itself or cannot be
+reproduced by any count (CLAT Table 6's trainable parameters beyond RN18/RN50, AutoLoRa Table
+3's LoRA ratios), empty elsewhere: :attr:`PaperValue.note` is what the report shows beside the
+cell (the cell records' ``paper_note``), so a mismatch there is explained, not silent.
 An empty ``variant`` is the paper's default setting; an empty ``dataset`` a dataset-independent
 value. ``autolora_hparams.csv`` is AutoLoRa Table 7 (baseline hyper-parameters) as printed.
 
@@ -90,7 +95,10 @@ class PaperValue:
     value: float
     text: str
     unit: str
+    #: where the paper is inconsistent or cannot be reproduced (shown beside the cell), or ""
     note: str
+    #: how the cell was transcribed (printed form, caption details)
+    transcription: str = ""
 
 
 @functools.cache
@@ -189,6 +197,7 @@ def lookup_entry(
         text=row["text"],
         unit=row["unit"],
         note=row["note"],
+        transcription=row["transcription"],
     )
 
 
