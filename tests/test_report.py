@@ -15,10 +15,11 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from test_per_class import _visible_position, add_per_class
 from test_stats import write_run
 
-from robustft.report import render_report, study_figures
+from robustft.report import render_report, render_study_pages, study_figures
 from robustft.steps import render_report as render_step
 from robustft.tables.assemble import aggregate_study
 from robustft.tables.records import load_run_record
@@ -38,7 +39,7 @@ NEVER = (
 
 
 def train_log(
-    epochs: int, seed: int, *, auto: bool, lambdas: bool = True, grad_sim: bool = True
+    epochs: int, seed: int, *, auto: bool, lambdas: bool = True, grad_sim: bool | str = True
 ) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     e = np.arange(epochs)
@@ -61,9 +62,32 @@ def train_log(
     else:  # a baseline that has no λ: the columns are there but empty
         df["lambda1"] = math.nan
         df["lambda2"] = math.nan
-    if grad_sim:
+    if grad_sim == "zero":  # AutoLoRa: the natural loss does not reach the FE
+        df["grad_sim"] = 0.0
+    elif grad_sim:
         df["grad_sim"] = 0.2 + 0.1 * np.sin(e)
     return df
+
+
+def add_protocol(run_dir: Path, *, aa_examples: int = 48, pgd_examples: int = 500) -> Path:
+    """What the training and evaluation steps record about how a number was obtained."""
+    ev = json.loads((run_dir / "eval.json").read_text())
+    ev["metrics"]["SA"]["n"] = pgd_examples
+    if "PGD10" in ev["metrics"]:
+        ev["metrics"]["PGD10"].update(
+            n=pgd_examples,
+            attack={"eps": 8 / 255, "step": 2 / 255, "steps": 10, "random_start": False},
+        )
+    if "AA" in ev["metrics"]:
+        ev["metrics"]["AA"].update(n=aa_examples, config={"eps": 8 / 255, "version": "standard"})
+    ev["compute"] = {"device": "cpu", "device_name": "cpu", "precision": "fp32"}
+    ev["timing"] = {"pgd_seconds": 41.0, "autoattack_seconds": 300.0}
+    (run_dir / "eval.json").write_text(json.dumps(ev))
+    cfg = yaml.safe_load((run_dir / "run.yaml").read_text())
+    cfg["settings"] = {"selection": "test_pgd", "epochs": 12, "device": "auto"}
+    cfg["compute"] = {"device": "cpu", "precision": "fp32", "channels_last": False}
+    (run_dir / "run.yaml").write_text(yaml.safe_dump(cfg))
+    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +106,12 @@ def studies(tmp_path_factory):
                     "autolora",
                     s,
                     {"SA": base + 0.003 * (s % 5), "PGD10": base - 0.30, "AA": base - 0.35},
-                    train_log=train_log(12, s, auto=True),
+                    train_log=train_log(12, s, auto=True, grad_sim="zero"),
                     aa_warnings=[TOO_LONG] if (s, ds) == (6, "cifar10") else None,
                 )
             )
             add_per_class(dirs[-1], [base + 0.05, base - 0.05, base, base], [])
+            add_protocol(dirs[-1])
             dirs.append(
                 write_run(
                     root,
@@ -95,13 +120,14 @@ def studies(tmp_path_factory):
                     "vanilla_rft",
                     s,
                     {"SA": base - 0.03 + 0.002 * (s % 3), "PGD10": base - 0.31, "AA": None},
-                    train_log=train_log(12, s, auto=False, lambdas=False, grad_sim=False),
+                    train_log=train_log(12, s, auto=False, lambdas=False),
                 )
             )
             bug = (s, ds) == (0, "cifar10")  # the TWINS-bug symptom, in one seed
             add_per_class(
                 dirs[-1], [base, 0.0 if bug else base - 0.1, base, base - 0.1], [1] if bug else []
             )
+            add_protocol(dirs[-1])
     runs = [load_run_record(d) for d in dirs]
     t1 = aggregate_study(
         "autolora_table1",
@@ -124,6 +150,49 @@ def studies(tmp_path_factory):
         write_study_tables(t, root / "tables" / f"{len(paths)}.csv", p)
         paths.append(p)
     return paths
+
+
+#: CLAT Figure 4's strengths (config.yaml's clat protocol sweep)
+EPSILONS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06)
+
+
+def _clat_run(root, variant, seed, metrics, *, k=None, method="PGD-AT+CLAT"):
+    d = write_run(root, "cifar10_32", "cifar_rn50", variant, seed, metrics, method=method)
+    cfg = yaml.safe_load((d / "run.yaml").read_text())
+    params = {} if k is None else {"k": k}
+    cfg["settings"] = {"selection": "test_pgd", "arch": "cifar_resnet50", "method_params": params}
+    (d / "run.yaml").write_text(yaml.safe_dump(cfg))
+    return load_run_record(d)
+
+
+@pytest.fixture(scope="module")
+def clat_studies(tmp_path_factory):
+    """CLAT Figure 4 (PGD across ε) and Figure 3 (number of critical layers) as studies."""
+    root = tmp_path_factory.mktemp("clat")
+    sweep = []
+    for s in (0, 1, 2):
+        for variant, method, base in [("pgd_at", "PGD-AT", 0.80), ("pgd_at+clat", None, 0.83)]:
+            metrics = {f"PGD_eps{e:g}": base * math.exp(-e / 0.04) + 0.004 * s for e in EPSILONS}
+            sweep.append(
+                _clat_run(root / "sweep", variant, s, metrics, method=method or "PGD-AT+CLAT")
+            )
+    layers = []
+    for s in (0, 1, 2):
+        for variant, k, pgd in [
+            ("pgd_at+clat-k1", 1, 0.55),
+            ("pgd_at+clat", None, 0.58),
+            ("pgd_at+clat-k5", 5, 0.56),
+        ]:
+            metrics = {"SA": 0.82 + 0.003 * s, "PGD10": pgd + 0.004 * s}
+            layers.append(_clat_run(root / "k", variant, s, metrics, k=k))
+    t4 = aggregate_study("clat_figure4", sweep, title="CLAT Figure 4")
+    t3 = aggregate_study("clat_figure3", layers, title="CLAT Figure 3")
+    out = []
+    for t in (t4, t3):
+        p = root / f"{t.study}.json"
+        write_study_tables(t, None, p)
+        out.append(p)
+    return out
 
 
 PROVENANCE = {
@@ -326,16 +395,32 @@ def _chromium() -> str | None:
     return None
 
 
-def test_report_renders_in_headless_chromium(report, tmp_path):
+#: committed screenshots: a paper-table study page (protocol, results with paper checks,
+#: comparisons, training curves) and a page of CLAT's figures drawn as the paper draws them
+SCREENSHOTS = {
+    "report.png": ("autolora_table1.html", 4200),
+    "report_figures.png": ("clat_figure4.html", 1900),
+}
+
+
+@pytest.fixture(scope="module")
+def study_pages(studies, clat_studies, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pages")
+    render_study_pages([studies[0], *clat_studies], out, PROVENANCE, templates=TEMPLATES)
+    return out
+
+
+@pytest.mark.parametrize("png_name", sorted(SCREENSHOTS))
+def test_report_renders_in_headless_chromium(study_pages, png_name, tmp_path):
     browser = _chromium()
     if browser is None:
         pytest.skip(
             "no chromium/chrome binary on PATH (apt-get install chromium); the "
             "browser rendering of the report is not checked"
         )
-    out = report
+    page, height = SCREENSHOTS[png_name]
     ARTIFACTS.mkdir(exist_ok=True)
-    png = ARTIFACTS / "report.png"
+    png = ARTIFACTS / png_name
     png.unlink(missing_ok=True)
     cmd = [
         browser,
@@ -347,11 +432,115 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--hide-scrollbars",
         f"--user-data-dir={tmp_path / 'profile'}",
         f"--screenshot={png}",
-        "--window-size=1280,2000",
-        out.resolve().as_uri(),
+        f"--window-size=1280,{height}",
+        (study_pages / page).resolve().as_uri(),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert png.is_file() and png.stat().st_size > 10_000, proc.stderr[-2000:]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the page is drawn, not blank: many distinct colours (text, tables, figures)
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.size == (1280, height)
+        assert len(im.convert("RGB").getcolors(1 << 20) or []) > 200
+
+
+# --------------------------------------------------------------------------- protocol, power
+
+
+def test_protocol_and_evidence_are_page_text_beside_the_table(html):
+    study = html.index('id="study-autolora-table1"')
+    results = html.index('<table class="results"', study)
+    # the selection on the test set is said before the results table, as page text
+    selection = "chosen on the same test set the table reports"
+    assert study < html.index(selection, study) < results
+    _visible_position(html, "the official protocol: the checkpoint is chosen")
+    for fact in (
+        "ε 8/255 · step 2/255 · 10 steps · 1 restart · no random start",  # PGD-10
+        "on 48 test examples per run",  # AutoAttack on 48 images
+        "on 500 test examples per run",  # PGD-10
+        "training fp32; evaluation fp32",  # precision
+        "Device actually used",
+        "(requested: auto)",
+    ):
+        assert fact in html[study:results], fact
+        _visible_position(html, fact)
+    # every cell shows its seeds and test examples; AA on 48
+    assert "n = 3 seeds × 48 ex." in html and "n = 3 seeds × 500 ex." in html
+    # wall time per run in the visible runs table (epochs' seconds and the attacks' seconds)
+    runs = html.index('<table class="small runs"', study)
+    assert "12 s" in html[runs:] and "5.7 min" in html[runs:]  # 41 s + 300 s
+    _visible_position(html, "Runs")
+
+
+def test_comparisons_show_n_t_df_p_mdd_and_what_the_seeds_can_detect(html):
+    table = html[html.index('<table class="comparisons"') :]
+    table = table[: table.index("</table>")]
+    for header in (">n<", ">t<", ">df<", ">p<", ">MDD<"):
+        assert header in table, header
+    assert "3/3" in table
+    assert "What 3 seeds can detect" in html
+    _visible_position(html, "What 3 seeds can detect")
+    assert "minimum detectable difference" in html
+
+
+def test_paper_consistency_marks_and_their_rule(html):
+    assert "Paper check:" in html and "95 % t-interval" in html
+    _visible_position(html, "Paper check:")
+    study = html[html.index('id="study-autolora-table1"') :]
+    assert "✓" in study and "✗" in study  # SA is close to the paper, PGD-10 is not
+
+
+def test_series_a_method_does_not_define_is_omitted_with_a_note(html):
+    note = "Gradient similarity: AutoLoRa omitted — identically 0 in every seed"
+    assert note in html and "natural loss does not reach the feature extractor" in html
+    _visible_position(html, note)
+
+
+def test_a_page_per_study_and_an_index_of_every_built_study(studies, clat_studies, tmp_path):
+    out = tmp_path / "report"
+    first = render_study_pages(studies[:1], out, PROVENANCE, templates=TEMPLATES)
+    assert [p.name for p in first] == ["autolora_table1.html", "index.html"]
+    # a later build of other studies adds their pages and keeps the first one
+    render_study_pages(clat_studies, out, templates=TEMPLATES, figures_dir=out / "figures")
+    pages = sorted(p.name for p in out.glob("*.html"))
+    assert pages == ["autolora_table1.html", "clat_figure3.html", "clat_figure4.html", "index.html"]
+    index = (out / "index.html").read_text()
+    for page, title in [
+        ("autolora_table1.html", "AutoLoRa Table 1 (ResNet-18)"),
+        ("clat_figure4.html", "CLAT Figure 4"),
+    ]:
+        assert f'href="{page}"' in index and title in index
+    assert "12 runs (AutoLoRa, Vanilla RFT)" in index
+    assert 'href="index.html"' in (out / "clat_figure4.html").read_text()
+    figures = sorted(p.name for p in (out / "figures" / "clat_figure4").iterdir())
+    assert figures == ["paper_1.png"]
+    with pytest.raises(ValueError, match="overwrite the index"):
+        render_study_pages(
+            [aggregate_study("index", [load_run_record(d) for d in []])],
+            out,
+            templates=TEMPLATES,
+        )
+
+
+def test_clat_figures_drawn_as_the_paper_draws_them(clat_studies, tmp_path):
+    out = render_report(clat_studies, tmp_path / "clat.html", templates=TEMPLATES)
+    html = out.read_text()
+    assert html.count('class="paper-figure"') == 2  # Figure 4 (ε) and Figure 3 (k)
+    # the numbers below each figure: ε rows and k rows, with Table 1's values where printed
+    assert "white-box PGD accuracy across ε" in html and "number of critical layers" in html
+    sweep = html[html.index("white-box PGD accuracy across ε") :]
+    numbers = sweep[sweep.index('<table class="small figure-numbers"') :]
+    numbers = numbers[: numbers.index("</table>")]
+    assert numbers.count("<tr>") == 1 + len(EPSILONS)
+    assert "(paper 56.35)" in numbers and "(paper 59.54)" in numbers  # CLAT Table 1, RN50, ε 0.03
+    layers = html[html.index("CLAT against the number of critical layers") :]
+    k_numbers = layers[layers.index('<table class="small figure-numbers"') :]
+    k_numbers = k_numbers[: k_numbers.index("</table>")]
+    # k = 1, 3 (RN50's default, CLAT Sec. 4.1), 5; Table 1's value only at the default k
+    assert [m for m in re.findall(r"<tr><td>(\d)</td>", k_numbers)] == ["1", "3", "5"]
+    assert k_numbers.count("(paper 59.54)") == 1 and "(paper 83.78)" in k_numbers

@@ -194,7 +194,15 @@ def training_figure(
             x, mean, lo, hi = _mean_band(curves)
             colour = colours[ci % len(colours)]
             styles_used[style_label] = None
-            ax.plot(x, mean * scale, _STYLES.get(style_label, "-"), color=colour, linewidth=1.4)
+            ax.plot(
+                x,
+                mean * scale,
+                _STYLES.get(style_label, "-"),
+                color=colour,
+                linewidth=1.4,
+                marker="o" if len(x) <= 3 else None,  # a one-epoch run is a point, not a line
+                markersize=4,
+            )
             if len(curves) > 1:
                 ax.fill_between(x, lo * scale, hi * scale, color=colour, alpha=0.15, linewidth=0)
             positive &= bool(np.nanmin(lo) > 0)

@@ -103,7 +103,7 @@ def _line_figure(
 ) -> Figure:
     """Panels (metric, panel title, y label) of lines over x, one per variant label, with
     mean ± std bands and the paper's points; the legend sits below the axes."""
-    fig = MplFigure(figsize=(4.4 * len(panels), 3.4), layout="constrained")
+    fig = MplFigure(figsize=(max(6.0, 4.6 * len(panels)), 3.8), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (metric, name, ylabel) in zip(axes, panels, strict=True):
         for label, xs in xs_by_variant.items():
@@ -128,7 +128,7 @@ def _line_figure(
         handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec="0.2", mew=1.8, ms=8))
         names.append("paper (CLAT Table 1)")
     fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 4), fontsize=8)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(title.split(":")[0], fontsize=11)  # the page prints the full title above
     # the numbers of the figure, printed below it
     columns = [xlabel] + [f"{name}: {v}" for _, name, _ in panels for v in xs_by_variant]
     all_x = sorted({x for xs in xs_by_variant.values() for x in xs})

@@ -290,19 +290,17 @@ def _protocol_view(st: StudyTables, cells: list[dict[str, Any]]) -> list[dict[st
             f"{_distinct([p.get('train_attack') for p in protocols])}",
         }
     )
+    evaluation: dict[str, list[str]] = {}  # text -> metrics (a sweep's metrics share one)
     for metric in st.metrics:
-        mine = [c for c in cells if c["metric"] == metric and int(_num(c.get("n_seeds")) or 0)]
+        mine = [c for c in cells if c["metric"] == metric and _num(c.get("n_seeds")) > 0]
         if not mine:
             continue
         attack = _distinct([c.get("attack") for c in mine])
         n = _distinct([_commas(c.get("n_examples")) for c in mine])
-        rows.append(
-            {
-                "label": f"Evaluation · {metric}",
-                "text": (f"{attack}; " if attack != "not recorded" else "")
-                + f"on {n} test examples per run",
-            }
-        )
+        text = (f"{attack}; " if attack != "not recorded" else "") + f"on {n} test examples per run"
+        evaluation.setdefault(text, []).append(metric)
+    for text, metrics in evaluation.items():
+        rows.append({"label": f"Evaluation · {', '.join(metrics)}", "text": text})
     rows.append(
         {
             "label": "Precision",
@@ -340,29 +338,33 @@ def _power_sentence(st: StudyTables) -> str:
     rows = _records(st.comparisons)
     if not rows:
         return ""
-    mdds = [_num(c.get("mdd")) for c in rows]
-    finite = sorted(m for m in mdds if math.isfinite(m))
-    ns = sorted(
-        {
-            int(_num(c.get(k)))
-            for c in rows
-            for k in ("n_ours", "n_baseline")
-            if math.isfinite(_num(c.get(k)))
-        }
+    powered = [c for c in rows if math.isfinite(_num(c.get("mdd")))]
+    seeds = sorted(
+        {int(_num(c.get(k))) for c in powered or rows for k in ("n_ours", "n_baseline")} - {-1}
     )
-    seeds = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}" if ns else "?"
-    if not finite:
+    seeds_text = (
+        "?" if not seeds else str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+    )
+    if not powered:
         return (
-            f"With {seeds} seed(s) per group the seed spread cannot be estimated, so no test "
-            "can say whether a difference is real; read the differences as single observations."
+            f"With {seeds_text} seed(s) per group and no seed spread to estimate, no test can "
+            "say whether a difference is real; read the differences as single observations."
         )
-    lo, mid, hi = finite[0], finite[len(finite) // 2], finite[-1]
+    mdds = sorted(_num(c["mdd"]) for c in powered)
+    lo, mid, hi = mdds[0], mdds[len(mdds) // 2], mdds[-1]
+    span = f"{lo:.2f}" if math.isclose(lo, hi) else f"{lo:.2f}–{hi:.2f} (median {mid:.2f})"
+    missing = len(rows) - len(powered)
     return (
-        f"What {seeds} seeds can detect: at α = {st.alpha:g} with 80 % power, given the observed "
-        f"seed spread, only true differences of at least {lo:.2f}–{hi:.2f} percentage points "
-        f"(median {mid:.2f}; column MDD) would be found. A smaller difference that is not "
-        "significant is not evidence of no effect, and a bold p from two or three seeds rests "
-        "on a spread estimated from two or three numbers."
+        f"What {seeds_text} seeds can detect: at α = {st.alpha:g} with 80 % power, given the "
+        f"observed seed spread, only true differences of at least {span} percentage points "
+        "would be found (column MDD). A smaller difference that is not significant is not "
+        "evidence of no effect, and a bold p from two or three seeds rests on a spread "
+        "estimated from two or three numbers."
+        + (
+            f" {missing} comparison(s) have no MDD: fewer than two seeds or no spread."
+            if missing
+            else ""
+        )
     )
 
 
