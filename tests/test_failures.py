@@ -252,3 +252,32 @@ def test_a_bad_config_key_stops_snakemake_with_one_line(tmp_path):
     assert len(lines) == 1, lines
     assert lines[0].startswith(PREFIX) and "'keep_checkpoint' was unexpected" in lines[0]
     assert "fix it in the config file" in lines[0]
+
+
+@pytest.mark.slow
+def test_snakemake_shows_the_line_and_does_not_redo_a_deterministic_failure(tmp_path):
+    """The whole path: a job that cannot succeed offline, run by Snakemake with a retry."""
+    import yaml
+    from test_workflow import ROOT, SNAKEMAKE, workflow_copy
+
+    cfg = yaml.safe_load((ROOT / "tests" / "workflow_micro.yaml").read_text())
+    cfg["datasets"]["c10"] = {"kind": "cifar10", "resolution": 32}
+    path = tmp_path / "offline.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    wd = workflow_copy(tmp_path, path)
+    result = subprocess.run(
+        [*SNAKEMAKE, "--cores", "1", "--retries", "1", "--show-failed-logs", "results/data/c10"],
+        cwd=wd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "ROBUSTFT_OFFLINE": "1"},
+    )
+    assert result.returncode != 0
+    log = (wd / "logs" / "prepare_data" / "c10.log").read_text().strip().splitlines()
+    assert log[-1].startswith(PREFIX) and "cifar-10-python.tar.gz" in log[-1]
+    assert str((wd / "resources" / "raw" / "cifar10").resolve()) in log[-1]
+    # attempt 2 repeated attempt 1's line at once; both attempts are in the log
+    assert any("not retried" in line for line in log)
+    assert sum("prepare_data attempt" in line for line in log) == 2
+    assert log[-1] in result.stdout + result.stderr  # show-failed-logs printed it
