@@ -143,3 +143,31 @@ def test_clat_numbering_covers_the_wrn70_16_models(build, count):
     assert not [n for n in names if "shortcut" in n or ".se." in n]
     for index in (4, 17, 1, 59, 62, 3, 2, 61):  # CLAT Table 3, WRN70-16
         assert 1 <= index <= len(layers)
+
+
+def test_backbone_file_is_a_self_describing_model(tmp_path, monkeypatch):
+    from robustft.backbones import fetch_robustbench
+    from robustft.models import build_model
+    from robustft.models.checkpoint import load_model, load_model_state
+
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    reference = SMALL.architecture()
+    (path,) = SMALL.files(tmp_path / "zoo")
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": reference.state_dict()}, path)
+    dest = tmp_path / "backbones" / "rb_small.pt"
+    digest = fetch_robustbench(SMALL.arch, tmp_path / "zoo", dest)
+    assert len(digest) == 64
+    model, extra = load_model(dest)  # what evaluation does: rebuild from the file's ModelSpec
+    assert model.arch == "robustbench:cifar10:Linf:Ding2020MMA" and extra == {}
+    for k, v in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    # "X + CLAT" starts from every tensor of it, head included (init_from: model)
+    fresh = build_model(SMALL.arch, 10)
+    fresh.load_state_dict(load_model_state(dest))
+    with pytest.raises(ValueError, match="10 classes"):
+        build_model(SMALL.arch, 100)
+    with pytest.raises(ValueError, match="takes no"):
+        build_model(SMALL.arch, 10, width=4)
+    with pytest.raises(ValueError, match="not a RobustBench architecture"):
+        ZooModel.from_arch("robustbench:Peng2023Robust")

@@ -19,8 +19,24 @@ from .resnet import (
     BasicBlock,
     Bottleneck,
     RobustNet,
-    build_model,
 )
+from .resnet import build_model as _build_registered
+
+
+def build_model(arch: str, num_classes: int, **kwargs):
+    """:func:`robustft.models.resnet.build_model` for the registered architectures, plus the
+    RobustBench zoo's (``robustbench:<dataset>:<threat model>:<name>``, built by the
+    ``robustbench`` package: :mod:`.robustbench`), which take no LoRA, dual BN, width or
+    input size."""
+    from .robustbench import ARCH_PREFIX, build_zoo_architecture
+
+    if not arch.startswith(ARCH_PREFIX):
+        return _build_registered(arch, num_classes, **kwargs)
+    extra = {k: v for k, v in kwargs.items() if v is not None}
+    if extra:
+        raise ValueError(f"{arch}: a RobustBench model takes no {sorted(extra)}")
+    return build_zoo_architecture(arch, num_classes)
+
 
 __all__ = [
     "ARCHS",

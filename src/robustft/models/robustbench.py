@@ -42,6 +42,12 @@ THREAT_MODELS = ("Linf", "L2", "corruptions")
 DATASETS = ("cifar10", "cifar100", "imagenet")
 
 
+#: prefix of the architecture names (``ModelSpec.arch``) of zoo models:
+#: ``robustbench:<dataset>:<threat model>:<name>``, e.g. ``robustbench:cifar10:Linf:Peng2023Robust``
+ARCH_PREFIX = "robustbench:"
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+
+
 class ZooModelMissing(FileNotFoundError):
     """A RobustBench checkpoint is not on disk and cannot be downloaded."""
 
@@ -89,6 +95,21 @@ class ZooModel:
                 f"RobustBench threat model {self.threat_model!r} is not one of {THREAT_MODELS}"
             )
 
+    @property
+    def arch(self) -> str:
+        """The architecture name a model file records (:data:`ARCH_PREFIX`)."""
+        return f"{ARCH_PREFIX}{self.dataset}:{self.threat_model}:{self.name}"
+
+    @classmethod
+    def from_arch(cls, arch: str) -> ZooModel:
+        parts = arch[len(ARCH_PREFIX) :].split(":") if arch.startswith(ARCH_PREFIX) else []
+        if len(parts) != 3:
+            raise ValueError(
+                f"not a RobustBench architecture name: {arch!r} "
+                f"(expected {ARCH_PREFIX}<dataset>:<threat model>:<name>)"
+            )
+        return cls(parts[2], parts[0], parts[1])
+
     def entry(self) -> dict[str, Any]:
         """The model-zoo entry (``{"model": constructor, "gdrive_id": id | [ids]}``)."""
         rb = import_robustbench()
@@ -116,6 +137,21 @@ class ZooModel:
     def architecture(self) -> nn.Module:
         """The zoo's architecture with fresh weights (no file needed)."""
         return self.entry()["model"]()
+
+
+def build_zoo_architecture(arch: str, num_classes: int) -> nn.Module:
+    """The architecture behind a :data:`ARCH_PREFIX` name, fresh weights (what
+    :func:`robustft.models.build_model` returns for it). Zoo models keep their own head, so
+    ``num_classes`` must be their dataset's."""
+    model = ZooModel.from_arch(arch)
+    if NUM_CLASSES[model.dataset] != num_classes:
+        raise ValueError(
+            f"{arch} classifies {NUM_CLASSES[model.dataset]} classes ({model.dataset}), "
+            f"not {num_classes}: a RobustBench model is used on its own dataset"
+        )
+    net = model.architecture()
+    net.arch = arch
+    return net
 
 
 def missing_message(model: ZooModel, model_dir: str | os.PathLike[str]) -> str:
@@ -159,9 +195,12 @@ def load_zoo_model(model: ZooModel, model_dir: str | os.PathLike[str]) -> nn.Mod
 
 
 __all__ = [
+    "ARCH_PREFIX",
+    "NUM_CLASSES",
     "OFFLINE_ENV",
     "ZooModel",
     "ZooModelMissing",
+    "build_zoo_architecture",
     "import_robustbench",
     "load_zoo_model",
     "missing_message",
