@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
@@ -129,6 +130,32 @@ def _mean_band(
         return xs, np.nanmean(grid, 0), np.nanmin(grid, 0), np.nanmax(grid, 0)
 
 
+#: the papers' colours: AutoLoRa Figure 1 draws vanilla RFT blue and TWINS green, CLAT Figure 4
+#: PGD-AT blue and CLAT red; the first variant of such a method gets its paper's colour
+PAPER_COLOURS = {
+    "Vanilla RFT": "tab:blue",
+    "TWINS": "tab:green",
+    "AutoLoRa": "tab:red",
+    "PGD-AT": "tab:blue",
+    "PGD-AT+CLAT": "tab:red",
+}
+
+
+def variant_colours(labels: Sequence[str]) -> list:
+    """One colour per variant label: the paper's colour for the first variant of a method the
+    papers colour (:data:`PAPER_COLOURS`), the unused tab10 colours in order for the rest."""
+    taken: dict[int, str] = {}
+    for i, label in enumerate(labels):
+        colour = PAPER_COLOURS.get(label.split(" (")[0])
+        if colour is not None and colour not in taken.values():
+            taken[i] = colour
+    free = [
+        c for c in colormaps["tab10"].colors if to_hex(c) not in {to_hex(v) for v in taken.values()}
+    ]
+    rest = iter(free * (1 + len(labels) // max(len(free), 1)))
+    return [taken[i] if i in taken else next(rest) for i in range(len(labels))]
+
+
 def _defined(curves: list[tuple[np.ndarray, np.ndarray]]) -> bool:
     """False for a series that is identically zero in every seed (a quantity the method does
     not define, logged as 0): it is left out with a note instead of drawn as a flat line."""
@@ -183,7 +210,7 @@ def training_figure(
     # object-oriented API with the Agg canvas: no pyplot, no global backend state
     fig = MplFigure(figsize=(4.2 * ncols, 3.0 * nrows + 0.7), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    colours = colormaps["tab10"].colors
+    colours = variant_colours(labels)
     styles_used: dict[str, None] = {}
     for ax, (name, ylabel, percent, lines) in zip(axes.flat, panels, strict=False):
         all_max = max(np.nanmax(y) for *_, curves in lines for _, y in curves)
@@ -192,7 +219,7 @@ def training_figure(
         positive = True
         for ci, _label, style_label, curves in lines:
             x, mean, lo, hi = _mean_band(curves)
-            colour = colours[ci % len(colours)]
+            colour = colours[ci]
             styles_used[style_label] = None
             ax.plot(
                 x,
@@ -207,7 +234,7 @@ def training_figure(
                 ax.fill_between(x, lo * scale, hi * scale, color=colour, alpha=0.15, linewidth=0)
             positive &= bool(np.nanmin(lo) > 0)
         for label, x, y, _source in (paper_points or {}).get(name, ()):
-            colour = colours[labels.index(label) % len(colours)] if label in labels else "k"
+            colour = colours[labels.index(label)] if label in labels else "k"
             ax.plot([x], [y], "o", mfc="none", mec=colour, mew=1.6, ms=7, zorder=5)
         if name == "Learning rate" and positive:
             lo_all = min(np.nanmin(y) for *_, curves in lines for _, y in curves)
@@ -222,7 +249,7 @@ def training_figure(
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     drawn = sorted({ci for *_, lines in panels for ci, *_ in lines})
-    handles = [Line2D([], [], color=colours[ci % len(colours)], lw=2) for ci in drawn]
+    handles = [Line2D([], [], color=colours[ci], lw=2) for ci in drawn]
     names = [labels[ci] for ci in drawn]
     for style in (s for s in styles_used if s):
         handles.append(Line2D([], [], color="0.3", ls=_STYLES.get(style, "-")))
