@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--keep-checkpoints",
-        action="store_true",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        choices=(0, 1),
         help="keep the checkpoint directory after the run finished (default: delete it)",
     )
     args = p.parse_args(argv)
