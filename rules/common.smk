@@ -128,9 +128,10 @@ def step(command):
     )
 
 
-# Checkpoints of finished runs are deleted unless config.yaml says keep_checkpoints: true. Not a
-# param, so switching it re-runs nothing (the shell text keeps its {placeholder}).
-KEEP_CHECKPOINTS = "--keep-checkpoints" if CFG.get("keep_checkpoints") else ""
+def keep_checkpoints(wildcards):
+    """1 if config.yaml says keep_checkpoints: true (else a finished run's checkpoints are
+    deleted). A resource, not a param: switching it re-runs nothing."""
+    return int(bool(CFG.get("keep_checkpoints")))
 
 
 # --- data ------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ rule train:
         mem_mb=resources_of("train_resources")("mem_mb"),
         runtime=resources_of("train_resources")("runtime"),
         attempt=attempt_number,
+        keep_checkpoints=keep_checkpoints,
     params:
         settings=train_settings,
         checkpoints=paths.RUN_CHECKPOINTS,
@@ -34,6 +35,6 @@ rule train:
         step(
             "python -m robustft.steps.train --settings {params.settings:q} --data {input.data} "
             "{params.backbone} --checkpoints {params.checkpoints} --out {params.out} "
-            "--identity {params.identity:q} {KEEP_CHECKPOINTS} "
+            "--identity {params.identity:q} --keep-checkpoints {resources.keep_checkpoints} "
             "--threads {threads} --gpus {resources.gpu}"
         )

@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument(
         "--keep-checkpoints",
-        action="store_true",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        choices=(0, 1),
         help="keep the checkpoint directory after pre-training finished (default: delete it)",
     )
     args = p.parse_args(argv)
