@@ -184,11 +184,16 @@ def test_settings_round_trip_through_json(cfg):
 def test_a_step_names_an_unknown_or_missing_setting():
     from robustft.steps._common import read_settings
 
-    with pytest.raises(SystemExit, match=r"unknown evaluation setting\(s\) \['eval_atack'\]"):
+    with pytest.raises(
+        contracts.ContractError,
+        match=r"--settings: unknown evaluation setting\(s\) \['eval_atack'\]",
+    ):
         read_settings(contracts.EvaluateSettings, json.dumps({"eval_atack": {}}))
-    with pytest.raises(SystemExit, match=r"missing setting\(s\) \['eval_attack'\]"):
+    with pytest.raises(contracts.ContractError, match=r"missing setting\(s\) \['eval_attack'\]"):
         read_settings(contracts.EvaluateSettings, "{}")
-    with pytest.raises(SystemExit, match=r"unknown CLAT evaluation protocol setting\(s\)"):
+    with pytest.raises(
+        contracts.ContractError, match=r"unknown CLAT evaluation protocol setting\(s\)"
+    ):
         read_settings(
             contracts.EvaluateSettings, json.dumps({"eval_attack": {}, "protocol": {"restart": 3}})
         )
