@@ -544,3 +544,24 @@ def test_clat_figures_drawn_as_the_paper_draws_them(clat_studies, tmp_path):
     # k = 1, 3 (RN50's default, CLAT Sec. 4.1), 5; Table 1's value only at the default k
     assert [m for m in re.findall(r"<tr><td>(\d)</td>", k_numbers)] == ["1", "3", "5"]
     assert k_numbers.count("(paper 59.54)") == 1 and "(paper 83.78)" in k_numbers
+
+
+def test_chained_runs_are_drawn_on_the_epoch_axis_of_the_whole_budget(tmp_path):
+    """CLAT Figure 2: CLAT after 10 PGD-AT epochs starts at epoch 10 of the 100-epoch budget;
+    the numbers below the figure say which epochs each curve covers."""
+    runs = []
+    for variant, method, epochs, offset in [
+        ("pgd_at", "PGD-AT", 14, None),
+        ("pgd_at+clat-after10", "PGD-AT+CLAT", 4, 10),
+    ]:
+        e = np.arange(epochs)
+        log = pd.DataFrame({"epoch": e, "test_nat_acc": 0.5 + 0.01 * e, "test_pgd_acc": 0.3})
+        d = write_run(tmp_path, "c", "b", variant, 0, {"SA": 0.5}, method=method, train_log=log)
+        run = load_run_record(d)
+        run.protocol = {"epoch_offset": offset}
+        runs.append(run)
+    (fig,) = study_figures(runs, ["accuracy"])
+    rows = {(r[0], r[1]): r for r in fig.table["rows"]}
+    assert rows[("PGD-AT", "Natural accuracy · test")][2] == "0–13"
+    clat = rows[("PGD-AT+CLAT (pgd_at+clat-after10)", "Natural accuracy · test")]
+    assert clat[2] == "10–13" and clat[3] == "53" and clat[5] == "13"

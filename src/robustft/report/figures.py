@@ -212,13 +212,16 @@ def training_figure(
     axes = fig.subplots(nrows, ncols, squeeze=False)
     colours = variant_colours(labels)
     styles_used: dict[str, None] = {}
+    numbers: list[list[str]] = []  # the table printed below the figure
     for ax, (name, ylabel, percent, lines) in zip(axes.flat, panels, strict=False):
         all_max = max(np.nanmax(y) for *_, curves in lines for _, y in curves)
         # train_log.csv stores accuracies as fractions; show percent like the tables
         scale = 100.0 if percent and all_max <= 1.0 else 1.0
         positive = True
-        for ci, _label, style_label, curves in lines:
+        for ci, label, style_label, curves in lines:
             x, mean, lo, hi = _mean_band(curves)
+            if style_label in _TABLED and name != "Learning rate":
+                numbers.append(_numbers_row(label, name, style_label, x, mean * scale))
             colour = colours[ci]
             styles_used[style_label] = None
             ax.plot(
@@ -270,7 +273,39 @@ def training_figure(
             + "; ".join(sorted({p[3] for pts in paper_points.values() for p in pts}))
             + ") at the last epoch."
         )
-    return Figure(title=title, caption=caption, png_base64=png_base64(fig), notes=tuple(notes))
+    table = {
+        "columns": ["variant", "series", "epochs", "last (mean)", "best (mean)", "best at epoch"],
+        "rows": numbers,
+    }
+    return Figure(
+        title=title,
+        caption=caption,
+        png_base64=png_base64(fig),
+        notes=tuple(notes),
+        table=table if numbers else None,
+    )
+
+
+#: the series whose numbers are tabled below a training figure: the test split of the
+#: accuracies (AutoLoRa Figure 1b: PGD-10 test accuracy) and the single-line quantities
+_TABLED = ("test", "", "λ1", "λ2")
+
+
+def _numbers_row(label: str, panel: str, style: str, x: np.ndarray, y: np.ndarray) -> list[str]:
+    """One row of the numbers below a training figure: the epoch range drawn (a chained run
+    starts after its first phase), the last value and the best one with its epoch."""
+    finite = np.isfinite(y)
+    xs, ys = x[finite], y[finite]
+    best = int(np.argmax(ys))
+    series = f"{panel} · {style}" if style else panel
+    return [
+        label,
+        series,
+        f"{xs[0]:g}–{xs[-1]:g}",
+        f"{ys[-1]:.4g}",
+        f"{ys[best]:.4g}",
+        f"{xs[best]:g}",
+    ]
 
 
 def variant_label(method: str, variant: str) -> str:
