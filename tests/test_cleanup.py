@@ -75,3 +75,17 @@ def test_finish_reports_the_bytes_freed(tmp_path):
     (tmp_path / "run" / "best.pt").write_bytes(b"x" * 500)
     assert finish(tmp_path / "run", keep=False) == 1500
     assert not (tmp_path / "run").exists()
+
+
+def test_config_key_reaches_the_train_step(tmp_path):
+    """keep_checkpoints (config.yaml) -> the train rule's resource -> --keep-checkpoints 0|1."""
+    import yaml
+    from test_workflow import ROOT, snakemake, workflow_copy
+
+    cfg = yaml.safe_load((ROOT / "tests" / "workflow_micro.yaml").read_text())
+    cfg["keep_checkpoints"] = True
+    path = tmp_path / "keep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = snakemake(workflow_copy(tmp_path, path), "-n", "-p").stdout
+    commands = [line for line in out.splitlines() if "robustft.steps.train " in line]
+    assert commands and all("--keep-checkpoints 1 " in c for c in commands)
