@@ -398,7 +398,7 @@ def _chromium() -> str | None:
 #: committed screenshots: a paper-table study page (protocol, results with paper checks,
 #: comparisons, training curves) and a page of CLAT's figures drawn as the paper draws them
 SCREENSHOTS = {
-    "report.png": ("autolora_table1.html", 4200),
+    "report.png": ("autolora_table1.html", 4700),
     "report_figures.png": ("clat_figure4.html", 1900),
 }
 
