@@ -281,3 +281,23 @@ def test_snakemake_shows_the_line_and_does_not_redo_a_deterministic_failure(tmp_
     assert any("not retried" in line for line in log)
     assert sum("prepare_data attempt" in line for line in log) == 2
     assert log[-1] in result.stdout + result.stderr  # show-failed-logs printed it
+
+
+def test_a_steps_own_systemexit_message_gets_the_same_last_line(capsys):
+    def main():
+        raise SystemExit("--models expects NAME=FILE, got 'x'")
+
+    with pytest.raises(SystemExit) as info:
+        _common.run(main)
+    assert info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"{PREFIX}--models expects NAME=FILE, got 'x'"
+
+
+def test_the_default_advice_is_added_only_when_the_message_has_none():
+    from robustft.train import NonFiniteLossError
+
+    line = _common.failure_line(NonFiniteLossError("loss is nan because lr is huge"))[2]
+    assert line.endswith(_common.FAILURES["nonfinite"].hint)  # "because" is not advice
+    line = _common.failure_line(io.DiskFullError(Path("/r/x.pt"), 0))[2]
+    assert line.count(" — ") == 1  # DiskFullError says what to do itself

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -117,6 +118,12 @@ def one_line(exc: BaseException) -> str:
     return " | ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+# Words with which the library's messages say what to do ("Delete X and re-run ...").
+_REMEDY = re.compile(
+    r"\b(delete|re-?run|run again|place the file|remove|wait for)\b", re.IGNORECASE
+)
+
+
 def failure_line(exc: BaseException) -> tuple[int, bool, str]:
     """(exit code, whether a retry can help, the final log line) for ``exc``."""
     kind = classify(exc)
@@ -132,11 +139,7 @@ def failure_line(exc: BaseException) -> tuple[int, bool, str]:
         )
     failure = FAILURES[kind]
     # The library's messages usually end with the remedy already; add the default otherwise.
-    says_what_to_do = any(
-        word in message.lower()
-        for word in ("delete", "re-run", "run again", "place ", "set ", "use ", "remove")
-    )
-    tail = "" if says_what_to_do else f" — {failure.hint}"
+    tail = "" if _REMEDY.search(message) else f" — {failure.hint}"
     retry_helps = failure.retry_helps
     if kind == "download":
         # refused offline: deterministic; a network error may pass, so a retry may help
@@ -150,7 +153,13 @@ def run(main: Callable[[], int | None]) -> NoReturn:
     """Run a step's ``main`` and exit; see the module docstring for what a failure prints."""
     try:
         status = main()
-    except (SystemExit, KeyboardInterrupt):
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise  # sys.exit(n), argparse's usage errors (2): their message is printed already
+        # a step's own "raise SystemExit('what is wrong')": bad arguments, same last line
+        print(f"{PREFIX}{' | '.join(exc.code.strip().splitlines())}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure gets its final line
         code, retry_helps, line = failure_line(exc)
