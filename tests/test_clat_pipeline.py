@@ -48,6 +48,14 @@ CLAT_STUDIES = {
     "clat_table8": {"prepare_data": 2, "train": 90, "evaluate": 60},
     # 5 backbones × (standard-pre50 + standard+clat) × 3 seeds
     "clat_table9": {"prepare_data": 1, "train": 30, "evaluate": 15},
+    # WRN70-16 on the large-GPU fidelity (issue 11): Table 3 — pre50 + CLAT × 2 datasets × 3;
+    # Table 6 — the same on CIFAR-10; Table 8 — PGD-AT, pre50, CLAT × 2 × 3; Figure 3 — pre50 +
+    # five k × 3; Table 9 — standard-pre50 + CLAT × 3
+    "clat_table3_wrn70_16": {"prepare_data": 2, "train": 12, "evaluate": 6},
+    "clat_table6_wrn70_16": {"prepare_data": 1, "train": 6, "evaluate": 3},
+    "clat_table8_wrn70_16": {"prepare_data": 2, "train": 18, "evaluate": 12},
+    "clat_figure3_wrn70_16": {"prepare_data": 1, "train": 18, "evaluate": 15},
+    "clat_table9_wrn70_16": {"prepare_data": 1, "train": 6, "evaluate": 3},
     "clat_figure2": {"prepare_data": 2, "train": 66, "evaluate": 36},
     "clat_figure3": {"prepare_data": 1, "train": 36, "evaluate": 30},
     "clat_figure4": {"prepare_data": 1, "train": 45, "evaluate": 30},

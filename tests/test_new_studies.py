@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from robustft import plan
+from robustft.plan import settings
 from robustft.tables.paper import PaperRef
 from robustft.tables.records import RunRecord
 from tests.test_workflow import job_counts, snakemake, workflow_copy
@@ -19,6 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 NEW_STUDIES = {
     # 5 backbones × (standard-pre50 → standard+clat) × 3 seeds; CIFAR-10 only (Table 9)
     "clat_table9": {"prepare_data": 1, "train": 30, "evaluate": 15},
+    # WRN70-16 on the large-GPU fidelity: pre50 → CLAT (and PGD-AT, five k, clean + CLAT)
+    "clat_table3_wrn70_16": {"prepare_data": 2, "train": 12, "evaluate": 6},
+    "clat_table6_wrn70_16": {"prepare_data": 1, "train": 6, "evaluate": 3},
+    "clat_table8_wrn70_16": {"prepare_data": 2, "train": 18, "evaluate": 12},
+    "clat_figure3_wrn70_16": {"prepare_data": 1, "train": 18, "evaluate": 15},
+    "clat_table9_wrn70_16": {"prepare_data": 1, "train": 6, "evaluate": 3},
 }
 
 
@@ -28,10 +35,27 @@ def cfg():
 
 
 @pytest.mark.parametrize("study", sorted(NEW_STUDIES))
-def test_new_study_dag(tmp_path, study):
+def test_new_study_sizes(cfg, study):
+    # the Snakemake dry run of each is in test_clat_pipeline (every clat study)
+    assert len(plan.all_training_runs(cfg, [study])) == NEW_STUDIES[study]["train"]
+    assert len(plan.study_runs(cfg, study)) == NEW_STUDIES[study]["evaluate"]
+
+
+def test_wrn70_16_studies_share_their_runs_and_ask_for_a_large_gpu(tmp_path, cfg):
+    studies = [s for s in NEW_STUDIES if s.endswith("wrn70_16")]
     wf = workflow_copy(tmp_path)
-    out = snakemake(wf, "-n", "--quiet", "rules", "--config", f"targets=[{study}]").stdout
-    assert job_counts(out) == {**NEW_STUDIES[study], "aggregate": 1, "render_report": 1, "all": 1}
+    out = snakemake(wf, "-n", "--quiet", "rules", "--config", f"targets=[{','.join(studies)}]")
+    # Table 3 ⊃ Table 6's runs; Table 8 and Figure 3 re-use Table 3's pre50 and CLAT runs:
+    # pre50 (2 datasets) + CLAT (2) + PGD-AT (2) + k1, k2, k3, k5 (CIFAR-10) + clean pre50 + CLAT
+    assert job_counts(out.stdout)["train"] == 3 * (2 + 2 + 2 + 4 + 2)
+    train = settings.resources(cfg, "clat_paper_large", "train_resources")
+    assert train["gpu"] == 1 and train["mem_mb"] >= 64000 and train["runtime"] >= 48 * 60
+    assert (
+        plan.train_settings(
+            cfg, plan.Run("clat_paper_large", "cifar10_32", "cifar_wrn70_16", "pgd_at", 0)
+        ).arch
+        == "cifar_wrn70_16"
+    )
 
 
 def test_score_rows_of_table1_chain_like_the_other_baselines(cfg):
