@@ -43,3 +43,31 @@ rule pretrain_backbone:
         "python -m robustft.steps.pretrain_backbone --settings {params.settings:q} "
         "--data {input.data} --checkpoints {params.checkpoints} --out {output} "
         "--threads {threads} --gpus {resources.gpu} > {log} 2>&1"
+
+
+# RobustBench model-zoo checkpoints (CLAT Table 1's WRN-70-16 "X" models), downloaded by the
+# robustbench package into resources/robustbench (its own layout; offline: the job's error names
+# the file to place) and written as a self-describing model file. Matches no backbone until
+# config.yaml declares one with source: robustbench.
+ROBUSTBENCH_BACKBONES = one_of(PLAN.backbones("robustbench"))
+
+
+rule fetch_robustbench:
+    output:
+        paths.BACKBONE,
+    log:
+        paths.log("fetch_robustbench", "{backbone}"),
+    wildcard_constraints:
+        backbone=ROBUSTBENCH_BACKBONES,
+    conda:
+        "../envs/robustft.yaml"
+    # the zoo's WRN-70-16 ensembles hold up to 567M parameters (2.3 GB in fp32), loaded twice
+    resources:
+        gpu=0,
+        mem_mb=12000,
+        runtime=60,
+    params:
+        arch=lambda wc: PLAN.config["backbones"][wc.backbone]["arch"],
+    shell:
+        "python -m robustft.steps.fetch_robustbench --arch {params.arch} --out {output} "
+        "> {log} 2>&1"

@@ -159,7 +159,7 @@ def test_backbone_file_is_a_self_describing_model(tmp_path, monkeypatch):
     digest = fetch_robustbench(SMALL.arch, tmp_path / "zoo", dest)
     assert len(digest) == 64
     model, extra = load_model(dest)  # what evaluation does: rebuild from the file's ModelSpec
-    assert model.arch == "robustbench:cifar10:Linf:Ding2020MMA" and extra == {}
+    assert model.arch == "robustbench.cifar10.Linf.Ding2020MMA" and extra == {}
     for k, v in reference.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
     # "X + CLAT" starts from every tensor of it, head included (init_from: model)
@@ -170,4 +170,18 @@ def test_backbone_file_is_a_self_describing_model(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="takes no"):
         build_model(SMALL.arch, 10, width=4)
     with pytest.raises(ValueError, match="not a RobustBench architecture"):
-        ZooModel.from_arch("robustbench:Peng2023Robust")
+        ZooModel.from_arch("robustbench.Peng2023Robust")
+
+
+def test_fetch_step_offline_names_the_file_to_place(tmp_path, monkeypatch, capsys):
+    from robustft.steps import fetch_robustbench as step
+
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    argv = ["--arch", SMALL.arch, "--out", str(tmp_path / "bb.pt")]
+    with pytest.raises(ZooModelMissing, match=r"zoo/cifar10/Linf/Ding2020MMA\.pt"):
+        step.main([*argv, "--model-dir", str(tmp_path / "zoo")])
+    (path,) = SMALL.files(tmp_path / "zoo")
+    path.parent.mkdir(parents=True)
+    torch.save(SMALL.architecture().state_dict(), path)  # a bare state dict: also the format
+    step.main([*argv, "--model-dir", str(tmp_path / "zoo")])
+    assert (tmp_path / "bb.pt").is_file() and "sha256" in capsys.readouterr().out

@@ -11,7 +11,7 @@ RobustBench (Croce et al. 2021) model-zoo checkpoints, CLAT Table 1's WRN-70-16 
 :func:`fetch_robustbench` has the ``robustbench`` package build and fill the model
 (:mod:`robustft.models.robustbench`: its own file layout under ``model_dir``, the download, the
 offline error) and writes it as a self-describing model file (``{"state_dict", "model":
-ModelSpec}``, arch ``robustbench:<dataset>:<threat model>:<name>``): the whole network, head
+ModelSpec}``, arch ``robustbench.<dataset>.<threat model>.<name>``): the whole network, head
 included, which "X + CLAT" fine-tunes (``init_from: model``) and evaluation rebuilds as is.
 Which models CLAT used, and why (spec score_and_robustbench.md §B):
 
@@ -63,7 +63,7 @@ def fetch_salman(arch: str, eps_pt: float, dest: Path, sha256: str | None = None
 def fetch_robustbench(
     arch: str, model_dir: str | os.PathLike[str], dest: str | os.PathLike[str]
 ) -> str:
-    """Load the RobustBench model named by ``arch`` (``robustbench:<dataset>:<threat>:<name>``)
+    """Load the RobustBench model named by ``arch`` (``robustbench.<dataset>.<threat>.<name>``)
     from ``model_dir`` (downloading it there unless offline) and write it to ``dest`` as a
     self-describing model file; return the file's SHA-256."""
     import torch

@@ -25,7 +25,7 @@ from .resnet import build_model as _build_registered
 
 def build_model(arch: str, num_classes: int, **kwargs):
     """:func:`robustft.models.resnet.build_model` for the registered architectures, plus the
-    RobustBench zoo's (``robustbench:<dataset>:<threat model>:<name>``, built by the
+    RobustBench zoo's (``robustbench.<dataset>.<threat model>.<name>``, built by the
     ``robustbench`` package: :mod:`.robustbench`), which take no LoRA, dual BN, width or
     input size."""
     from .robustbench import ARCH_PREFIX, build_zoo_architecture

@@ -36,20 +36,24 @@ from typing import Any
 
 from torch import nn
 
-#: environment variable that forbids downloads (the workflow's offline mode)
-OFFLINE_ENV = "ROBUSTFT_OFFLINE"
+from robustft.data.download import OFFLINE_ENV, DownloadError
+
 THREAT_MODELS = ("Linf", "L2", "corruptions")
 DATASETS = ("cifar10", "cifar100", "imagenet")
 
 
 #: prefix of the architecture names (``ModelSpec.arch``) of zoo models:
-#: ``robustbench:<dataset>:<threat model>:<name>``, e.g. ``robustbench:cifar10:Linf:Peng2023Robust``
-ARCH_PREFIX = "robustbench:"
+#: ``robustbench.<dataset>.<threat model>.<name>``, e.g. ``robustbench.cifar10.Linf.Peng2023Robust``
+#: (dots: a config name allows [A-Za-z0-9_.+-] and no zoo name contains one)
+ARCH_PREFIX = "robustbench."
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+#: where the workflow keeps RobustBench's files (its ``model_dir``; RobustBench's layout below)
+DEFAULT_MODEL_DIR = "resources/robustbench"
 
 
-class ZooModelMissing(FileNotFoundError):
-    """A RobustBench checkpoint is not on disk and cannot be downloaded."""
+class ZooModelMissing(DownloadError):
+    """A RobustBench checkpoint is not on disk and cannot be downloaded (a step that hits it
+    ends with the project's download failure line: place the file, run again)."""
 
 
 def import_robustbench() -> types.SimpleNamespace:
@@ -76,7 +80,8 @@ def import_robustbench() -> types.SimpleNamespace:
 
 
 def offline() -> bool:
-    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+    """Downloads forbidden (``ROBUSTFT_OFFLINE``, read as :mod:`robustft.data.download` does)."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
 @dataclass(frozen=True)
@@ -98,15 +103,15 @@ class ZooModel:
     @property
     def arch(self) -> str:
         """The architecture name a model file records (:data:`ARCH_PREFIX`)."""
-        return f"{ARCH_PREFIX}{self.dataset}:{self.threat_model}:{self.name}"
+        return f"{ARCH_PREFIX}{self.dataset}.{self.threat_model}.{self.name}"
 
     @classmethod
     def from_arch(cls, arch: str) -> ZooModel:
-        parts = arch[len(ARCH_PREFIX) :].split(":") if arch.startswith(ARCH_PREFIX) else []
+        parts = arch[len(ARCH_PREFIX) :].split(".") if arch.startswith(ARCH_PREFIX) else []
         if len(parts) != 3:
             raise ValueError(
                 f"not a RobustBench architecture name: {arch!r} "
-                f"(expected {ARCH_PREFIX}<dataset>:<threat model>:<name>)"
+                f"(expected {ARCH_PREFIX}<dataset>.<threat model>.<name>)"
             )
         return cls(parts[2], parts[0], parts[1])
 
@@ -178,8 +183,10 @@ def load_zoo_model(model: ZooModel, model_dir: str | os.PathLike[str]) -> nn.Mod
     fails) :class:`ZooModelMissing` names every file to place.
     """
     files = model.files(model_dir)
-    if offline() and not all(f.is_file() for f in files):
-        raise ZooModelMissing(missing_message(model, model_dir))
+    missing = [f for f in files if not f.is_file()]
+    url = "https://drive.google.com/uc?id=" + ",".join(model.drive_ids())
+    if offline() and missing:
+        raise ZooModelMissing(missing_message(model, model_dir), url=url, dest=missing[0])
     rb = import_robustbench()
     try:
         return rb.utils.load_model(
@@ -189,13 +196,15 @@ def load_zoo_model(model: ZooModel, model_dir: str | os.PathLike[str]) -> nn.Mod
             threat_model=model.threat_model,
         )
     except Exception as e:  # gdown/requests: ConnectionError, FileURLRetrievalError, ...
-        if all(f.is_file() for f in files):
-            raise  # the files are there: not a download problem
-        raise ZooModelMissing(f"{missing_message(model, model_dir)}\n(download failed: {e})") from e
+        if not missing:
+            raise  # the files were there: not a download problem
+        message = f"{missing_message(model, model_dir)}\n(download failed: {e})"
+        raise ZooModelMissing(message, url=url, dest=missing[0]) from e
 
 
 __all__ = [
     "ARCH_PREFIX",
+    "DEFAULT_MODEL_DIR",
     "NUM_CLASSES",
     "OFFLINE_ENV",
     "ZooModel",
