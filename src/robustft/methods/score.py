@@ -2,8 +2,10 @@
 by (Proper) Definition"; CLAT Table 1's SCORE rows): TRADES with the squared error (SE) between
 probability vectors in place of both the clean CE and the KL term.
 
-With p(x) = softmax f(x) and ỹ the (optionally smoothed) one-hot label, the paper's SCORE
-objective is the TRADES decomposition under the ℓ2 distance of the probability simplex:
+With p(x) = softmax f(x) and ỹ the (optionally smoothed) one-hot label, the paper (arXiv
+2202.10103; its minimisation section: "substituting KL divergence with variants of distance
+metrics", the SE variant being the one its released models use) minimises the TRADES
+decomposition under the squared ℓ2 distance of the probability simplex:
 
     L(x, y) = ‖p(x) − ỹ‖²₂ + β · max_{x' ∈ B_ε[x]} ‖p(x') − p(x)‖²₂
 
