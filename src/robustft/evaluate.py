@@ -18,10 +18,18 @@ from the dataset manifest, ``counts`` of the clean-pass examples per class), ``p
 clean predicted label of every example, in the order of ``per_example["SA"]``) and
 ``never_predicted`` (classes present in the test set that the model predicts for no example).
 ``per_example`` keeps only 0/1 flags, as before.
+
+Precision: the evaluation runs in fp32 unless ``settings.precision`` asks otherwise (then the
+whole evaluation runs under that autocast, :mod:`robustft.precision`). Keep it fp32 for
+reported numbers: a gradient attack in reduced precision follows rounded gradients and can
+find weaker adversarial examples, over-stating robustness. ``eval.json`` records it under
+``compute`` (``precision``, ``device``, ``device_name``). Each metric's result is logged as it
+is computed.
 """
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from collections.abc import Mapping
@@ -30,7 +38,7 @@ from typing import Any
 
 import torch
 
-from robustft import rng
+from robustft import precision, rng
 from robustft.attacks import PGDConfig, pgd_accuracy, predict
 from robustft.batches import eval_batches, load_split, num_classes
 from robustft.contracts import ClatProtocol, EvaluateSettings, sweep_metric
@@ -39,6 +47,8 @@ from robustft.io import sha256_file
 from robustft.methods import build_method
 from robustft.tables.per_class import class_counts, never_predicted, per_class_accuracy
 from robustft.train import resolve_device
+
+log = logging.getLogger(__name__)
 
 
 def provenance(device: torch.device, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -138,7 +148,25 @@ def evaluate_run(
     settings = EvaluateSettings.from_dict(settings)
     device = resolve_device(settings.device)
     model = load_trained(settings.to_dict(), Path(model_path), Path(data_dir), device)
+    with precision.autocast(settings.precision, device):
+        return _evaluate(settings, model, Path(model_path), Path(data_dir), device)
+
+
+def _evaluate(
+    settings: EvaluateSettings,
+    model: torch.nn.Module,
+    model_path: Path,
+    data_dir: Path,
+    device: torch.device,
+) -> dict[str, Any]:
     test = load_split(data_dir, "test")
+    log.info(
+        "evaluate %s on %s: %d test images, precision %s",
+        model_path,
+        device,
+        len(test),
+        settings.precision,
+    )
     bs = settings.batch_size
     started = time.perf_counter()
     protocol = settings.protocol
@@ -166,6 +194,8 @@ def evaluate_run(
         }
         per_example = {"SA": clean, "PGD10": pgd_flags}
         timing = {"pgd_seconds": time.perf_counter() - started}
+        for name in ("SA", "PGD10"):
+            _log_metric(name, metrics[name], started)
     warnings: list[str] = []
     if settings.autoattack:
         from robustft.attacks.autoattack import run_autoattack
@@ -195,6 +225,7 @@ def evaluate_run(
         per_example["AA"] = list(result.per_example)
         warnings = list(result.warnings)
         timing["autoattack_seconds"] = result.seconds
+        _log_metric("AA", metrics["AA"], time.perf_counter() - result.seconds)
     counts = class_counts(labels, n_cls)
     return {
         "metrics": metrics,
@@ -207,7 +238,24 @@ def evaluate_run(
         "classes": {"names": _class_names(data_dir, n_cls), "counts": counts},
         "predictions": preds,
         "never_predicted": never_predicted(preds, counts),
+        "compute": {
+            "precision": settings.precision,
+            "device": str(device),
+            "device_name": (
+                torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+            ),
+        },
     }
+
+
+def _log_metric(name: str, metric: dict[str, Any], started: float) -> None:
+    log.info(
+        "%s: %.4f on %d examples (%.0f s)",
+        name,
+        metric["accuracy"],
+        metric["n"],
+        time.perf_counter() - started,
+    )
 
 
 def _class_names(data_dir: Path, n_cls: int) -> list[str]:
@@ -264,6 +312,8 @@ def _clat_protocol(
         "PGD10": res.per_example_min_run,
         "PGD10_worst": res.per_example_worst_case,
     }
+    for name in ("SA", "PGD10", "PGD10_worst"):
+        _log_metric(name, metrics[name], started)
     if protocol.apgd_ce:
         started = time.perf_counter()
         apgd = ec.apgd_ce(
@@ -279,6 +329,7 @@ def _clat_protocol(
         metrics["APGD_CE"] = metric(apgd["per_example"], settings=apgd["settings"])
         per_example["APGD_CE"] = apgd["per_example"]
         timing["apgd_ce_seconds"] = time.perf_counter() - started
+        _log_metric("APGD_CE", metrics["APGD_CE"], started)
     if protocol.epsilons:
         started = time.perf_counter()
         for eps in protocol.epsilons:
@@ -301,6 +352,7 @@ def _clat_protocol(
                     restarts=protocol.sweep_restarts,
                 ).per_example_min_run
             metrics[sweep_metric(eps)] = metric(flags, eps=eps, restarts=protocol.sweep_restarts)
+            _log_metric(sweep_metric(eps), metrics[sweep_metric(eps)], started)
         timing["sweep_seconds"] = time.perf_counter() - started
     return metrics, per_example, timing, labels, preds
 

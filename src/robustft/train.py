@@ -12,6 +12,14 @@ states, best-so-far, log) is written atomically to ``<checkpoint_dir>/last.pt``.
 is not a Snakemake output, so it survives the clean-up of a killed job; starting the same run
 again continues from the last completed epoch and ends with the same numbers as an
 uninterrupted run on CPU.
+
+Speed (issue 9; :mod:`robustft.precision` owns the rules): the method's ``batch_loss`` (its
+training attack included) runs under the configured autocast precision, the model may run in
+``channels_last`` after its preprocessing and be compiled, and a split that fits lives on the
+device (:func:`robustft.batches.on_device`). A step never waits for the device: the epoch's
+statistics and a non-finite-loss flag accumulate as device tensors, read at the few progress
+lines of an epoch and at its end; the NaN guard checks the flag there, before anything is
+evaluated or written, so no model is ever written after a non-finite loss.
 """
 
 from __future__ import annotations
@@ -27,11 +35,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustft import rng
+from robustft import precision, rng
 from robustft.attacks import PGDConfig, correct, pgd_accuracy
-from robustft.batches import Split, eval_batches, load_split, num_classes, train_batches
-from robustft.contracts import TrainConfig
-from robustft.io import atomic_path, move_aside
+from robustft.batches import (
+    Split,
+    eval_batches,
+    load_split,
+    num_classes,
+    on_device,
+    train_batches,
+)
+from robustft.contracts import ContractError, TrainConfig
+from robustft.io import atomic_path, move_aside, sha256_file
 from robustft.methods import Method, TrainContext, build_method
 from robustft.models.checkpoint import (
     CheckpointError,
@@ -100,7 +115,7 @@ def pgd_accuracy_on(
 
 def cosine_of_gradients(
     objectives: tuple[torch.Tensor, torch.Tensor], params: list[nn.Parameter]
-) -> float:
+) -> torch.Tensor:
     """AutoLoRa Eq. 3/4: cos(∇θ1 natural, ∇θ1 adversarial) over the FE parameters θ1."""
     flat = []
     for objective in objectives:
@@ -113,8 +128,9 @@ def cosine_of_gradients(
                 ]
             )
         )
-    norms = flat[0].norm() * flat[1].norm()
-    return float(flat[0] @ flat[1] / norms) if norms > 0 else 0.0
+    # 0-d tensor, read with the epoch's statistics; a zero gradient gives 0, not NaN
+    dot, norms = (flat[0] @ flat[1]).float(), (flat[0].norm() * flat[1].norm()).float()
+    return torch.where(norms > 0, dot / norms.clamp_min(torch.finfo(norms.dtype).tiny), 0.0)
 
 
 class Trainer:
@@ -127,7 +143,10 @@ class Trainer:
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        precision.check_precision(cfg.precision, self.device)  # fp16 off CUDA: error, at once
+        precision.configure_backends(self.device)
         self.checkpoint_dir = Path(checkpoint_dir)
+        self.backbone = backbone
         torch.manual_seed(cfg.seed)
         self.generator = rng.new_generator(cfg.seed)
         self.train = load_split(data_dir, "train")
@@ -154,6 +173,16 @@ class Trainer:
         # CPU from the seeded global RNG, so every device starts from the same weights
         self.method.prepare_model(self.model)
         self.model.to(self.device)
+        if cfg.channels_last:
+            precision.use_channels_last(self.model)
+        precision.maybe_compile(self.model, cfg.compile)
+        self.scaler = precision.grad_scaler(cfg.precision, self.device)
+        # the training split on the device when it fits (data_on_device); else the host path,
+        # prefetched by a background thread when the model is on a GPU
+        self.train_source = on_device(self.train, self.device, cfg.data_on_device)
+        self.prefetch_to = (
+            self.device if self.train_source is None and self.device.type == "cuda" else None
+        )
         self.params: list[nn.Parameter] = []
         self._refresh_optimizer()
         self.finish_info: dict[str, Any] | None = None
@@ -213,6 +242,8 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
             "config": self.cfg.__dict__,
         }
+        if self.scaler is not None:  # fp16: the loss scale continues where it was
+            state["scaler"] = self.scaler.state_dict()
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.last_path) as tmp:
             torch.save(state, tmp)
@@ -238,7 +269,7 @@ class Trainer:
                 aside,
             )
             return False
-        if state["config"] != self.cfg.__dict__:
+        if not self._same_settings(state["config"]):
             # The run's settings changed (an edited ablation): that checkpoint is stale. Keep
             # it for inspection under another name and start from scratch.
             stale = move_aside(self.last_path, "stale")
@@ -258,19 +289,35 @@ class Trainer:
         self.stopped = state["stopped"]
         torch.set_rng_state(state["rng"]["torch"])
         self.generator.set_state(state["rng"]["generator"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = state["epoch"] + 1
         log.info("%s: resumed after epoch %d", self.cfg.run_name, state["epoch"])
         return True
 
+    def _same_settings(self, saved: dict[str, Any]) -> bool:
+        """Whether a checkpoint's settings are this run's, compared as the contract writes them
+        (a setting added later, left at its default, does not make a checkpoint stale)."""
+        try:
+            return TrainConfig.from_dict(saved).to_dict() == self.cfg.to_dict()
+        except (ContractError, TypeError):  # a setting that no longer exists
+            return False
+
     # --- one epoch ---------------------------------------------------------------------------
+    def _train_batches(self, batch_size: int):
+        """The epoch's shuffled, augmented batches from the device copy or the host split."""
+        return train_batches(
+            self.train_source if self.train_source is not None else self.train,
+            batch_size,
+            self.generator,
+            augment=self.cfg.augment,
+            prefetch_to=self.prefetch_to,
+        )
+
     def _context(self, epoch: int) -> TrainContext:
         def measure(forward) -> float:
             flags = correct(
-                self.model,
-                train_batches(
-                    self.train, self.cfg.eval_batch_size, self.generator, augment=self.cfg.augment
-                ),
-                forward=forward,
+                self.model, self._train_batches(self.cfg.eval_batch_size), forward=forward
             )
             return int(flags.sum()) / max(len(flags), 1)
 
@@ -302,39 +349,54 @@ class Trainer:
             group["lr"] = lr
         steps_per_epoch = math.ceil(len(self.train) / cfg.batch_size)
         self.model.train()
-        sums: dict[str, float] = {}
-        seen, grad_sims = 0, []
+        stats = _DeviceStats(self.device)
         fe_params = [p for p in self.model.feature_extractor_parameters() if p.requires_grad]
-        for step, (x, y) in enumerate(
-            train_batches(self.train, cfg.batch_size, self.generator, augment=cfg.augment)
-        ):
+        for step, (x, y) in enumerate(self._train_batches(cfg.batch_size)):
             if step % max(1, steps_per_epoch // 4) == 0:  # ~5 progress lines per epoch
-                log.info("%s epoch %d: batch %d/%d", cfg.run_name, epoch, step + 1, steps_per_epoch)
-            x, y = x.to(self.device), y.to(self.device)
+                self._check_finite(stats, epoch, lr)  # the line reads the device anyway
+                log.info(
+                    "%s epoch %d: batch %d/%d (%.0f s)",
+                    cfg.run_name,
+                    epoch,
+                    step + 1,
+                    steps_per_epoch,
+                    time.perf_counter() - started,
+                )
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
             step_lr = self.schedule.lr_for_step(epoch, step, steps_per_epoch)  # Fast-AT: cyclic
             for group in self.optimizer.param_groups:
                 group["lr"] = step_lr
-            out = self.method.batch_loss(self.model, x, y, ctx)
-            if not torch.isfinite(out.loss):
-                raise NonFiniteLossError(
-                    f"run {cfg.run_name}: loss is {out.loss.item()} at epoch {epoch} step {step} "
-                    f"(lr {lr:g}); stopping without writing a model"
-                )
+            with precision.autocast(cfg.precision, self.device):
+                out = self.method.batch_loss(self.model, x, y, ctx)
+            stats.flag_nonfinite(out.loss, step)
             if step < cfg.grad_sim_batches and out.objectives is not None:
-                grad_sims.append(cosine_of_gradients(out.objectives, fe_params))
+                stats.add_grad_sim(cosine_of_gradients(out.objectives, fe_params))
             self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            self.optimizer.step()
-            n = len(y)
-            seen += n
-            for key, value in {"loss": out.loss.item(), **out.stats}.items():
-                sums[key] = sums.get(key, 0.0) + value * n
-        row.update({k: v / max(seen, 1) for k, v in sums.items()})
-        row["grad_sim"] = sum(grad_sims) / len(grad_sims) if grad_sims else float("nan")
+            if self.scaler is None:
+                out.loss.backward()
+                self.optimizer.step()
+            else:  # fp16 on CUDA: scaled backward, the step skipped on inf gradients
+                self.scaler.scale(out.loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            stats.add({"loss": out.loss, **out.stats}, len(y))
+        self._check_finite(stats, epoch, lr)  # before evaluation, selection or any write
+        row.update(stats.means())
         row.update(self.method.end_epoch(self.model, ctx))
         self.end_epoch(epoch, row)
         row["seconds"] = time.perf_counter() - started
         return row
+
+    def _check_finite(self, stats: _DeviceStats, epoch: int, lr: float) -> None:
+        """The NaN guard: stop the run, writing nothing, if any loss so far was not finite."""
+        bad = stats.first_nonfinite()
+        if bad is not None:
+            step, value = bad
+            raise NonFiniteLossError(
+                f"run {self.cfg.run_name}: loss is {value} at epoch {epoch} step {step} "
+                f"(lr {lr:g}); stopping without writing a model"
+            )
 
     def evaluate_split(self, name: str) -> dict[str, float]:
         """Natural and PGD accuracy on ``val`` or ``test`` (the per-epoch subsets)."""
@@ -413,20 +475,62 @@ class Trainer:
                 f"epoch_end_order must be 'paper' or 'official', got {self.cfg.epoch_end_order!r}"
             )
         self.try_resume()
-        for epoch in range(self.start_epoch, self.cfg.epochs):
+        log.info("%s", self.startup_line())
+        started, total = time.perf_counter(), self.cfg.epochs
+        for epoch in range(self.start_epoch, total):
             if self.stopped:
                 break
             row = self.run_epoch(epoch)
             self.rows.append(row)
+            elapsed = time.perf_counter() - started
+            done = epoch + 1 - self.start_epoch
             log.info(
-                "%s epoch %d: %s",
+                "%s epoch %d done (%d/%d): %s; elapsed %s, ETA %s",
                 self.cfg.run_name,
                 epoch,
+                epoch + 1,
+                total,
                 ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)),
+                _duration(elapsed),
+                _duration(elapsed / done * (total - epoch - 1)),
             )
             self.save_checkpoint(epoch)
         self._finish()
         return self.rows
+
+    def startup_line(self) -> str:
+        """What this run runs on and with: device, threads, precision, layout, data, backbone."""
+        cfg = self.cfg
+        device = str(self.device)
+        if self.device.type == "cuda":
+            device += f" ({torch.cuda.get_device_name(self.device)})"
+        backbone = "none (from scratch)"
+        if self.backbone is not None:
+            backbone = f"{self.backbone} (sha256 {sha256_file(self.backbone)})"
+        data = "on the device" if self.train_source is not None else "host"
+        if self.prefetch_to is not None:
+            data += ", prefetched"
+        return (
+            f"{cfg.run_name}: start on {device}, {torch.get_num_threads()} CPU threads, "
+            f"precision {cfg.precision}, channels_last {cfg.channels_last}, "
+            f"compile {cfg.compile}; data: train {len(self.train)} ({data}), "
+            f"val {len(self.val)}, test {len(self.test)}; epochs {self.start_epoch}..."
+            f"{cfg.epochs - 1}; backbone {backbone}"
+        )
+
+    def speed_record(self) -> dict[str, Any]:
+        """What run.yaml records about how the run computed (the report displays it)."""
+        return {
+            "precision": self.cfg.precision,
+            "channels_last": self.cfg.channels_last,
+            "compile": self.cfg.compile,
+            "data_on_device": self.train_source is not None,
+            "device": str(self.device),
+            "device_name": (
+                torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+            ),
+            "threads": torch.get_num_threads(),
+        }
 
     def _finish(self) -> None:
         """``Method.finish`` on the selected checkpoint (RiFT interpolation, LoRA merge); the
@@ -464,6 +568,62 @@ class Trainer:
         write_log(self.rows, out_dir / "train_log.csv")
 
 
+class _DeviceStats:
+    """An epoch's running statistics as device tensors: adding never waits for the device.
+
+    Sums are float64 (float32 on MPS, which has no float64), weighted by the batch size, as
+    the per-batch floats were before; a step's non-finite loss is remembered with its step.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.sums: dict[str, torch.Tensor] = {}
+        self.seen = 0
+        self.grad_sims: list[torch.Tensor] = []
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_value = torch.zeros((), dtype=self.dtype, device=device)
+
+    def add(self, values: dict[str, torch.Tensor | float], n: int) -> None:
+        self.seen += n
+        for key, value in values.items():
+            value = torch.as_tensor(value).detach().to(self.device, self.dtype, non_blocking=True)
+            self.sums[key] = self.sums.get(key, 0.0) + value * n
+
+    def add_grad_sim(self, value: torch.Tensor) -> None:
+        self.grad_sims.append(value.detach())
+
+    def flag_nonfinite(self, loss: torch.Tensor, step: int) -> None:
+        """Remember the first step whose loss was not finite (on the device, no sync)."""
+        first = (self.bad_step < 0) & ~torch.isfinite(loss.detach())
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad_value = torch.where(first, loss.detach().to(self.dtype), self.bad_value)
+
+    def first_nonfinite(self) -> tuple[int, float] | None:
+        """``(step, loss)`` of the first non-finite loss so far, or None (reads the device)."""
+        step = int(self.bad_step)
+        return None if step < 0 else (step, float(self.bad_value))
+
+    def means(self) -> dict[str, float]:
+        """The epoch's means (one read of the device for all of them)."""
+        keys = list(self.sums)
+        values = torch.stack([self.sums[k] for k in keys]).tolist() if keys else []
+        out = {k: v / max(self.seen, 1) for k, v in zip(keys, values)}
+        sims = torch.stack(self.grad_sims).tolist() if self.grad_sims else []
+        out["grad_sim"] = sum(sims) / len(sims) if sims else float("nan")
+        return out
+
+
+def _duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``12s``."""
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
 def write_log(rows: list[dict[str, Any]], path: Path) -> None:
     columns: list[str] = []
     for row in rows:
@@ -483,3 +643,16 @@ def train_run(
     rows = trainer.fit()
     trainer.write_outputs(Path(out_dir))
     return rows
+
+
+def train_run_recorded(
+    cfg: TrainConfig, data_dir: Path, backbone: Path | None, checkpoint_dir: Path, out_dir: Path
+) -> dict[str, Any]:
+    """:func:`train_run`, returning :meth:`Trainer.speed_record` (precision, layout, device
+    actually used) for the run's ``run.yaml``."""
+    trainer = Trainer(
+        cfg, Path(data_dir), Path(backbone) if backbone else None, Path(checkpoint_dir)
+    )
+    trainer.fit()
+    trainer.write_outputs(Path(out_dir))
+    return trainer.speed_record()

@@ -40,37 +40,45 @@ def random_crop_flip(
     """``RandomCrop(size, padding, fill=0)`` + ``RandomHorizontalFlip`` for CHW or NCHW.
 
     Each image of a batch gets its own offset and flip. All randomness comes from
-    ``generator`` (CPU), so a seeded generator reproduces the same augmentation stream.
+    ``generator`` (CPU, through :mod:`robustft.rng`), so a seeded generator reproduces the
+    same augmentation stream on every device. The crop is one batched gather on ``x``'s device
+    (no per-image loop, no host round trip): it picks exactly the pixels the per-image crop of
+    the padded image picks, so the result is bit-identical to it.
     """
     xb, single = _as_batch(x)
-    n, _, h, w = xb.shape
+    n, c, h, w = xb.shape
     padded = F.pad(xb, (padding, padding, padding, padding), value=0.0)
-    offs = rng.randint(0, 2 * padding + 1, (n, 2), generator)
+    offs = rng.randint(0, 2 * padding + 1, (n, 2), generator).to(xb.device)
     flips = rng.coin(n, generator) if flip else torch.zeros(n, dtype=torch.bool)
-    out = torch.empty_like(xb)
-    for i in range(n):
-        dy, dx = int(offs[i, 0]), int(offs[i, 1])
-        crop = padded[i, :, dy : dy + h, dx : dx + w]
-        out[i] = crop.flip(-1) if flips[i] else crop
+    flips = flips.to(xb.device)
+    rows = offs[:, 0:1] + torch.arange(h, device=xb.device)  # n × h source rows
+    cols = offs[:, 1:2] + torch.arange(w, device=xb.device)  # n × w source columns
+    cols = torch.where(flips[:, None], cols.flip(-1), cols)  # a flip reads columns backwards
+    out = padded[
+        torch.arange(n, device=xb.device)[:, None, None, None],
+        torch.arange(c, device=xb.device)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
     return out[0] if single else out
 
 
-def random_resized_crop_flip(
-    x: torch.Tensor,
+def resized_crop_params(
+    n: int,
+    h: int,
+    w: int,
     generator: torch.Generator | None = None,
     *,
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
-) -> torch.Tensor:
-    """torchvision's ``RandomResizedCrop`` (same parameter sampling, 10 tries then centre
-    fallback) back to the stored size, then a horizontal flip; the official high-resolution
-    training transform applied to the stored images."""
-    xb, single = _as_batch(x)
-    n, _, h, w = xb.shape
+) -> list[tuple[int, int, int, int, bool]]:
+    """The ``(top, left, height, width, flip)`` of ``n`` RandomResizedCrop+flip draws, drawn in
+    the order of torchvision's per-image sampling (10 tries, then the centre fallback; the
+    flip after each image's box). Scalars on the host; the pixels never leave their device."""
     area = h * w
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    out = torch.empty_like(xb)
-    for i in range(n):
+    boxes = []
+    for _ in range(n):
         box = None
         for _ in range(10):
             target = area * rng.uniform_scalar(scale[0], scale[1], generator)
@@ -91,14 +99,34 @@ def random_resized_crop_flip(
             else:
                 cw, ch = w, h
             box = ((h - ch) // 2, (w - cw) // 2, ch, cw)
-        top, left, ch, cw = box
+        boxes.append((*box, bool(rng.coin(1, generator))))
+    return boxes
+
+
+def random_resized_crop_flip(
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
+    """torchvision's ``RandomResizedCrop`` (same parameter sampling, 10 tries then centre
+    fallback) back to the stored size, then a horizontal flip; the official high-resolution
+    training transform applied to the stored images.
+
+    The boxes differ in size, so each image is resized by its own (antialiased, bilinear)
+    interpolation, on ``x``'s device; only the box parameters are drawn on the host."""
+    xb, single = _as_batch(x)
+    n, _, h, w = xb.shape
+    out = torch.empty_like(xb)
+    for i, (top, left, ch, cw, flip) in enumerate(
+        resized_crop_params(n, h, w, generator, scale=scale, ratio=ratio)
+    ):
         crop = xb[i : i + 1, :, top : top + ch, left : left + cw]
         crop = F.interpolate(
             crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True
         ).clamp_(0.0, 1.0)
-        if bool(rng.coin(1, generator)):
-            crop = crop.flip(-1)
-        out[i] = crop[0]
+        out[i] = crop[0].flip(-1) if flip else crop[0]
     return out[0] if single else out
 
 

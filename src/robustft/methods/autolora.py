@@ -98,9 +98,9 @@ class AutoLoRa(Method):
         return BatchOutput(
             loss=loss,
             stats={
-                "loss_ce_nat": ce_nat.item(),
-                "loss_ce_adv": ce_adv.item(),
-                "loss_kl": kl.item(),
+                "loss_ce_nat": ce_nat.detach(),
+                "loss_ce_adv": ce_adv.detach(),
+                "loss_kl": kl.detach(),
                 "train_nat_acc": nat_correct / len(y),
                 "train_adv_acc": accuracy(adv_logits, y),
             },

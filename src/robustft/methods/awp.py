@@ -91,13 +91,13 @@ class AWP(Method):
         if self.hp["base"] == "at":
             adv = forward(x_adv)
             loss = F.cross_entropy(adv, y)
-            return loss, {"loss_ce_adv": loss.item(), "train_adv_acc": accuracy(adv, y)}
+            return loss, {"loss_ce_adv": loss.detach(), "train_adv_acc": accuracy(adv, y)}
         clean, adv = forward(x), forward(x_adv)
         natural = F.cross_entropy(clean, y)
         robust = kl_clean_adv(clean, adv)
         return natural + self.hp["beta"] * robust, {
-            "loss_ce_nat": natural.item(),
-            "loss_kl": robust.item(),
+            "loss_ce_nat": natural.detach(),
+            "loss_kl": robust.detach(),
             "train_nat_acc": accuracy(clean, y),
             "train_adv_acc": accuracy(adv, y),
         }

@@ -32,10 +32,13 @@ class BatchOutput:
 
     ``objectives`` optionally holds the (natural, adversarial) objective tensors of the same
     graph; the loop uses them for the gradient similarity of AutoLoRa Eq. 3/4.
+
+    ``stats`` values are detached 0-d tensors (or floats): the loop averages them on the device
+    and reads them once per epoch, so a step never waits for the GPU (no ``.item()`` here).
     """
 
     loss: torch.Tensor
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, torch.Tensor | float] = field(default_factory=dict)
     objectives: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
@@ -196,5 +199,6 @@ def frozen(params: Iterable[nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return (logits.argmax(1) == y).float().mean().item()
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Batch accuracy as a 0-d tensor on the logits' device (no host synchronisation)."""
+    return (logits.argmax(1) == y).float().mean()

@@ -53,5 +53,5 @@ class FastAT(Method):
         logits = model(x_adv)
         loss = F.cross_entropy(logits, y)
         return BatchOutput(
-            loss=loss, stats={"loss_ce_adv": loss.item(), "train_adv_acc": accuracy(logits, y)}
+            loss=loss, stats={"loss_ce_adv": loss.detach(), "train_adv_acc": accuracy(logits, y)}
         )

@@ -77,8 +77,8 @@ class MART(Method):
         return BatchOutput(
             loss=loss,
             stats={
-                "loss_bce": bce.item(),
-                "loss_kl_weighted": robust.item(),
+                "loss_bce": bce.detach(),
+                "loss_kl_weighted": robust.detach(),
                 "train_nat_acc": accuracy(clean_logits, y),
                 "train_adv_acc": accuracy(adv_logits, y),
             },

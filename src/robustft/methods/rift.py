@@ -228,7 +228,7 @@ class RiFT(Method):
         logits = model(x)  # clean CE: RiFT's fine-tuning step
         loss = F.cross_entropy(logits, y)
         return BatchOutput(
-            loss=loss, stats={"loss_ce_nat": loss.item(), "train_nat_acc": accuracy(logits, y)}
+            loss=loss, stats={"loss_ce_nat": loss.detach(), "train_nat_acc": accuracy(logits, y)}
         )
 
     def finish(self, model, evaluate):

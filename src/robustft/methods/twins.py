@@ -55,10 +55,10 @@ class TWINS(Method):
         return BatchOutput(
             loss=loss,
             stats={
-                "loss_ce_frozen": ce_f.item(),
-                "loss_kl_frozen": kl_f.item(),
-                "loss_ce_adaptive": ce_a.item(),
-                "loss_kl_adaptive": kl_a.item(),
+                "loss_ce_frozen": ce_f.detach(),
+                "loss_kl_frozen": kl_f.detach(),
+                "loss_ce_adaptive": ce_a.detach(),
+                "loss_kl_adaptive": kl_a.detach(),
                 "train_nat_acc": accuracy(clean_a, y),
                 "train_adv_acc": accuracy(adv_a, y),
             },
@@ -84,10 +84,10 @@ class TWINS(Method):
         return BatchOutput(
             loss=loss,
             stats={
-                "loss_ce_frozen": ce_f.item(),
-                "loss_kl_frozen": kl_f.item(),
-                "loss_ce_adaptive": ce_a.item(),
-                "loss_kl_adaptive": kl_a.item(),
+                "loss_ce_frozen": ce_f.detach(),
+                "loss_kl_frozen": kl_f.detach(),
+                "loss_ce_adaptive": ce_a.detach(),
+                "loss_kl_adaptive": kl_a.detach(),
                 "train_nat_acc": accuracy(clean, y),
                 "train_adv_acc": accuracy(adv, y),
             },

@@ -40,8 +40,8 @@ class VanillaRFT(Method):
         return BatchOutput(
             loss=loss,
             stats={
-                "loss_ce_nat": natural.item(),
-                "loss_kl": adversarial.item(),
+                "loss_ce_nat": natural.detach(),
+                "loss_kl": adversarial.detach(),
                 "train_nat_acc": accuracy(clean_logits, y),
                 "train_adv_acc": accuracy(adv_logits, y),
             },
