@@ -26,5 +26,6 @@ class PGDAT(Method):
         adv_logits = model(x_adv)
         loss = F.cross_entropy(adv_logits, y)
         return BatchOutput(
-            loss=loss, stats={"loss_ce_adv": loss.detach(), "train_adv_acc": accuracy(adv_logits, y)}
+            loss=loss,
+            stats={"loss_ce_adv": loss.detach(), "train_adv_acc": accuracy(adv_logits, y)},
         )
