@@ -71,3 +71,49 @@ rule fetch_robustbench:
     shell:
         "python -m robustft.steps.fetch_robustbench --arch {params.arch} --out {output} "
         "> {log} 2>&1"
+
+
+# An as-is run (variants with method: as_is; CLAT Table 1's "Peng et al." / "Bai et al." rows):
+# the zoo model evaluated without training. Its "training" copies the backbone file (which
+# describes its model, head included) to the run's model_best.pt and writes train_log.csv and
+# run.yaml, so evaluation, "X + CLAT" chains and the tables treat it like any run. Rule order:
+# for those variants this rule, not train, makes the run's files.
+import re
+
+AS_IS_VARIANTS = "|".join(map(re.escape, PLAN.as_is_variants())) or "^$"
+
+
+localrules:
+    as_is,
+
+
+ruleorder: as_is > train
+
+
+rule as_is:
+    input:
+        backbone=backbone_file,
+    output:
+        model=paths.MODEL,
+        log_csv=paths.TRAIN_LOG,
+        run=paths.RUN_RECORD,
+    log:
+        paths.log("as_is", paths.RUN),
+    wildcard_constraints:
+        variant=AS_IS_VARIANTS,
+    conda:
+        "../envs/robustft.yaml"
+    # reads and writes the whole zoo model once (up to 2.3 GB in fp32)
+    resources:
+        gpu=0,
+        mem_mb=12000,
+        runtime=30,
+        attempt=attempt_number,
+    params:
+        out=paths.RUN_DIR,
+        identity=run_identity,
+    shell:
+        step(
+            "python -m robustft.steps.as_is --backbone {input.backbone} --out {params.out} "
+            "--identity {params.identity:q}"
+        )

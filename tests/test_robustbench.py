@@ -185,3 +185,62 @@ def test_fetch_step_offline_names_the_file_to_place(tmp_path, monkeypatch, capsy
     torch.save(SMALL.architecture().state_dict(), path)  # a bare state dict: also the format
     step.main([*argv, "--model-dir", str(tmp_path / "zoo")])
     assert (tmp_path / "bb.pt").is_file() and "sha256" in capsys.readouterr().out
+
+
+def test_as_is_run_is_the_zoo_model_itself(tmp_path, monkeypatch):
+    # CLAT Table 1's "Peng et al." / "Bai et al." rows: the as_is step makes the run's files
+    # from the backbone file; evaluation and the tables then read them like any run's
+    import json
+
+    import yaml
+
+    from robustft.backbones import fetch_robustbench
+    from robustft.contracts import RunIdentity
+    from robustft.models.checkpoint import CheckpointError, load_model
+    from robustft.steps import as_is
+    from robustft.tables.records import load_run_record
+
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    reference = SMALL.architecture()
+    with torch.no_grad():  # weights a fresh build cannot have
+        for i, p in enumerate(reference.parameters()):
+            p.fill_(0.002 * (i % 5) - 0.003)
+    (path,) = SMALL.files(tmp_path / "zoo")
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": reference.state_dict()}, path)
+    backbone = tmp_path / "backbones" / "rb_small.pt"
+    fetch_robustbench(SMALL.arch, tmp_path / "zoo", backbone)
+    run_dir = tmp_path / "runs" / "fid" / "cifar10_32" / "rb_small" / "zoo" / "seed0"
+    identity = RunIdentity(
+        fidelity="fid",
+        dataset="cifar10_32",
+        backbone="rb_small",
+        variant="zoo",
+        seed=0,
+        method="as_is",
+        preset="paper",
+    )
+    args = ["--backbone", str(backbone), "--out", str(run_dir)]
+    as_is.main([*args, "--identity", json.dumps(identity.to_dict())])
+
+    model, extra = load_model(run_dir / "model_best.pt")  # what evaluation and CLAT read
+    assert model.arch == SMALL.arch and extra["selection"] == "as_is"
+    assert extra["source"]["file"] == str(backbone)
+    x = torch.linspace(0, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), reference.eval()(x))
+    record = yaml.safe_load((run_dir / "run.yaml").read_text())
+    assert record["variant"] == "zoo" and record["method"] == "as_is"
+    assert record["settings"]["epochs"] == 0 and record["settings"]["arch"] == SMALL.arch
+    assert (run_dir / "train_log.csv").read_text() == "epoch,seconds\n"
+    (run_dir / "eval.json").write_text(json.dumps({"metrics": {"SA": {"accuracy": 0.5, "n": 2}}}))
+    run = load_run_record(run_dir)
+    assert (run.variant, run.seed, run.train_log) == ("zoo", 0, None)
+    assert run.protocol["epochs"] == 0 and run.value("SA") == 50.0
+
+    # a file without its model description (a bare state dict) fails naming it
+    bare = tmp_path / "bare.pt"
+    torch.save(reference.state_dict(), bare)
+    with pytest.raises(CheckpointError, match=r"bare\.pt.*does not describe its model"):
+        as_is.main(["--backbone", str(bare), "--out", str(tmp_path / "other")])
+    assert not (tmp_path / "other" / "model_best.pt").exists()

@@ -24,6 +24,11 @@ Which models CLAT used, and why (spec score_and_robustbench.md §B):
   ``Bai2023Improving_trades``; 69.15 clean vs CLAT's 69.17). CIFAR-10 is not settled by the
   paper: ``Wang2023Better_WRN-70-16`` (Bai's robust base) and
   ``Rebuffi2021Fixing_70_16_cutmix_extra`` (clean 92.23, exactly CLAT's) are both options.
+  config.yaml's ``rb_bai_c10`` is Rebuffi's (the clean-accuracy match that also picked the
+  CIFAR-100 model); ``rb_bai_c10_wang`` is the other option.
+
+:func:`model_as_is` makes an as-is run's ``model_best.pt`` from such a file (the "X" rows: the
+zoo model evaluated without training, ``method: as_is`` in config.yaml).
 """
 
 from __future__ import annotations
@@ -77,3 +82,27 @@ def fetch_robustbench(
     with atomic_path(dest) as tmp:
         torch.save({"state_dict": model.state_dict(), "model": spec.as_dict()}, tmp)
     return sha256_file(dest)
+
+
+def model_as_is(backbone: str | os.PathLike[str], dest: str | os.PathLike[str]) -> dict:
+    """An as-is run's ``model_best.pt`` (CLAT Table 1's "Peng et al." / "Bai et al." rows):
+    the self-describing ``backbone`` file unchanged, after checking that it rebuilds (so a bad
+    file fails here, naming it, rather than in the evaluation). Returns its ModelSpec entry."""
+    import torch
+
+    from robustft.models.checkpoint import load_torch_file, model_from_payload
+
+    hint = "Delete it and run the job that fetched it again (fetch_robustbench)."
+    payload = load_torch_file(backbone, hint=hint)
+    model_from_payload(payload, backbone, hint)  # builds the model and loads every tensor
+    out = {
+        "state_dict": payload["state_dict"],
+        "model": dict(payload["model"]),
+        # nothing was trained: no epoch was selected
+        "best_epoch": None,
+        "selection": "as_is",
+        "source": {"file": str(backbone), "sha256": sha256_file(backbone)},
+    }
+    with atomic_path(dest) as tmp:
+        torch.save(out, tmp)
+    return out["model"]

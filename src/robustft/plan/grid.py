@@ -10,6 +10,12 @@ The upstream run is an ordinary run (its own job, its own path), so every study 
 onto the same X and seed shares it. Backbones with ``source: scratch`` have no file: runs start
 from random initialisation (CLAT's CIFAR adversarial training).
 
+As-is runs (``method: as_is``, :data:`AS_IS`): a RobustBench zoo model evaluated without any
+training (CLAT Table 1's "Peng et al." and "Bai et al." rows). Their "training" job only copies
+the backbone file, which already describes its model (head included), to the run's
+``model_best.pt``, so evaluation, chains ("Peng et al. + CLAT") and the tables treat them like
+any run.
+
 Every function takes the validated config (:func:`robustft.plan.validate.validate`).
 """
 
@@ -70,6 +76,10 @@ class TransferPair:
         return paths.fill(paths.TRANSFER, **{f.name: getattr(self, f.name) for f in fields(self)})
 
 
+#: the pseudo-method of an as-is run: no training, the backbone file is the run's model
+AS_IS = "as_is"
+
+
 # --- variants ----------------------------------------------------------------------------------
 def variant_pool(config: dict[str, Any]) -> set[str]:
     """Variants a study may name: the configured ones and every bare method name."""
@@ -84,8 +94,17 @@ def variant_spec(config: dict[str, Any], variant: str) -> dict[str, Any]:
     raise ConfigError(f"unknown variant {variant!r}")
 
 
+def is_as_is(config: dict[str, Any], variant: str) -> bool:
+    return variant_spec(config, variant)["method"] == AS_IS
+
+
+def as_is_variants(config: dict[str, Any]) -> list[str]:
+    return [v for v, spec in config["variants"].items() if spec["method"] == AS_IS]
+
+
 def is_clat(config: dict[str, Any], variant: str) -> bool:
-    return catalog.method(variant_spec(config, variant)["method"]).clat
+    method = variant_spec(config, variant)["method"]
+    return method != AS_IS and catalog.method(method).clat
 
 
 def method_label(config: dict[str, Any], variant: str) -> str:
@@ -94,7 +113,7 @@ def method_label(config: dict[str, Any], variant: str) -> str:
     spec = variant_spec(config, variant)
     if spec.get("paper_method"):
         return spec["paper_method"]
-    own = catalog.display_name(spec["method"])
+    own = "as is" if spec["method"] == AS_IS else catalog.display_name(spec["method"])
     return f"{method_label(config, spec['init'])}+{own}" if "init" in spec else own
 
 
@@ -156,8 +175,10 @@ def all_runs(config: dict[str, Any], studies: list[str]) -> list[Run]:
 
 
 def all_training_runs(config: dict[str, Any], studies: list[str]) -> list[Run]:
-    """Every training job of the studies: their runs plus the upstream runs of chained ones."""
-    return sorted({r for run in all_runs(config, studies) for r in run_chain(config, run)})
+    """Every training job of the studies: their runs plus the upstream runs of chained ones
+    (not as-is runs: their model is the backbone file, copied by the ``as_is`` rule)."""
+    chains = {r for run in all_runs(config, studies) for r in run_chain(config, run)}
+    return sorted(r for r in chains if not is_as_is(config, r.variant))
 
 
 def backbone_input(config: dict[str, Any], run: Run) -> str | None:

@@ -56,12 +56,16 @@ class Plan:
         return [paths.table_json(s) for s in self.targets] + pages + [paths.REPORT]
 
     def backbones(self, source: str | None = None) -> list[str]:
-        """Backbone names, of one ``source`` (salman, pretrain, scratch) if given."""
+        """Backbone names, of one ``source`` (salman, pretrain, scratch, robustbench) if given."""
         return [
             b
             for b, s in self.config["backbones"].items()
             if source is None or s["source"] == source
         ]
+
+    def as_is_variants(self) -> list[str]:
+        """Variants whose "training" copies the backbone file (the ``as_is`` rule's)."""
+        return grid.as_is_variants(self.config)
 
     @functools.cache  # noqa: B019 - one Plan per parse, alive as long as the workflow
     def study_runs(self, study: str) -> list[Run]:
@@ -205,7 +209,9 @@ class Plan:
         training precision; evaluations keep their own (fp32 unless asked)."""
         runs = self.study_runs(study)
         chains = dict.fromkeys(r for run in runs for r in grid.run_chain(self.config, run))
-        jobs = [self.train_cost(run, precision) for run in chains]
+        # an as-is run's "training" is a file copy (a CPU job): nothing to price
+        trained = [r for r in chains if not grid.is_as_is(self.config, r.variant)]
+        jobs = [self.train_cost(run, precision) for run in trained]
         jobs += [self.eval_cost(run) for run in runs]
         jobs += [self.transfer_cost(p) for p in grid.transfer_pairs(self.config, study)]
         jobs += [self.criticality_cost(r) for r in grid.criticality_runs(self.config, study)]

@@ -30,7 +30,14 @@ from robustft.contracts import (
 )
 from robustft.plan import catalog, paths
 from robustft.plan.errors import ConfigError
-from robustft.plan.grid import Run, TransferPair, measured_run, method_label, variant_spec
+from robustft.plan.grid import (
+    AS_IS,
+    Run,
+    TransferPair,
+    measured_run,
+    method_label,
+    variant_spec,
+)
 from robustft.threat_models import AUTOLORA_OFFICIAL, AUTOLORA_PAPER
 
 #: CLAT baselines as their reference scripts run them (see each method's docstring for the
@@ -139,14 +146,18 @@ def method_defaults(config: dict[str, Any], method: str) -> dict[str, Any]:
 
 
 def train_settings(config: dict[str, Any], run: Run) -> TrainConfig:
-    """Fully resolved training settings of one run (the ``train`` job's ``params``)."""
+    """Fully resolved training settings of one run (the ``train`` job's ``params``).
+
+    An as-is run (:data:`~robustft.plan.grid.AS_IS`) trains nothing: 0 epochs, no method
+    parameters; its settings still say what its evaluation and cost estimate need (arch,
+    evaluation attack, device)."""
     preset = PRESETS[config["preset"]]
     var = variant_spec(config, run.variant)
     method = var["method"]
     dataset = config["datasets"][run.dataset]
     backbone = config["backbones"][run.backbone]
     fidelity = config["fidelities"][run.fidelity]
-    params = method_defaults(config, method)
+    params = {} if method == AS_IS else method_defaults(config, method)
     training = deep_merge(preset["training"], METHOD_TRAINING.get(method, {}))
     for layer in (
         config["methods"].get(method, {}),
@@ -177,7 +188,10 @@ def train_settings(config: dict[str, Any], run: Run) -> TrainConfig:
         input_size=dataset.get("input_size"),
         device=config["device"],
     )
-    if "init" in var:
+    if method == AS_IS:
+        resolved["epochs"] = 0
+    # a zoo model's file is a whole model (head included): load_backbone would keep conv/BN only
+    if "init" in var or backbone["source"] == "robustbench":
         resolved["init_from"] = "model"
     elif resolved["init_from"] == "model":
         raise ConfigError(

@@ -21,6 +21,8 @@ import yaml
 from robustft.plan import catalog
 from robustft.plan.errors import ConfigError
 from robustft.plan.grid import (
+    AS_IS,
+    is_as_is,
     is_clat,
     study_backbones,
     study_grids,
@@ -98,6 +100,9 @@ def _check_references(config: dict[str, Any]) -> None:
         _check_method_settings(f"fidelities.{fname}.methods", fid.get("methods", {}))
     _check_method_settings("methods", config["methods"])
     for name, var in config["variants"].items():
+        if var["method"] == AS_IS:
+            _check_as_is(name, var)
+            continue
         _need(var["method"], catalog.METHODS, f"variants.{name}.method", "method")
         _check_params(var["method"], var.get("params", {}), f"variants.{name}.params")
     _check_chains(config)
@@ -107,7 +112,47 @@ def _check_references(config: dict[str, Any]) -> None:
         _need(target, config["studies"], f"targets[{i}]", "study")
 
 
+def _check_as_is(name: str, var: dict[str, Any]) -> None:
+    """An as-is variant trains nothing: no parameters, settings or upstream run to set."""
+    for key in ("params", "training", "init"):
+        if key in var:
+            raise ConfigError(
+                f"config key 'variants.{name}.{key}': method {AS_IS!r} evaluates the backbone "
+                "file as it is (no training), so it takes no params, training or init"
+            )
+
+
+#: ``robustbench.<dataset>.<threat model>.<name>`` (robustft.models.robustbench.ZooModel)
+ROBUSTBENCH_PREFIX = "robustbench."
+
+
+def robustbench_dataset(arch: str) -> str | None:
+    """The dataset a RobustBench zoo architecture was trained on, None for other archs."""
+    if not arch.startswith(ROBUSTBENCH_PREFIX):
+        return None
+    return arch.split(".")[1]
+
+
+def _check_robustbench(name: str, bb: dict[str, Any]) -> None:
+    parts = bb["arch"].split(".")
+    if not bb["arch"].startswith(ROBUSTBENCH_PREFIX) or len(parts) != 4 or not all(parts):
+        raise ConfigError(
+            f"config key 'backbones.{name}.arch': a robustbench backbone's arch is "
+            f"'robustbench.<dataset>.<threat model>.<name>' (e.g. "
+            f"robustbench.cifar10.Linf.Peng2023Robust), got {bb['arch']!r}"
+        )
+    for key in ("eps_pt", "dataset", "method", "training", "width"):
+        if key in bb:
+            raise ConfigError(
+                f"config key 'backbones.{name}.{key}': a robustbench backbone is the zoo model "
+                "as RobustBench publishes it (its arch names everything)"
+            )
+
+
 def _check_backbone(config: dict[str, Any], name: str, bb: dict[str, Any]) -> None:
+    if bb["source"] == "robustbench":
+        _check_robustbench(name, bb)
+        return
     _need(bb["arch"], catalog.ARCHS, f"backbones.{name}.arch", "architecture")
     if bb["source"] == "scratch":
         for key in ("eps_pt", "dataset", "method", "training"):
@@ -146,6 +191,7 @@ def _check_study(config: dict[str, Any], name: str) -> None:
             for i, value in enumerate(grid[key]):
                 _need(value, pool, f"{where}.{key}[{i}]", what)
         _check_resolution(config, grid, where)
+        _check_zoo_runs(config, grid, where)
     variants = study_variants(config, name)
     if "reference" in study and study["reference"] not in variants:
         raise ConfigError(
@@ -209,10 +255,48 @@ def _check_chains(config: dict[str, Any]) -> None:
                 break
 
 
+def _check_zoo_runs(config: dict[str, Any], grid: dict[str, Any], where: str) -> None:
+    """A zoo model keeps its head, so it runs only on its own dataset; an as-is variant needs a
+    backbone file that describes its model (a robustbench backbone)."""
+    for b in grid["backbones"]:
+        bb = config["backbones"][b]
+        zoo = robustbench_dataset(bb["arch"]) if bb["source"] == "robustbench" else None
+        for i, d in enumerate(grid["datasets"]):
+            kind = config["datasets"][d]["kind"]
+            if zoo is not None and kind != zoo:
+                raise ConfigError(
+                    f"config key '{where}.datasets[{i}]': backbone {b!r} is the RobustBench "
+                    f"{zoo} model {bb['arch']!r} (its {zoo} head is kept), but dataset {d!r} is "
+                    f"{kind}; pair it with a {zoo} dataset"
+                )
+        for i, v in enumerate(grid["variants"]):
+            as_is = next((u for u in _init_chain(config, v) if is_as_is(config, u)), None)
+            if as_is is not None and zoo is None:
+                raise ConfigError(
+                    f"config key '{where}.variants[{i}]': {as_is!r} evaluates the backbone file "
+                    f"as it is, but backbone {b!r} (source {bb['source']}) has no file with its "
+                    "classifier; as-is runs need a robustbench backbone"
+                )
+
+
+def _init_chain(config: dict[str, Any], variant: str) -> list[str]:
+    """The variant and every variant it (transitively) starts from (chains end: checked)."""
+    chain = [variant]
+    while (up := variant_spec(config, chain[-1]).get("init")) is not None:
+        chain.append(up)
+    return chain
+
+
+def _is_32px(arch: str) -> bool:
+    """CLAT's CIFAR networks and RobustBench's CIFAR zoo models take 32-px inputs."""
+    zoo = robustbench_dataset(arch)
+    return zoo in ("cifar10", "cifar100") if zoo is not None else catalog.ARCHS[arch]
+
+
 def _check_resolution(config: dict[str, Any], grid: dict[str, Any], where: str) -> None:
     """CLAT's 32-px CIFAR architectures never run on upsampled inputs (``input_size``)."""
     for b in grid["backbones"]:
-        if not catalog.ARCHS[config["backbones"][b]["arch"]]:
+        if not _is_32px(config["backbones"][b]["arch"]):
             continue
         for i, d in enumerate(grid["datasets"]):
             size = config["datasets"][d].get("input_size")
