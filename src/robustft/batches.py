@@ -126,7 +126,7 @@ def on_device(split: Split, device: torch.device, mode: str = "auto") -> DeviceS
         and split_bytes(split) > torch.cuda.get_device_properties(device).total_memory // 4
     ):
         return None
-    x = torch.from_numpy(np.ascontiguousarray(split.x)).permute(0, 3, 1, 2).contiguous()
+    x = torch.from_numpy(np.array(split.x)).permute(0, 3, 1, 2).contiguous()  # a writable copy
     return DeviceSplit(x.to(device), torch.from_numpy(np.asarray(split.y)).to(device))
 
 
