@@ -226,6 +226,10 @@ def test_as_is_run_is_the_zoo_model_itself(tmp_path, monkeypatch):
     model, extra = load_model(run_dir / "model_best.pt")  # what evaluation and CLAT read
     assert model.arch == SMALL.arch and extra["selection"] == "as_is"
     assert extra["source"]["file"] == str(backbone)
+    # the parameter groups the training loop asks for (WRN-28-4's classifier: fc, 256 → 10)
+    assert model.head is model.fc and model.count_parameters()["head"] == 2570
+    n = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for p in model.feature_extractor_parameters()) == n - 2570
     x = torch.linspace(0, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model.eval()(x), reference.eval()(x))
@@ -244,3 +248,44 @@ def test_as_is_run_is_the_zoo_model_itself(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=r"bare\.pt.*does not describe its model"):
         as_is.main(["--backbone", str(bare), "--out", str(tmp_path / "other")])
     assert not (tmp_path / "other" / "model_best.pt").exists()
+
+
+@pytest.mark.slow  # WRN-28-4 CLAT epoch on the CPU: ~20-40 s on 2 shared cores
+def test_clat_fine_tunes_an_as_is_run(tmp_path, monkeypatch):
+    # "Peng et al. + CLAT" in miniature: the zoo model → backbone file → as-is run → one CLAT
+    # epoch from its model_best.pt (init_from model, head included), k set explicitly
+    from robustft.backbones import fetch_robustbench, model_as_is
+    from robustft.contracts import TrainConfig
+    from robustft.models.checkpoint import load_model
+    from robustft.train import train_run
+    from tests.conftest import write_tiny_dataset
+
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    (path,) = SMALL.files(tmp_path / "zoo")
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save({"state_dict": SMALL.architecture().state_dict()}, path)
+    fetch_robustbench(SMALL.arch, tmp_path / "zoo", tmp_path / "bb.pt")
+    model_as_is(tmp_path / "bb.pt", tmp_path / "zoo_run" / "model_best.pt")
+    data = write_tiny_dataset(tmp_path / "data", classes=10, per_split=(20, 10, 10), res=32)
+    cfg = TrainConfig(
+        run_name="zoo+clat",
+        method="clat",
+        arch=SMALL.arch,
+        seed=0,
+        epochs=1,
+        batch_size=10,
+        train_attack={"eps": 0.03, "step": 0.03, "steps": 1, "random_start": True},
+        eval_attack={"eps": 0.03, "step": 0.03, "steps": 1, "random_start": True},
+        selection="last",
+        init_from="model",
+        method_params={"k": 2},
+        device="cpu",
+    )
+    train_run(cfg, data, tmp_path / "zoo_run" / "model_best.pt", tmp_path / "ck", tmp_path / "out")
+    tuned, _ = load_model(tmp_path / "out" / "model_best.pt")
+    start, _ = load_model(tmp_path / "zoo_run" / "model_best.pt")
+    changed = [
+        k for k, v in tuned.state_dict().items() if not torch.equal(v, start.state_dict()[k])
+    ]
+    assert tuned.arch == SMALL.arch and changed  # CLAT trained some of the zoo model's layers

@@ -30,6 +30,7 @@ import importlib.util
 import os
 import sys
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,47 @@ class ZooModel:
         return self.entry()["model"]()
 
 
+class ZooInterface:
+    """The parameter groups the training loop and the methods ask every model for (as
+    :class:`robustft.models.cifar.CifarNet`), given to a zoo network without touching its
+    modules: its state-dict keys stay RobustBench's, so the zoo's files load unchanged."""
+
+    arch: str
+    lora_config = None
+    dual_bn = None
+    input_size = None
+
+    @property
+    def head(self) -> nn.Linear:
+        """The classifier: the network's last ``nn.Linear`` (``logits`` / ``fc`` in the zoo)."""
+        return [m for m in self.modules() if isinstance(m, nn.Linear)][-1]
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.head.parameters()
+
+    def lora_parameters(self) -> Iterator[nn.Parameter]:
+        return iter(())
+
+    def feature_extractor_parameters(self) -> Iterator[nn.Parameter]:
+        """Everything but the classifier."""
+        head = {id(p) for p in self.head.parameters()}
+        yield from (p for p in self.parameters() if id(p) not in head)
+
+    def count_parameters(self) -> dict[str, int]:
+        fe = sum(p.numel() for p in self.feature_extractor_parameters())
+        hd = sum(p.numel() for p in self.head_parameters())
+        return {"feature_extractor": fe, "lora": 0, "head": hd, "total": fe + hd}
+
+
+def with_interface(net: nn.Module, arch: str) -> nn.Module:
+    """``net`` as an instance of a subclass of its own class and :class:`ZooInterface` (the
+    same object and modules: nothing is copied or renamed)."""
+    cls = type(net)
+    net.__class__ = type(f"Zoo{cls.__name__}", (ZooInterface, cls), {})
+    net.arch = arch
+    return net
+
+
 def build_zoo_architecture(arch: str, num_classes: int) -> nn.Module:
     """The architecture behind a :data:`ARCH_PREFIX` name, fresh weights (what
     :func:`robustft.models.build_model` returns for it). Zoo models keep their own head, so
@@ -154,9 +196,7 @@ def build_zoo_architecture(arch: str, num_classes: int) -> nn.Module:
             f"{arch} classifies {NUM_CLASSES[model.dataset]} classes ({model.dataset}), "
             f"not {num_classes}: a RobustBench model is used on its own dataset"
         )
-    net = model.architecture()
-    net.arch = arch
-    return net
+    return with_interface(model.architecture(), arch)
 
 
 def missing_message(model: ZooModel, model_dir: str | os.PathLike[str]) -> str:
