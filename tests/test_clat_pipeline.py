@@ -34,6 +34,13 @@ def paper_wf(tmp_path_factory):
 # train = the study's runs + the X-pre50 (or X) runs its chained variants start from
 CLAT_STUDIES = {
     "clat_demo": {"prepare_data": 1, "train": 6, "evaluate": 4},
+    "clat_table1_wrn70_16": {
+        "prepare_data": 2,
+        "fetch_robustbench": 3,
+        "as_is": 9,
+        "train": 9,
+        "evaluate": 18,
+    },
     # RN50/DN121/VGG19: 2 variants (3 jobs); RN18: 16 variants + 5 pre-trainings;
     # WRN34-10: 7 + 2; PreAct RN18: 3 (Fast-AT + CLAT starts from the Fast-AT run) — × 2 × 3
     "clat_table1": {"prepare_data": 2, "train": 252, "evaluate": 192},

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     record = {
         **identity,
         # what the tables' protocol column reads: no training, nothing selected
-        "settings": {"arch": spec["arch"], "epochs": 0, "method": "as_is", "selection": None},
+        "settings": {"arch": spec["arch"], "epochs": 0, "method": "as_is", "selection": "as_is"},
         "backbone_file": str(args.backbone),
         "provenance": {"host": platform.node()},
     }

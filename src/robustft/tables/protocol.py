@@ -43,6 +43,7 @@ SELECTION: dict[str, tuple[str, str]] = {
     "test_nat": ("test", "best natural accuracy on the test set"),
     "val_nat": ("validation", "best natural accuracy on the validation split"),
     "last": ("none", "the last epoch"),
+    "as_is": ("none", "no training: the published model as downloaded"),
 }
 
 
