@@ -11,12 +11,16 @@ rule fetch_backbone:
         backbone=SALMAN_BACKBONES,
     conda:
         "../envs/robustft.yaml"
+    resources:
+        attempt=attempt_number,
     params:
         arch=fetch_param("arch"),
         eps=fetch_param("eps_pt"),
     shell:
-        "python -m robustft.steps.fetch_backbone --arch {params.arch} --eps-pt {params.eps} "
-        "--out {output} > {log} 2>&1"
+        step(
+            "python -m robustft.steps.fetch_backbone --arch {params.arch} --eps-pt {params.eps} "
+            "--out {output}"
+        )
 
 
 rule pretrain_backbone:
@@ -36,13 +40,18 @@ rule pretrain_backbone:
         gpu=0,
         mem_mb=4000,
         runtime=120,
+        attempt=attempt_number,
+        keep_checkpoints=keep_checkpoints,
     params:
         settings=pretrain_settings,
         checkpoints=paths.BACKBONE_CHECKPOINTS,
     shell:
-        "python -m robustft.steps.pretrain_backbone --settings {params.settings:q} "
-        "--data {input.data} --checkpoints {params.checkpoints} --out {output} "
-        "--threads {threads} --gpus {resources.gpu} > {log} 2>&1"
+        step(
+            "python -m robustft.steps.pretrain_backbone --settings {params.settings:q} "
+            "--data {input.data} --checkpoints {params.checkpoints} --out {output} "
+            "--keep-checkpoints {resources.keep_checkpoints} "
+            "--threads {threads} --gpus {resources.gpu}"
+        )
 
 
 # RobustBench model-zoo checkpoints (CLAT Table 1's WRN-70-16 "X" models), downloaded by the
@@ -66,11 +75,13 @@ rule fetch_robustbench:
         gpu=0,
         mem_mb=12000,
         runtime=60,
+        attempt=attempt_number,
     params:
         arch=lambda wc: PLAN.config["backbones"][wc.backbone]["arch"],
     shell:
-        "python -m robustft.steps.fetch_robustbench --arch {params.arch} --out {output} "
-        "> {log} 2>&1"
+        step(
+            "python -m robustft.steps.fetch_robustbench --arch {params.arch} --out {output}"
+        )
 
 
 # An as-is run (variants with method: as_is; CLAT Table 1's "Peng et al." / "Bai et al." rows):
