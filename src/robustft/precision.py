@@ -30,6 +30,7 @@ and the evaluation batches, each of which is tuned once.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import torch
@@ -38,12 +39,15 @@ from torch import nn
 __all__ = [
     "PRECISIONS",
     "autocast",
+    "channels_last_supported",
     "check_precision",
     "configure_backends",
     "grad_scaler",
     "maybe_compile",
     "use_channels_last",
 ]
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -108,10 +112,32 @@ def _first_conv(model: nn.Module) -> nn.Module:
     raise ValueError(f"{type(model).__name__} has no Conv2d: channels_last does not apply")
 
 
-def use_channels_last(model: nn.Module) -> nn.Module:
+def channels_last_supported(device: torch.device) -> bool:
+    """Whether channels_last is applied on ``device``.
+
+    Not on the CPU while oneDNN is enabled: with torch 2.14.1 on the project's AMD EPYC
+    machines, a plain fp32 forward+backward of ``resnet_mini`` in channels_last corrupts the heap
+    inside oneDNN's convolution backward (``corrupted size vs. prev_size``, or a hang), without
+    any robustft code involved. channels_last is a GPU optimisation (tensor-core kernels); on
+    the CPU the run stays NCHW and says so in its log and ``run.yaml``.
+    """
+    if device.type != "cpu":
+        return True
+    return not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
+def use_channels_last(model: nn.Module, device: torch.device | None = None) -> bool:
     """Switch ``model`` (in place) to channels_last after its preprocessing, for every
     architecture: weights in channels_last, and a pre-hook on the first convolution (the first
-    layer after the model's upsampling/normalisation) converts its input. Idempotent."""
+    layer after the model's upsampling/normalisation) converts its input. Idempotent. Returns
+    whether it was applied (see :func:`channels_last_supported`)."""
+    device = device or next(model.parameters()).device
+    if not channels_last_supported(device):
+        log.warning(
+            "channels_last is not applied on %s with oneDNN enabled (see robustft.precision)",
+            device,
+        )
+        return False
     model.to(memory_format=torch.channels_last)
     if not getattr(model, "_robustft_channels_last", False):
         conv = _first_conv(model)
@@ -119,7 +145,7 @@ def use_channels_last(model: nn.Module) -> nn.Module:
             lambda _module, args: (_ToChannelsLast.apply(args[0]), *args[1:])
         )
         model._robustft_channels_last = True
-    return model
+    return True
 
 
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:

@@ -173,8 +173,10 @@ class Trainer:
         # CPU from the seeded global RNG, so every device starts from the same weights
         self.method.prepare_model(self.model)
         self.model.to(self.device)
-        if cfg.channels_last:
-            precision.use_channels_last(self.model)
+        # what the run really uses: channels_last may be declined on the CPU (precision.py)
+        self.channels_last = cfg.channels_last and precision.use_channels_last(
+            self.model, self.device
+        )
         precision.maybe_compile(self.model, cfg.compile)
         self.scaler = precision.grad_scaler(cfg.precision, self.device)
         # the training split on the device when it fits (data_on_device); else the host path,
@@ -512,7 +514,7 @@ class Trainer:
             data += ", prefetched"
         return (
             f"{cfg.run_name}: start on {device}, {torch.get_num_threads()} CPU threads, "
-            f"precision {cfg.precision}, channels_last {cfg.channels_last}, "
+            f"precision {cfg.precision}, channels_last {self.channels_last}, "
             f"compile {cfg.compile}; data: train {len(self.train)} ({data}), "
             f"val {len(self.val)}, test {len(self.test)}; epochs {self.start_epoch}..."
             f"{cfg.epochs - 1}; backbone {backbone}"
@@ -522,7 +524,7 @@ class Trainer:
         """What run.yaml records about how the run computed (the report displays it)."""
         return {
             "precision": self.cfg.precision,
-            "channels_last": self.cfg.channels_last,
+            "channels_last": self.channels_last,  # as applied (see precision.py)
             "compile": self.cfg.compile,
             "data_on_device": self.train_source is not None,
             "device": str(self.device),
