@@ -25,6 +25,12 @@ synthetic batch, so the whole check takes seconds to a minute:
   standard settings unchanged) on 8 points, labelled with the tiny model's own clean
   predictions so that every point is clean-correct and the attack has work to do.
 
+* **the same step in bf16 autocast with channels_last** (the ``paper_bf16`` settings, what
+  :mod:`robustft.precision` does in training) next to an fp32 step on the same device from the
+  same weights: the loss within ``BF16_LOSS_RTOL`` (5e-2; bf16 keeps 8 significant bits).
+  On the CPU channels_last is declined while oneDNN is enabled (see :mod:`robustft.precision`);
+  the report says so. On by default on a GPU; ``--bf16 on|off`` forces it.
+
 Pass criteria (``Tolerance``):
 
 * target CPU (the check against itself): everything bit-identical (relative tolerance 0) —
@@ -228,17 +234,22 @@ def run_step(
     *,
     seed: int = SEED,
     init: dict[str, torch.Tensor] | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> StepResult:
     """One epoch start and one training step of method ``name`` on ``device``.
 
     ``init``: initial weights to load after ``prepare_model`` (the CPU run's), so both runs
     start from identical weights even if ``prepare_model`` draws from the device's own RNG.
     """
+    from robustft import precision as prec
     from robustft.train import cosine_of_gradients
 
     method = build_method(name)
     model = _build(method, device, seed)
     notes = []
+    if channels_last and not prec.use_channels_last(model, device):
+        notes.append("channels_last declined on this device (robustft.precision)")
     if init is not None:
         own = _cpu_state(model)
         if own.keys() != init.keys():
@@ -282,7 +293,8 @@ def run_step(
     x, y = pool[0][:BATCH].to(device), pool[1][:BATCH].to(device)
     model.train()
     started = time.perf_counter()
-    out = method.batch_loss(model, x, y, ctx)
+    with prec.autocast(precision, device):  # as the Trainer runs it
+        out = method.batch_loss(model, x, y, ctx)
     _sync(device)
     loss_seconds = time.perf_counter() - started
     loss = float(out.loss.detach())
@@ -291,7 +303,7 @@ def run_step(
     grad_sim = None
     if out.objectives is not None:  # the Trainer's grad_sim (AutoLoRa Eq. 3/4); not timed
         fe = [p for p in model.feature_extractor_parameters() if p.requires_grad]
-        grad_sim = cosine_of_gradients(out.objectives, fe)
+        grad_sim = float(cosine_of_gradients(out.objectives, fe))
     started = time.perf_counter()
     opt.zero_grad(set_to_none=True)
     out.loss.backward()
@@ -386,6 +398,32 @@ def check_method(
     detail = f"{timing}  loss {dev.loss:.5g}  {measured}"
     detail += "".join(f"  [{p}]" for p in problems + dev.notes)
     return Check(name, not problems, detail)
+
+
+#: one step in bf16 autocast + channels_last against fp32 on the same device and weights:
+#: bf16 keeps 8 significant bits, so one step's loss moves by ~1e-2 relative, not more
+BF16_LOSS_RTOL = 5e-2
+
+
+def check_reduced_precision(name: str, device: torch.device, pool, *, seed: int = SEED) -> Check:
+    """The ``paper_bf16`` settings on ``device``: one bf16 + channels_last step of ``name``
+    next to an fp32 step from the same weights; never raises."""
+    label = f"{name} bf16"
+    try:
+        ref = run_step(name, device, pool, seed=seed)
+        low = run_step(
+            name, device, pool, seed=seed, init=ref.init, precision="bf16", channels_last=True
+        )
+    except Exception as e:  # noqa: BLE001 - every failure is reported, the check goes on
+        return _crashed(label, str(device), e)
+    d_loss = _relative(low.loss, ref.loss)
+    problems = [f"loss differs by {d_loss:.2g} (> {BF16_LOSS_RTOL:g})"] * (d_loss > BF16_LOSS_RTOL)
+    detail = (
+        f"step {low.step_seconds * 1e3:7.1f} ms (fp32 {ref.step_seconds * 1e3:.1f} ms)  "
+        f"loss {low.loss:.5g}  Δloss vs fp32 {d_loss:.1g}"
+    )
+    detail += "".join(f"  [{p}]" for p in problems + low.notes)
+    return Check(label, not problems, detail)
 
 
 def _crashed(name: str, where: str, error: Exception) -> Check:
@@ -571,6 +609,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--skip-attacks", action="store_true", help="skip the PGD-10 and AutoAttack checks"
     )
+    parser.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="also a bf16 + channels_last step of every method (the paper_bf16 settings); "
+        "auto: on a GPU (on the CPU, tests/test_precision.py covers it)",
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
 
@@ -597,6 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in names:
             checks.append(check_method(name, device, pool, tol, seed=args.seed))
             _report(checks[-1])
+            if args.bf16 == "on" or (args.bf16 == "auto" and device.type != "cpu"):
+                checks.append(check_reduced_precision(name, device, pool, seed=args.seed))
+                _report(checks[-1])
         if not args.skip_attacks:
             for check in check_attacks(device, tol, seed=args.seed):
                 checks.append(check)
