@@ -13,7 +13,7 @@ from robustft.contracts import RunIdentity, TrainConfig
 from robustft.io import atomic_path
 from robustft.rundir import finish, hold
 from robustft.steps._common import parser, read_settings, run, start
-from robustft.train import resolve_device, train_run
+from robustft.train import resolve_device, train_run_recorded
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     identity = {} if args.identity is None else read_settings(RunIdentity, args.identity).to_dict()
     resolve_device(cfg.device, gpus=args.gpus)  # fail before any work if a GPU was promised
     hold(args.checkpoints)  # one trainer per run directory (robustft.rundir)
-    train_run(cfg, args.data, args.backbone, args.checkpoints, args.out)
+    compute = train_run_recorded(cfg, args.data, args.backbone, args.checkpoints, args.out)
     with atomic_path(args.out / "run.yaml") as tmp:
         tmp.write_text(
             yaml.safe_dump(
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
                     "data_dir": str(args.data),
                     "backbone_file": str(args.backbone),
                     "provenance": provenance(),
+                    # precision, channels_last, compile, data_on_device, device (+ name)
+                    "compute": compute,
                 },
                 sort_keys=True,
             )
