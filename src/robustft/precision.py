@@ -116,9 +116,10 @@ def channels_last_supported(device: torch.device) -> bool:
     """Whether channels_last is applied on ``device``.
 
     Not on the CPU while oneDNN is enabled: with torch 2.14.1 on the project's AMD EPYC
-    machines, a plain fp32 forward+backward of ``resnet_mini`` in channels_last corrupts the heap
-    inside oneDNN's convolution backward (``corrupted size vs. prev_size``, or a hang), without
-    any robustft code involved. channels_last is a GPU optimisation (tensor-core kernels); on
+    machines, a plain fp32 forward+backward of ``resnet_mini`` (width 4) in channels_last,
+    written with plain torch calls, corrupts the heap inside oneDNN's convolution backward
+    (``corrupted size vs. prev_size``, or a hang); widths 8-64 ran, but a run must not depend
+    on its channel count. channels_last is a GPU optimisation (tensor-core kernels); on
     the CPU the run stays NCHW and says so in its log and ``run.yaml``.
     """
     if device.type != "cpu":
