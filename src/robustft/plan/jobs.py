@@ -164,9 +164,9 @@ class Plan:
         """2 × the run's position in its chain: its training after its upstream's evaluation."""
         return 2 * (len(grid.run_chain(self.config, run)) - 1)
 
-    def _job(self, kind, name, run, passes, precision, method=None, step=1.0) -> JobCost:
+    def _job(self, kind, name, run, passes, precision, method=None, step_passes=1.0) -> JobCost:
         rate = self.throughput.lookup(
-            self.train_settings(run).arch, self._input_size(run), precision, method, step
+            self.train_settings(run).arch, self._input_size(run), precision, method, step_passes
         )
         level = self._level(run) + (kind != "train")
         source = rate.entry.source or rate.table.source
@@ -176,11 +176,11 @@ class Plan:
     def train_cost(self, run: Run, precision: str | None = None) -> JobCost:
         train = self.train_settings(run)
         passes = cost.train_passes(train, self._sizes(run.dataset))
-        step = cost.step_passes(
+        per_step = cost.step_passes(
             train.method, train.train_attack.get("steps", 10), train.method_params
         )
         precision = precision or getattr(train, "precision", "fp32")
-        return self._job("train", run.name, run, passes, precision, train.method, step)
+        return self._job("train", run.name, run, passes, precision, train.method, per_step)
 
     @functools.cache  # noqa: B019
     def eval_cost(self, run: Run, precision: str | None = None) -> JobCost:

@@ -28,12 +28,13 @@ from matplotlib.lines import Line2D
 from robustft.report.figures import Figure, png_base64, variant_label
 from robustft.tables import paper
 from robustft.tables.schema import StudyTables
+from robustft.threat_models import CLAT_PAPER
 
 __all__ = ["critical_layer_figures", "paper_figures", "sweep_figures"]
 
 _EPS_METRIC = re.compile(r"^PGD_eps(\d+(?:\.\d+)?)$")
 #: CLAT Table 1's white-box PGD strength (Sec. 4.1): where Figure 4 meets the table
-CLAT_TABLE1_EPS = 0.03
+CLAT_TABLE1_EPS = CLAT_PAPER.eps
 #: the papers' colours: CLAT red, PGD-AT blue (CLAT Figure 4's caption)
 _RED, _BLUE = "tab:red", "tab:blue"
 _OTHERS = ("tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
