@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,23 @@ def tiny_backbone(tmp_path: Path) -> Path:
     path = tmp_path / "backbone.pt"
     save_backbone(build_model("resnet_mini", 5, width=4), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def _no_slurm_controller_bin(tmp_path_factory) -> Path:
+    """A directory whose ``scontrol`` fails at once, as it would with no cluster configured."""
+    bin_dir = tmp_path_factory.mktemp("no-slurm-bin")
+    stub = bin_dir / "scontrol"
+    stub.write_text("#!/bin/sh\necho 'scontrol: no SLURM controller in this test' >&2\nexit 1\n")
+    stub.chmod(0o755)
+    return bin_dir
+
+
+@pytest.fixture(autouse=True)
+def _snakemake_starts_without_asking_slurm(request, monkeypatch, _no_slurm_controller_bin):
+    """Every Snakemake start imports the SLURM executor plugin, which runs ``scontrol show
+    config``; with SLURM's client installed but no controller running (this machine, and CI
+    before its cluster test) that call waits ~9 s. Tests that are not about the cluster get an
+    ``scontrol`` that answers "no controller" at once; the ``slurm`` tests see the real one."""
+    if request.node.get_closest_marker("slurm") is None:
+        monkeypatch.setenv("PATH", f"{_no_slurm_controller_bin}:{os.environ['PATH']}")
