@@ -262,6 +262,21 @@ def parser(description: str) -> argparse.ArgumentParser:
     return add_job_arguments(p)
 
 
+def add_keep_checkpoints(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--keep-checkpoints 0|1`` of the training steps (the rule passes config.yaml's
+    ``keep_checkpoints``): without it a finished run's checkpoint directory is deleted."""
+    p.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        choices=(0, 1),
+        help="keep the checkpoint directory once the outputs are written (default: delete it)",
+    )
+    return p
+
+
 def start_job(args: argparse.Namespace) -> None:
     """Logging, and the failure marker of an earlier attempt (steps without torch threads)."""
     global _job

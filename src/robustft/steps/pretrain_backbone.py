@@ -10,7 +10,7 @@ from pathlib import Path
 from robustft.contracts import TrainConfig
 from robustft.models import save_backbone
 from robustft.rundir import finish, hold
-from robustft.steps._common import parser, read_settings, run, start
+from robustft.steps._common import add_keep_checkpoints, parser, read_settings, run, start
 from robustft.train import Trainer, resolve_device, write_log
 
 
@@ -24,15 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--checkpoints", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument(
-        "--keep-checkpoints",
-        type=int,
-        nargs="?",
-        const=1,
-        default=0,
-        choices=(0, 1),
-        help="keep the checkpoint directory after pre-training finished (default: delete it)",
-    )
+    add_keep_checkpoints(p)
     args = p.parse_args(argv)
     start(args)
     cfg = read_settings(TrainConfig, args.settings)

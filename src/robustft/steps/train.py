@@ -12,7 +12,7 @@ import yaml
 from robustft.contracts import RunIdentity, TrainConfig
 from robustft.io import atomic_path
 from robustft.rundir import finish, hold
-from robustft.steps._common import parser, read_settings, run, start
+from robustft.steps._common import add_keep_checkpoints, parser, read_settings, run, start
 from robustft.train import resolve_device, train_run_recorded
 
 
@@ -33,15 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         help="JSON of robustft.contracts.RunIdentity: fidelity, dataset, backbone, "
         "variant, seed, method, preset (recorded in run.yaml)",
     )
-    p.add_argument(
-        "--keep-checkpoints",
-        type=int,
-        nargs="?",
-        const=1,
-        default=0,
-        choices=(0, 1),
-        help="keep the checkpoint directory after the run finished (default: delete it)",
-    )
+    add_keep_checkpoints(p)
     args = p.parse_args(argv)
     start(args)
     cfg = read_settings(TrainConfig, args.settings)
