@@ -100,6 +100,9 @@ def sorted_data(tmp_path_factory) -> Path:
     return write_class_sorted_dataset(tmp_path_factory.mktemp("contract") / "data")
 
 
+TOLIST = torch.Tensor.tolist
+
+
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -114,7 +117,8 @@ def test_method_keeps_the_training_contract(name, sorted_data, tmp_path, monkeyp
         if module.training:  # the loss's forward passes (attacks and probes run in eval mode)
             key = (bool(kwargs.get("lora", False)), kwargs.get("bn", "adaptive"))
             classes = (args[0].detach().flatten(1).mean(1) * CLASSES).floor().long()
-            branches.setdefault(key, set()).update(classes.clamp(0, CLASSES - 1).tolist())
+            # the test's own read of the batch, not counted as the step's (host_reads below)
+            branches.setdefault(key, set()).update(TOLIST(classes.clamp(0, CLASSES - 1)))
 
     model.register_forward_pre_hook(record, with_kwargs=True)
     frozen_stats = {
@@ -142,7 +146,24 @@ def test_method_keeps_the_training_contract(name, sorted_data, tmp_path, monkeyp
 
     monkeypatch.setattr(Trainer, "run_epoch", run_epoch)
     monkeypatch.setattr(Trainer, "end_epoch", end_epoch)
+    host_reads: set[str] = set()
+    original_loss = trainer.method.batch_loss
+
+    def batch_loss(*args, **kwargs):  # a tensor read on the host waits for the GPU every step
+        with pytest.MonkeyPatch.context() as reads:
+            for read in ("item", "tolist", "__float__", "__int__", "__bool__"):
+                original = getattr(torch.Tensor, read)
+
+                def spy(tensor, *a, _read=read, _original=original):
+                    host_reads.add(_read)
+                    return _original(tensor, *a)
+
+                reads.setattr(torch.Tensor, read, spy)
+            return original_loss(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.method, "batch_loss", batch_loss)
     rows = trainer.fit()
+    assert not host_reads, f"{name}: a training step reads tensors on the host: {host_reads}"
 
     assert all(math.isfinite(r["loss"]) for r in rows), [r["loss"] for r in rows]
     for epoch, count in changed_any.items():

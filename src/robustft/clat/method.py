@@ -302,8 +302,8 @@ class CLAT(Method):
         return BatchOutput(
             loss=loss,
             stats={
-                "loss_ce": ce.item(),
-                "loss_feat": feat.item(),
+                "loss_ce": ce.detach(),
+                "loss_feat": feat.detach(),
                 "train_nat_acc": accuracy(logits, y),
             },
         )

@@ -77,7 +77,7 @@ class AutoLoRa(Method):
             sa = ctx.measure_train_accuracy(lambda x: model(x, lora=True))
         else:  # running
             correct, seen = self._running
-            sa = correct / seen if seen else 0.0
+            sa = int(correct) / seen if seen else 0.0
         self._running = [0, 0]
         self.sa = sa
         self.lambda1, self.lambda2 = lambda_weights(sa, self.hp["alpha"])  # Eq. 6/7
@@ -92,8 +92,8 @@ class AutoLoRa(Method):
         ce_adv = F.cross_entropy(adv_logits, y)
         kl = kl_clean_adv(soft, adv_logits, kl_normaliser(self, ctx))
         loss = self.lambda1 * ce_nat + (1 - self.lambda1) * ce_adv + self.lambda2 * kl
-        nat_correct = int((nat_logits.argmax(1) == y).sum())
-        self._running[0] += nat_correct
+        # a device tensor: counted without waiting for the device (read at the epoch end)
+        self._running[0] = self._running[0] + (nat_logits.argmax(1) == y).sum()
         self._running[1] += len(y)
         return BatchOutput(
             loss=loss,
@@ -101,7 +101,7 @@ class AutoLoRa(Method):
                 "loss_ce_nat": ce_nat.detach(),
                 "loss_ce_adv": ce_adv.detach(),
                 "loss_kl": kl.detach(),
-                "train_nat_acc": nat_correct / len(y),
+                "train_nat_acc": accuracy(nat_logits, y),
                 "train_adv_acc": accuracy(adv_logits, y),
             },
             # The natural objective never reaches the FE (that is the point of Eq. 5), so its
@@ -114,7 +114,7 @@ class AutoLoRa(Method):
             "lambda1": self.lambda1,
             "lambda2": self.lambda2,
             "sa": self.sa,
-            "running": list(self._running),
+            "running": [int(self._running[0]), self._running[1]],
         }
 
     def load_state_dict(self, state):

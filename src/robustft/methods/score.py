@@ -155,8 +155,8 @@ class SCORE(Method):
         return BatchOutput(
             loss=loss,
             stats={
-                "loss_se_nat": natural.item(),
-                "loss_se_adv": robust.item(),
+                "loss_se_nat": natural.detach(),
+                "loss_se_adv": robust.detach(),
                 "train_nat_acc": accuracy(clean_logits, y),
                 "train_adv_acc": accuracy(adv_logits, y),
             },

@@ -25,5 +25,5 @@ class Standard(Method):
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         return BatchOutput(
-            loss=loss, stats={"loss_ce_nat": loss.item(), "train_nat_acc": accuracy(logits, y)}
+            loss=loss, stats={"loss_ce_nat": loss.detach(), "train_nat_acc": accuracy(logits, y)}
         )

@@ -116,8 +116,8 @@ class TRADES(Method):
         return BatchOutput(
             loss=loss,
             stats={
-                "loss_ce_nat": natural.item(),
-                "loss_kl": robust.item(),
+                "loss_ce_nat": natural.detach(),
+                "loss_kl": robust.detach(),
                 "train_nat_acc": accuracy(clean_logits, y),
                 "train_adv_acc": accuracy(adv_logits, y),
             },
