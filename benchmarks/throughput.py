@@ -65,11 +65,14 @@ class Variant:
     batch: int
     input_size: int | None
     width: int | None
+    compiled: bool = False  # torch.compile (opt-in `compile: true`); measured, not in the table
 
     @property
     def label(self) -> str:
         layout = "channels_last" if self.channels_last else "nchw"
-        return f"{self.arch}@{self.net_px} {self.method} {self.precision} {layout}"
+        return f"{self.arch}@{self.net_px} {self.method} {self.precision} {layout}" + (
+            " compiled" if self.compiled else ""
+        )
 
     @property
     def net_px(self) -> int:
@@ -99,6 +102,7 @@ def build_step(v: Variant, device: torch.device, classes: int):
     model.to(device).train()
     if v.channels_last and not precision.use_channels_last(model, device):
         return None  # declined on this device (robustft.precision.channels_last_supported)
+    precision.maybe_compile(model, v.compiled)
     params = method.trainable_parameters(model)
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
     scaler = precision.grad_scaler(v.precision, device)
@@ -170,6 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     ap.add_argument("--out", default=None, help="write the planner's throughput table here")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also measure each method in fp32 NCHW under torch.compile (raise --warmup: "
+        "compilation happens in the first steps, for the train- and eval-mode graphs)",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -194,6 +204,12 @@ def main(argv: list[str] | None = None) -> None:
                             width,
                         )
                     )
+    if args.compile:
+        variants += [
+            Variant(**{**v.__dict__, "compiled": True})
+            for v in variants
+            if v.precision == "fp32" and not v.channels_last
+        ]
     built = {v.label: build_step(v, device, args.classes) for v in variants}
     variants = [v for v in variants if built[v.label] is not None]
     steps = {v.label: built[v.label] for v in variants}
@@ -220,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         wants_cl = v.precision != "fp32" and any(
             w.channels_last for w in variants if w.method == v.method and w.precision == v.precision
         )
-        fidelity_setting = v.channels_last == wants_cl
+        fidelity_setting = v.channels_last == wants_cl and not v.compiled
         if fidelity_setting:
             entries.append(
                 {
