@@ -13,23 +13,12 @@ from robustft import plan
 from robustft.plan import settings
 from robustft.tables.paper import PaperRef
 from robustft.tables.records import RunRecord
+from tests.test_clat_pipeline import CLAT_STUDIES
 from tests.test_workflow import job_counts, snakemake, workflow_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: train = the study's runs + the runs its chains start from; evaluate = the study's runs
-NEW_STUDIES = {
-    # 5 backbones × (standard-pre50 → standard+clat) × 3 seeds; CIFAR-10 only (Table 9)
-    "clat_table9": {"prepare_data": 1, "train": 30, "evaluate": 15},
-    # WRN70-16 on the large-GPU fidelity: pre50 → CLAT (and PGD-AT, five k, clean + CLAT)
-    "clat_table3_wrn70_16": {"prepare_data": 2, "train": 12, "evaluate": 6},
-    "clat_table6_wrn70_16": {"prepare_data": 1, "train": 6, "evaluate": 3},
-    "clat_table8_wrn70_16": {"prepare_data": 2, "train": 18, "evaluate": 12},
-    "clat_figure3_wrn70_16": {"prepare_data": 1, "train": 18, "evaluate": 15},
-    "clat_table9_wrn70_16": {"prepare_data": 1, "train": 6, "evaluate": 3},
-    # zoo models (Peng C10, Bai C10, Bai C100) as is + CLAT × 3 seeds: only CLAT trains
-    "clat_table1_wrn70_16": {"prepare_data": 2, "train": 9, "evaluate": 18},
-}
+# Their job counts are in tests/test_clat_pipeline.CLAT_STUDIES (sizes and dry runs).
 ZOO = "clat_table1_wrn70_16"
 
 
@@ -38,15 +27,8 @@ def cfg():
     return plan.load_config(ROOT / "config.yaml")
 
 
-@pytest.mark.parametrize("study", sorted(NEW_STUDIES))
-def test_new_study_sizes(cfg, study):
-    # the Snakemake dry run of each is in test_clat_pipeline (every clat study)
-    assert len(plan.all_training_runs(cfg, [study])) == NEW_STUDIES[study]["train"]
-    assert len(plan.study_runs(cfg, study)) == NEW_STUDIES[study]["evaluate"]
-
-
 def test_wrn70_16_studies_share_their_runs_and_ask_for_a_large_gpu(tmp_path, cfg):
-    studies = [s for s in NEW_STUDIES if s.endswith("wrn70_16")]
+    studies = [s for s in CLAT_STUDIES if s.endswith("wrn70_16")]
     wf = workflow_copy(tmp_path)
     out = snakemake(wf, "-n", "--config", f"targets=[{','.join(studies)}]").stdout
     counts = job_counts(out)
